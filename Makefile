@@ -1,0 +1,51 @@
+# Quick start: `make run` (set up, convert the bundled sample to ONNX and Caffe,
+# verify) and `make test` (set up, run the whole suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+OUT ?= out
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast benchmarks lab readme-tables proto clean
+
+install: $(STAMP)
+
+# torch first, pinned to the CPU build on disk; any later range it satisfies installs nothing more.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	# onnx2torch is only the speed reference of benchmarks/; its declared torchvision
+	# requirement would replace the CPU torch, so it is installed without dependencies.
+	$(BIN)/python -m pip install -q --no-deps onnx2torch==1.5.15
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/workbench convert workbench.samples:sample_net --to onnx -o $(OUT)/onnx --report $(OUT)/onnx/report.json
+	$(BIN)/workbench convert workbench.samples:sample_net --to caffe -o $(OUT)/caffe --fold-bn --report $(OUT)/caffe/report.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q $(PYTEST_ARGS)
+
+# Local iteration: skip whole-model and notebook tests.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q -m "not slow" $(PYTEST_ARGS)
+
+benchmarks: $(STAMP)
+	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+
+lab: $(STAMP)
+	$(BIN)/workbench lab
+
+readme-tables: $(STAMP)
+	$(BIN)/python -m workbench.docs README.md
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache
+
+# Regenerate the Caffe schema bindings after editing workbench/formats/caffe.proto.
+proto: $(STAMP)
+	cd workbench/formats && ../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. caffe.proto

@@ -1,0 +1,115 @@
+"""The one in-memory model type that flows between readers, steps and writers.
+
+``Model`` wraps an ``onnx_ir.Model`` (ONNX semantics, every node carrying
+provenance, see ``provenance.py``) together with where it came from and the
+reports of the steps that produced it. Steps never mutate their input model:
+they copy it, so every artifact of a conversion chain stays available for
+``compare``.
+"""
+from __future__ import annotations
+
+import html
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import onnx_ir as ir
+
+from . import provenance
+from .report import StepReport
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where a model came from: its format, files and a short name."""
+
+    format: str  # "pytorch", "onnx", "caffe", "mxnet", "msnhnet"
+    paths: tuple[str, ...] = ()
+    name: str = "model"
+
+
+@dataclass
+class Model:
+    ir: ir.Model
+    source: SourceInfo
+    reports: list[StepReport] = field(default_factory=list)
+
+    @property
+    def graph(self) -> ir.Graph:
+        return self.ir.graph
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    @property
+    def report(self) -> StepReport | None:
+        """The report of the step that produced this model."""
+        return self.reports[-1] if self.reports else None
+
+    @property
+    def input_names(self) -> list[str]:
+        return [value.name for value in self.graph.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [value.name for value in self.graph.outputs]
+
+    @property
+    def opset(self) -> int:
+        return self.graph.opset_imports.get("", self.ir.opset_imports.get("", 0))
+
+    def input_shapes(self) -> dict[str, tuple]:
+        return {
+            value.name: tuple(value.shape) if value.shape is not None else ()
+            for value in self.graph.inputs
+        }
+
+    def nodes(self) -> Iterator[ir.Node]:
+        return iter(self.graph)
+
+    def census(self) -> Counter:
+        """How many nodes of each op type the graph holds."""
+        return Counter(node.op_type for node in self.graph)
+
+    def parameter_count(self) -> int:
+        return sum(
+            int(np.prod(value.shape)) if value.shape is not None else 0
+            for value in self.graph.initializers.values()
+        )
+
+    def copy(self) -> "Model":
+        """A deep copy (graph and weights), keeping source and reports."""
+        return Model(ir.from_proto(ir.to_proto(self.ir)), self.source, list(self.reports))
+
+    def derive(self, model: ir.Model, report: StepReport) -> "Model":
+        """A new Model for the output of a step, with its report appended."""
+        return Model(model, self.source, [*self.reports, report])
+
+    def __repr__(self) -> str:
+        ops = ", ".join(f"{op}×{n}" for op, n in sorted(self.census().items()))
+        return (
+            f"<Model {self.name!r} from {self.source.format}: {len(self.graph)} nodes "
+            f"({ops}); inputs {self.input_shapes()}; outputs {self.output_names}>"
+        )
+
+    def _repr_html_(self) -> str:
+        census = "".join(
+            f"<tr><td>{html.escape(op)}</td><td>{count}</td></tr>"
+            for op, count in sorted(self.census().items())
+        )
+        shapes = ", ".join(
+            f"{html.escape(n)} {list(s)}" for n, s in self.input_shapes().items()
+        )
+        traced = sum(1 for node in self.graph if provenance.sources(node))
+        last = self.report._repr_html_() if self.report else ""
+        return (
+            f"<div><b>Model {html.escape(self.name)}</b> "
+            f"<small>from {html.escape(self.source.format)}</small><br>"
+            f"inputs: {shapes}<br>outputs: {html.escape(', '.join(self.output_names))}<br>"
+            f"{len(self.graph)} nodes ({traced} with provenance), "
+            f"{self.parameter_count():,} parameters"
+            f"<details><summary>op census</summary><table>{census}</table></details>"
+            f"{last}</div>"
+        )

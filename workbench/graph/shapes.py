@@ -1,0 +1,44 @@
+"""Shape inference on the graph, and helpers to read static shapes and constants."""
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes.common import ShapeInferencePass
+
+from ..errors import WorkbenchError
+
+
+def infer_shapes(model: ir.Model) -> ir.Model:
+    """Annotate every value with its inferred type and shape (ONNX shape inference)."""
+    try:
+        return ShapeInferencePass(strict_mode=False)(model).model
+    except Exception as error:  # onnx raises several unrelated types here
+        raise WorkbenchError(
+            "shape inference failed",
+            found=str(error).splitlines()[0],
+            remedy="give a fixed input shape (--input-shape) or simplify the model first",
+        ) from error
+
+
+def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
+    """The value's shape as ints, or None when unknown or symbolic."""
+    if value is None or value.shape is None:
+        return None
+    dims = tuple(value.shape)
+    if not all(isinstance(d, int) for d in dims):
+        return None
+    return dims
+
+
+def constant(value: ir.Value | None) -> np.ndarray | None:
+    """The value's data if it is an initializer or a Constant node output, else None."""
+    if value is None:
+        return None
+    if value.const_value is not None:
+        return value.const_value.numpy()
+    producer = value.producer()
+    if producer is not None and producer.op_type == "Constant":
+        attribute = producer.attributes.get("value")
+        if attribute is not None:
+            return attribute.as_tensor().numpy()
+    return None

@@ -1,0 +1,41 @@
+"""Read an ONNX file into the graph.
+
+Provenance: a node written by the workbench already carries it; a node exported
+by ``torch.onnx`` carries its module path in ``pkg.torch.onnx.name_scopes``;
+any other node is its own source, under its node name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx_ir as ir
+
+from ..errors import InputError
+from ..graph import Model, SourceInfo, provenance
+from .torch_names import torch_source_name
+
+
+def annotate_provenance(model: ir.Model) -> None:
+    """Give every node without provenance a source name and parameter names."""
+    for index, node in enumerate(model.graph):
+        if not provenance.sources(node):
+            name = torch_source_name(node) or node.name or f"{node.op_type}_{index}"
+            provenance.set_sources(node, [name])
+        provenance.record_initializer_params(node)
+
+
+def read_onnx(path: str | Path) -> Model:
+    path = Path(path)
+    try:
+        model = ir.load(path)
+    except FileNotFoundError as error:
+        raise InputError(f"no such ONNX file: {path}", remedy="check the path") from error
+    except Exception as error:  # protobuf decode errors have no common base type
+        raise InputError(
+            f"{path} is not a readable ONNX model",
+            expected="a serialized onnx.ModelProto",
+            found=str(error).splitlines()[0] if str(error) else type(error).__name__,
+            remedy="re-export the model, or check that the file is complete",
+        ) from error
+    annotate_provenance(model)
+    return Model(model, SourceInfo("onnx", (str(path),), path.stem))

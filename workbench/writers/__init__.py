@@ -1,0 +1,1 @@
+"""Writers: ``Model`` -> files of a target framework."""
