@@ -17,7 +17,7 @@ editing name strings.
 from __future__ import annotations
 
 import json
-from typing import Iterable, Mapping, Sequence
+from typing import Container, Iterable, Mapping, Sequence
 
 import onnx_ir as ir
 
@@ -94,14 +94,50 @@ def copy_provenance(target: ir.Node, source: ir.Node) -> None:
             target.metadata_props[key] = source.metadata_props[key]
 
 
-def record_initializer_params(node: ir.Node) -> None:
-    """Record each initializer input's current name as its source parameter,
-    unless the node already has parameter provenance for that input."""
+def record_initializer_params(node: ir.Node, source_names: Container[str] | None = None) -> None:
+    """Record each initializer input's name as its source parameter, unless the node
+    already has parameter provenance for that input. With ``source_names``, only
+    names in it count (a tool's generated names such as ``_v_23`` are not sources)."""
     known = params(node)
     for index, value in enumerate(node.inputs):
-        if value is not None and value.is_initializer() and index not in known and value.name:
+        if value is None or not value.is_initializer() or index in known or not value.name:
+            continue
+        if source_names is None or value.name in source_names:
             known[index] = (value.name,)
     set_params(node, known)
+
+
+def params_by_source(model: ir.Model) -> dict[str, list[str]]:
+    """Source layer name -> the source parameters recorded on its nodes."""
+    found: dict[str, list[str]] = {}
+    for node in model.graph:
+        names = [name for group in params(node).values() for name in group]
+        for layer in sources(node):
+            found.setdefault(layer, []).extend(n for n in names if n not in found.get(layer, ()))
+    return found
+
+
+def adopt_orphan_params(model: ir.Model, before: Mapping[str, Sequence[str]]) -> None:
+    """After a tool folded helper nodes (e.g. the Reshape of a PReLU slope) into a
+    new initializer, give that initializer the source parameters its layer had
+    before and that no surviving node of the layer claims any more."""
+    after = params_by_source(model)
+    for node in model.graph:
+        known = params(node)
+        orphans = [
+            index
+            for index, value in enumerate(node.inputs)
+            if value is not None and value.is_initializer() and index not in known
+        ]
+        if not orphans:
+            continue
+        for layer in sources(node):
+            unclaimed = [name for name in before.get(layer, ()) if name not in after.get(layer, ())]
+            if len(orphans) == 1 and unclaimed:
+                known[orphans[0]] = tuple(unclaimed)
+                after.setdefault(layer, []).extend(unclaimed)
+                break
+        set_params(node, known)
 
 
 def snapshot(model: ir.Model) -> dict[str, dict[str, str]]:
