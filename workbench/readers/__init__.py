@@ -89,6 +89,11 @@ def load(
         from .caffe_reader import read_caffe
 
         return read_caffe(_by_suffix(names, ".prototxt"), _by_suffix(names, ".caffemodel"))
+    if kind == "mxnet":
+        from .mxnet_reader import read_mxnet
+
+        symbol = next(Path(n) for n in names if n.endswith("-symbol.json"))
+        return read_mxnet(symbol, _by_suffix(names, ".params"), input_shapes=input_shape)
     if kind == "pytorch":
         module = load_factory(names[0], weights)
         shape = input_shape or getattr(_factory(names[0]), "input_shape", None)
@@ -101,7 +106,7 @@ def load(
         return export(module, [example], name=names[0].rpartition(":")[2])
     raise InputError(
         f"reading {kind} models is not available in this version",
-        expected="onnx, caffe or pytorch sources",
+        expected="onnx, caffe, mxnet or pytorch sources",
         found=" ".join(names),
         remedy="convert the model to ONNX first",
     )

@@ -1,0 +1,539 @@
+"""Read an MXNet model (``*-symbol.json`` + ``*.params``) without MXNet installed.
+
+The symbol file is JSON: ``nodes`` (``op``, ``name``, ``attrs``, ``inputs`` as
+``[node index, output index, version]``), ``arg_nodes`` and ``heads`` (the
+outputs). Variables (``op == "null"``) are either parameters found in the params
+file or network inputs.
+
+The params file is MXNet's NDArray list format, read here with NumPy because
+MXNet does not install beside this stack (no maintained library reads it):
+
+    uint64 magic 0x112, uint64 reserved, uint64 count, count x NDArray,
+    uint64 count, count x (uint64 length, bytes name)   # "arg:conv0_weight"
+
+Each NDArray is ``uint32 magic`` (0xF993FAC9 = v2, 0xF993FACA = v3, with
+``int32 storage type`` after it; anything else is the v1 layout where that word
+is already ``ndim``), ``ndim`` and dims (``uint32 ndim`` + ``int64`` dims; v1:
+``uint32`` dims), ``int32 device type, int32 device id``, ``int32 dtype flag``,
+then the raw little-endian data.
+
+Semantics kept exactly, because they are the classic traps of MXNet conversions:
+BatchNorm's ``eps`` defaults to 1e-3 and ``fix_gamma`` (default true) means the
+stored gamma is ignored and 1 is used; Pooling's ``pooling_convention`` "full"
+rounds output sizes up, "valid" down; average pooling counts padding unless
+``count_include_pad`` is false; Deconvolution has no bias unless ``no_bias`` is
+false; preprocessing written into the graph (``_minus_scalar``, ``_mul_scalar``)
+stays in the graph as Sub/Mul nodes. Each graph value is named
+``<mxnet node>_output`` as MXNet's ``get_internals()`` names it, so recorded
+per-layer outputs line up.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import struct
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from ..errors import InputError, Problem, UnsupportedError
+from ..graph import Model, SourceInfo, provenance
+from ..graph.builder import GraphBuilder
+from ..registry import Registry
+
+_LIST_MAGIC = 0x112
+_NDARRAY_V2 = 0xF993FAC9
+_NDARRAY_V3 = 0xF993FACA
+_DTYPES = {0: np.float32, 1: np.float64, 2: np.float16, 3: np.uint8, 4: np.int32, 5: np.int8, 6: np.int64}
+
+
+def read_params(path: str | Path) -> dict[str, np.ndarray]:
+    """``{"conv0_weight": array, ...}`` from an MXNet ``.params`` file (prefixes dropped)."""
+    data = Path(path).read_bytes()
+    try:
+        return _parse_params(memoryview(data))
+    except (struct.error, ValueError, IndexError) as error:
+        raise InputError(
+            f"{path} is not a readable MXNet params file",
+            expected="an NDArray list saved by mx.nd.save / model.save_checkpoint",
+            found=str(error),
+            remedy="check that the file is complete and is the .params of this symbol",
+        ) from error
+
+
+def _parse_params(buffer: memoryview) -> dict[str, np.ndarray]:
+    offset = 0
+
+    def take(fmt: str) -> tuple:
+        nonlocal offset
+        values = struct.unpack_from(fmt, buffer, offset)
+        offset += struct.calcsize(fmt)
+        return values
+
+    magic, _reserved, count = take("<QQQ")
+    if magic != _LIST_MAGIC:
+        raise ValueError(f"magic {magic:#x} instead of {_LIST_MAGIC:#x}")
+    arrays = []
+    for _ in range(count):
+        (head,) = take("<I")
+        if head in (_NDARRAY_V2, _NDARRAY_V3):
+            (storage,) = take("<i")
+            if storage != 0:
+                raise ValueError(f"sparse storage type {storage} is not supported")
+            (ndim,) = take("<i")
+            shape = take(f"<{ndim}q")
+        else:
+            ndim = head
+            shape = take(f"<{ndim}I")
+        if ndim == 0:
+            arrays.append(np.zeros((0,), np.float32))
+            continue
+        take("<ii")  # device type and id: irrelevant on the CPU
+        (flag,) = take("<i")
+        if flag not in _DTYPES:
+            raise ValueError(f"unknown dtype flag {flag}")
+        dtype = np.dtype(_DTYPES[flag]).newbyteorder("<")
+        size = int(np.prod(shape))
+        array = np.frombuffer(buffer, dtype=dtype, count=size, offset=offset).reshape(shape)
+        offset += size * dtype.itemsize
+        arrays.append(array)
+    (name_count,) = take("<Q")
+    if name_count != len(arrays):
+        raise ValueError(f"{name_count} names for {len(arrays)} arrays")
+    params = {}
+    for array in arrays:
+        (length,) = take("<Q")
+        name = bytes(buffer[offset : offset + length]).decode()
+        offset += length
+        params[name.split(":", 1)[-1]] = array
+    return params
+
+
+def _attrs(node: dict) -> dict[str, Any]:
+    raw = node.get("attrs") or node.get("attr") or node.get("param") or {}
+    parsed = {}
+    for key, text in raw.items():
+        if text in ("True", "true"):
+            parsed[key] = True
+        elif text in ("False", "false"):
+            parsed[key] = False
+        else:
+            try:
+                parsed[key] = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                parsed[key] = text
+    return parsed
+
+
+def _pair(value: Any, default: int) -> list[int]:
+    if value is None or value == ():
+        return [default, default]
+    if isinstance(value, int):
+        return [value, value]
+    return [int(v) for v in value]
+
+
+class _Context:
+    """What a converter needs: the builder, the node, its inputs and attributes."""
+
+    def __init__(self, builder: GraphBuilder, node: dict, inputs: list[ir.Value], params: list[str | None]):
+        self.builder = builder
+        self.name = node["name"]
+        self.op = node["op"]
+        self.attrs = _attrs(node)
+        self.inputs = inputs
+        self.params = params  # source parameter name of each input, None for activations
+
+    def emit(
+        self,
+        op_type: str,
+        inputs: Sequence[ir.Value | None],
+        attributes: dict | None = None,
+        *,
+        final: bool = True,
+        params: dict[int, str] | None = None,
+    ) -> ir.Value:
+        """Add one ONNX node for this MXNet node; the final one carries the MXNet output name.
+
+        ``params`` maps the node's input positions to source parameter names; by
+        default, inputs passed through unchanged keep their own parameter name.
+        """
+        if params is None:
+            params = {
+                i: p for i, p in enumerate(self.params) if p and i < len(inputs) and inputs[i] is self.inputs[i]
+            }
+        name = f"{self.name}_output" if final else f"{self.name}_{op_type.lower()}"
+        return self.builder.add_node(
+            op_type,
+            inputs,
+            attributes,
+            sources=[self.name],
+            params={i: [p] for i, p in params.items() if p},
+            outputs=[name],
+            name=self.name,
+        )[0]
+
+    def constant(self, suffix: str, array: np.ndarray) -> ir.Value:
+        return self.builder.add_initializer(f"{self.name}_{suffix}", np.asarray(array))
+
+
+CONVERTERS: Registry[Callable[[_Context], ir.Value]] = Registry("MXNet reader")
+
+
+@CONVERTERS.register("Convolution")
+def convert_convolution(ctx: _Context) -> ir.Value:
+    """Conv: kernel, stride, pad, dilate, num_group; bias unless no_bias."""
+    kernel = _pair(ctx.attrs.get("kernel"), 1)
+    pads = _pair(ctx.attrs.get("pad"), 0)
+    inputs = ctx.inputs[:2] if ctx.attrs.get("no_bias", False) else ctx.inputs[:3]
+    return ctx.emit(
+        "Conv",
+        inputs,
+        {
+            "kernel_shape": kernel,
+            "strides": _pair(ctx.attrs.get("stride"), 1),
+            "dilations": _pair(ctx.attrs.get("dilate"), 1),
+            "pads": pads + pads,
+            "group": int(ctx.attrs.get("num_group", 1)),
+        },
+    )
+
+
+@CONVERTERS.register("Deconvolution")
+def convert_deconvolution(ctx: _Context) -> ir.Value:
+    """ConvTranspose: weight (in, out/group, kh, kw); MXNet's default is no bias."""
+    pads = _pair(ctx.attrs.get("pad"), 0)
+    has_bias = not ctx.attrs.get("no_bias", True)
+    if ctx.attrs.get("target_shape"):
+        raise _Unsupported("Deconvolution with target_shape", "give explicit pad and adj instead")
+    return ctx.emit(
+        "ConvTranspose",
+        ctx.inputs[:3] if has_bias else ctx.inputs[:2],
+        {
+            "kernel_shape": _pair(ctx.attrs.get("kernel"), 1),
+            "strides": _pair(ctx.attrs.get("stride"), 1),
+            "dilations": _pair(ctx.attrs.get("dilate"), 1),
+            "pads": pads + pads,
+            "output_padding": _pair(ctx.attrs.get("adj"), 0),
+            "group": int(ctx.attrs.get("num_group", 1)),
+        },
+    )
+
+
+@CONVERTERS.register("BatchNorm")
+def convert_batchnorm(ctx: _Context) -> ir.Value:
+    """BatchNormalization with MXNet's defaults: eps 1e-3, fix_gamma true (gamma := 1)."""
+    if int(ctx.attrs.get("axis", 1)) != 1:
+        raise _Unsupported("BatchNorm over an axis other than 1", "transpose to NCHW first")
+    data, gamma, beta, mean, var = ctx.inputs[:5]
+    fixed = ctx.attrs.get("fix_gamma", True)
+    if fixed:
+        gamma = ctx.constant("gamma_fixed", np.ones(gamma.const_value.numpy().shape, np.float32))
+    value = ctx.emit(
+        "BatchNormalization",
+        [data, gamma, beta, mean, var],
+        {"epsilon": float(ctx.attrs.get("eps", 1e-3))},
+        params=dict(enumerate(ctx.params)),
+    )
+    if fixed:
+        provenance.add_transform(value.producer(), f"fix_gamma: stored {ctx.params[1]} ignored, gamma = 1")
+    return value
+
+
+_ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softrelu": "Softplus", "softsign": "Softsign"}
+
+
+@CONVERTERS.register("Activation")
+def convert_activation(ctx: _Context) -> ir.Value:
+    """Relu, Sigmoid, Tanh, Softplus (softrelu), Softsign."""
+    kind = ctx.attrs.get("act_type")
+    if kind not in _ACTIVATIONS:
+        raise _Unsupported(f"Activation act_type={kind}", "")
+    return ctx.emit(_ACTIVATIONS[kind], ctx.inputs[:1])
+
+
+@CONVERTERS.register("LeakyReLU")
+def convert_leaky_relu(ctx: _Context) -> ir.Value:
+    """leaky → LeakyRelu, prelu → PRelu (per-channel slope), elu → Elu, selu → Selu."""
+    kind = ctx.attrs.get("act_type", "leaky")
+    slope = float(ctx.attrs.get("slope", 0.25))
+    if kind == "leaky":
+        return ctx.emit("LeakyRelu", ctx.inputs[:1], {"alpha": slope})
+    if kind == "prelu":
+        # ONNX PRelu broadcasts the slope from the right: (C,) must become (C, 1, 1)
+        slope = ctx.constant("gamma_chw", ctx.inputs[1].const_value.numpy().reshape(-1, 1, 1))
+        return ctx.emit("PRelu", [ctx.inputs[0], slope], params={1: ctx.params[1]})
+    if kind == "elu":
+        return ctx.emit("Elu", ctx.inputs[:1], {"alpha": slope})
+    if kind == "selu":
+        return ctx.emit("Selu", ctx.inputs[:1])
+    raise _Unsupported(f"LeakyReLU act_type={kind}", "")
+
+
+@CONVERTERS.register("Pooling")
+def convert_pooling(ctx: _Context) -> ir.Value:
+    """Max/avg/sum pooling; "full" convention = ceil rounding, "valid" = floor; global pooling."""
+    kind = ctx.attrs.get("pool_type", "max")
+    if kind not in ("max", "avg", "sum"):
+        raise _Unsupported(f"Pooling pool_type={kind}", "")
+    if ctx.attrs.get("global_pool", False):
+        op = "GlobalMaxPool" if kind == "max" else "GlobalAveragePool"
+        if kind == "sum":
+            raise _Unsupported("global sum pooling", "")
+        return ctx.emit(op, ctx.inputs[:1])
+    convention = ctx.attrs.get("pooling_convention", "valid")
+    if convention not in ("valid", "full"):
+        raise _Unsupported(f"Pooling pooling_convention={convention}", "use valid or full")
+    kernel = _pair(ctx.attrs.get("kernel"), 1)
+    pads = _pair(ctx.attrs.get("pad"), 0)
+    attributes = {
+        "kernel_shape": kernel,
+        "strides": _pair(ctx.attrs.get("stride"), 1),
+        "pads": pads + pads,
+        "ceil_mode": int(convention == "full"),
+    }
+    if kind == "max":
+        return ctx.emit("MaxPool", ctx.inputs[:1], attributes)
+    attributes["count_include_pad"] = int(ctx.attrs.get("count_include_pad", True) or kind == "sum")
+    if kind == "avg":
+        return ctx.emit("AveragePool", ctx.inputs[:1], attributes)
+    average = ctx.emit("AveragePool", ctx.inputs[:1], attributes, final=False)
+    window = ctx.constant("window", np.array(kernel[0] * kernel[1], np.float32))
+    return ctx.emit("Mul", [average, window])
+
+
+@CONVERTERS.register("Flatten")
+def convert_flatten(ctx: _Context) -> ir.Value:
+    """Flatten all but the batch axis."""
+    return ctx.emit("Flatten", ctx.inputs[:1], {"axis": 1})
+
+
+@CONVERTERS.register("FullyConnected")
+def convert_fully_connected(ctx: _Context) -> ir.Value:
+    """Gemm with transB (after Flatten when flatten=true, MXNet's default)."""
+    data = ctx.inputs[0]
+    if ctx.attrs.get("flatten", True):
+        data = ctx.emit("Flatten", [data], {"axis": 1}, final=False)
+    else:
+        raise _Unsupported("FullyConnected with flatten=False", "")
+    has_bias = not ctx.attrs.get("no_bias", False)
+    inputs = [data, ctx.inputs[1]] + ([ctx.inputs[2]] if has_bias else [])
+    return ctx.emit("Gemm", inputs, {"transB": 1}, params=dict(enumerate(ctx.params)))
+
+
+@CONVERTERS.register("Concat")
+def convert_concat(ctx: _Context) -> ir.Value:
+    """Concat along dim (default 1), inputs in the symbol's order."""
+    return ctx.emit("Concat", ctx.inputs, {"axis": int(ctx.attrs.get("dim", 1))})
+
+
+@CONVERTERS.register("softmax", "SoftmaxActivation", "SoftmaxOutput")
+def convert_softmax(ctx: _Context) -> ir.Value:
+    """Softmax: ``softmax`` over ``axis`` (default -1); the others over the channel axis."""
+    if ctx.op == "softmax":
+        axis = int(ctx.attrs.get("axis", -1))
+    elif ctx.op == "SoftmaxActivation" and ctx.attrs.get("mode", "instance") == "instance":
+        flat = ctx.emit("Flatten", ctx.inputs[:1], {"axis": 1}, final=False)
+        return ctx.emit("Softmax", [flat], {"axis": 1})
+    else:
+        axis = 1
+    return ctx.emit("Softmax", ctx.inputs[:1], {"axis": axis})
+
+
+@CONVERTERS.register("Dropout")
+def convert_dropout(ctx: _Context) -> ir.Value:
+    """Identity at inference."""
+    return ctx.emit("Identity", ctx.inputs[:1])
+
+
+_ELEMENTWISE = {
+    "elemwise_add": "Add", "_Plus": "Add", "_plus": "Add", "broadcast_add": "Add", "_add": "Add",
+    "elemwise_sub": "Sub", "_Minus": "Sub", "_minus": "Sub", "broadcast_sub": "Sub", "_sub": "Sub",
+    "elemwise_mul": "Mul", "_Mul": "Mul", "_mul": "Mul", "broadcast_mul": "Mul",
+    "elemwise_div": "Div", "_Div": "Div", "_div": "Div", "broadcast_div": "Div",
+    "broadcast_maximum": "Max", "_maximum": "Max", "broadcast_minimum": "Min", "_minimum": "Min",
+}
+
+
+@CONVERTERS.register(*_ELEMENTWISE)
+def convert_elementwise(ctx: _Context) -> ir.Value:
+    """Binary elementwise ops (Add, Sub, Mul, Div, Max, Min), with broadcasting."""
+    return ctx.emit(_ELEMENTWISE[ctx.op], ctx.inputs[:2])
+
+
+@CONVERTERS.register("add_n", "ElementWiseSum")
+def convert_add_n(ctx: _Context) -> ir.Value:
+    """Sum of all inputs."""
+    return ctx.emit("Sum", ctx.inputs)
+
+
+_SCALAR = {
+    "_plus_scalar": ("Add", False), "_minus_scalar": ("Sub", False), "_rminus_scalar": ("Sub", True),
+    "_mul_scalar": ("Mul", False), "_div_scalar": ("Div", False), "_rdiv_scalar": ("Div", True),
+}
+
+
+@CONVERTERS.register(*_SCALAR)
+def convert_scalar(ctx: _Context) -> ir.Value:
+    """x op scalar (or scalar op x for the _r forms): preprocessing written into the graph."""
+    op, reverse = _SCALAR[ctx.op]
+    scalar = ctx.constant("scalar", np.array(float(ctx.attrs["scalar"]), np.float32))
+    operands = [scalar, ctx.inputs[0]] if reverse else [ctx.inputs[0], scalar]
+    return ctx.emit(op, operands)
+
+
+@CONVERTERS.register("clip")
+def convert_clip(ctx: _Context) -> ir.Value:
+    """Clip between a_min and a_max."""
+    low = ctx.constant("min", np.array(float(ctx.attrs["a_min"]), np.float32))
+    high = ctx.constant("max", np.array(float(ctx.attrs["a_max"]), np.float32))
+    return ctx.emit("Clip", [ctx.inputs[0], low, high])
+
+
+@CONVERTERS.register("Reshape")
+def convert_reshape(ctx: _Context) -> ir.Value:
+    """Reshape; 0 (copy) and -1 (infer) mean the same in ONNX; -2/-3/-4 are not supported."""
+    shape = [int(d) for d in ctx.attrs.get("shape", ())]
+    if any(d < -1 for d in shape) or ctx.attrs.get("reverse", False):
+        raise _Unsupported("Reshape with special values -2/-3/-4 or reverse", "rewrite with 0 and -1")
+    return ctx.emit("Reshape", [ctx.inputs[0], ctx.constant("shape", np.array(shape, np.int64))])
+
+
+@CONVERTERS.register("transpose")
+def convert_transpose(ctx: _Context) -> ir.Value:
+    """Transpose by axes (reversed when none are given)."""
+    axes = ctx.attrs.get("axes")
+    return ctx.emit("Transpose", ctx.inputs[:1], {"perm": [int(a) for a in axes]} if axes else None)
+
+
+@CONVERTERS.register("UpSampling")
+def convert_upsampling(ctx: _Context) -> ir.Value:
+    """Nearest upsampling by an integer scale."""
+    if ctx.attrs.get("sample_type", "nearest") != "nearest":
+        raise _Unsupported("bilinear UpSampling", "")
+    scale = float(ctx.attrs.get("scale", 1))
+    scales = ctx.constant("scales", np.array([1, 1, scale, scale], np.float32))
+    return ctx.emit("Resize", [ctx.inputs[0], None, scales], {"mode": "nearest"})
+
+
+@CONVERTERS.register("L2Normalization")
+def convert_l2_normalization(ctx: _Context) -> ir.Value:
+    """instance mode: x / sqrt(sum over all non-batch axes of x² + eps)."""
+    if ctx.attrs.get("mode", "instance") != "instance":
+        raise _Unsupported(f"L2Normalization mode={ctx.attrs.get('mode')}", "")
+    x = ctx.inputs[0]
+    flat = ctx.emit("Flatten", [x], {"axis": 1}, final=False)
+    squares = ctx.emit("ReduceSumSquare", [flat, ctx.constant("axes", np.array([1], np.int64))], {"keepdims": 1}, final=False)
+    shifted = ctx.emit("Add", [squares, ctx.constant("eps", np.array(float(ctx.attrs.get("eps", 1e-10)), np.float32))], final=False)
+    norm = ctx.emit("Sqrt", [shifted], final=False)
+    normalized = ctx.emit("Div", [flat, norm], final=False)
+    shape = ctx.emit("Shape", [x], final=False)
+    return ctx.emit("Reshape", [normalized, shape])
+
+
+class _Unsupported(Exception):
+    def __init__(self, what: str, remedy: str) -> None:
+        super().__init__(what)
+        self.what = what
+        self.remedy = remedy
+
+
+def read_mxnet(
+    symbol_path: str | Path,
+    params_path: str | Path,
+    *,
+    input_shapes: dict[str, Sequence[int]] | Sequence[int] | None = None,
+) -> Model:
+    """Read ``*-symbol.json`` + ``*.params`` into a Model.
+
+    ``input_shapes``: ``{input name: shape}``, or one shape for a single input.
+    """
+    symbol_path, params_path = Path(symbol_path), Path(params_path)
+    try:
+        symbol = json.loads(symbol_path.read_text())
+        nodes = symbol["nodes"]
+        heads = symbol["heads"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(
+            f"{symbol_path} is not an MXNet symbol file",
+            expected="JSON with 'nodes' and 'heads' (saved by sym.save / export)",
+            found=str(error),
+            remedy="pass the *-symbol.json written together with the .params",
+        ) from error
+    params = read_params(params_path)
+    consumers_of_label = {
+        node["inputs"][1][0] for node in nodes if node["op"] == "SoftmaxOutput" and len(node["inputs"]) > 1
+    }
+    data_names = [
+        node["name"]
+        for index, node in enumerate(nodes)
+        if node["op"] == "null" and node["name"] not in params and index not in consumers_of_label
+    ]
+    shapes = _input_shapes(data_names, input_shapes, nodes)
+
+    problems = [
+        Problem("error", "unsupported-op", node["name"], node["op"], f"MXNet op {node['op']} has no converter",
+                "convert it to supported ops in MXNet before exporting, or extend the reader")
+        for node in nodes
+        if node["op"] != "null" and node["op"] not in CONVERTERS
+    ]
+    if problems:
+        raise UnsupportedError("the workbench graph (MXNet reader)", problems)
+
+    builder = GraphBuilder(symbol_path.name.removesuffix("-symbol.json"))
+    values: dict[tuple[int, int], ir.Value] = {}
+    param_names: dict[int, str] = {}
+    for index, node in enumerate(nodes):
+        if node["op"] != "null":
+            continue
+        if node["name"] in shapes:
+            values[(index, 0)] = builder.add_input(node["name"], shapes[node["name"]])
+        elif node["name"] in params:
+            values[(index, 0)] = builder.add_initializer(node["name"], params[node["name"]])
+            param_names[index] = node["name"]
+
+    for index, node in enumerate(nodes):
+        if node["op"] == "null":
+            continue
+        inputs = [values.get((entry[0], entry[1])) for entry in node["inputs"] if entry[0] not in consumers_of_label]
+        missing = [nodes[entry[0]]["name"] for entry in node["inputs"] if (entry[0], entry[1]) not in values and entry[0] not in consumers_of_label]
+        if missing:
+            raise InputError(
+                f"MXNet node {node['name']} uses {', '.join(missing)}, which the params file does not hold",
+                remedy="check that the .params belongs to this symbol (same epoch and prefix)",
+            )
+        sources = [param_names.get(entry[0]) for entry in node["inputs"] if entry[0] not in consumers_of_label]
+        try:
+            values[(index, 0)] = CONVERTERS.get(node["op"])(_Context(builder, node, inputs, sources))
+        except _Unsupported as unsupported:
+            problems.append(Problem("error", "unsupported-attribute", node["name"], node["op"], unsupported.what, unsupported.remedy))
+    if problems:
+        raise UnsupportedError("the workbench graph (MXNet reader)", problems)
+    builder.set_outputs([values[(head[0], head[1])] for head in heads])
+    model = builder.build()
+    for value in model.graph.inputs:
+        value.type = ir.TensorType(ir.DataType.FLOAT)
+    return Model(model, SourceInfo("mxnet", (str(symbol_path), str(params_path)), builder.name))
+
+
+def _input_shapes(names: list[str], given, nodes: list[dict]) -> dict[str, tuple[int, ...]]:
+    if isinstance(given, dict):
+        shapes = {k: tuple(int(d) for d in v) for k, v in given.items()}
+    elif given is not None and len(names) == 1:
+        shapes = {names[0]: tuple(int(d) for d in given)}
+    else:
+        shapes = {}
+        for node in nodes:
+            declared = _attrs(node).get("__shape__")
+            if node["name"] in names and declared:
+                shapes[node["name"]] = tuple(int(d) for d in declared)
+    missing = [name for name in names if name not in shapes]
+    if missing:
+        raise InputError(
+            f"MXNet input(s) {', '.join(missing)} need a shape",
+            expected="--input-shape N,C,H,W (one input) or shapes for every input",
+            remedy="give --input-shape, e.g. 1,3,112,112",
+        )
+    return shapes
