@@ -1,0 +1,105 @@
+"""The stepper's logic: step order, skipping, stale steps after a re-run, artifacts
+kept for comparison, errors kept instead of raised."""
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+from workbench import InputError, Model, SourceInfo
+from workbench.graph.builder import GraphBuilder
+from workbench.graph.shapes import infer_shapes
+from workbench.ui.pipeline import Pipeline
+
+
+def conv_bn_relu() -> Model:
+    rng = np.random.default_rng(0)
+    builder = GraphBuilder("conv_bn_relu")
+    x = builder.add_input("x", [1, 3, 8, 8])
+    weight = builder.add_initializer("conv.weight", rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
+    (conv,) = builder.add_node("Conv", [x, weight], {"pads": [1, 1, 1, 1]}, sources=["conv"])
+    stats = [
+        builder.add_initializer(f"bn.{name}", values.astype(np.float32))
+        for name, values in (
+            ("weight", rng.uniform(0.5, 1.5, 4)),
+            ("bias", rng.standard_normal(4) * 0.1),
+            ("running_mean", rng.standard_normal(4) * 0.1),
+            ("running_var", rng.uniform(0.5, 1.5, 4)),
+        )
+    ]
+    (bn,) = builder.add_node("BatchNormalization", [conv, *stats], sources=["bn"])
+    (out,) = builder.add_node("Relu", [bn], sources=["relu"])
+    builder.set_outputs([out])
+    # typed outputs, as an ONNX file from an exporter has (onnxsim requires them)
+    return Model(infer_shapes(builder.build()), SourceInfo("onnx", name="conv_bn_relu"))
+
+
+@pytest.fixture
+def source(tmp_path) -> str:
+    path = tmp_path / "conv_bn_relu.onnx"
+    ir.save(conv_bn_relu().ir, path)
+    return str(path)
+
+
+@pytest.fixture
+def pipeline(source, tmp_path) -> Pipeline:
+    return Pipeline(source, "onnx", tmp_path / "out")
+
+
+def test_only_load_can_run_first(pipeline):
+    assert [pipeline.missing_before(step) for step in ("load", "simplify", "write", "compare")] == [
+        None, "load", "load", "write"
+    ]
+    with pytest.raises(InputError, match="needs load"):
+        pipeline.run("simplify")
+
+
+def test_each_step_reads_the_latest_model_and_every_model_is_kept(pipeline, source):
+    for step in ("load", "simplify", "fold_bn", "check", "write"):
+        assert pipeline.run(step).ok, step
+    assert pipeline.current["fold_bn"].made_from == "simplify #1"
+    assert pipeline.current["write"].made_from == "fold_bn #1"
+    assert [a.label for a in pipeline.comparable()] == ["load #1", "simplify #1", "fold_bn #1", "write #1"]
+    assert pipeline.current["fold_bn"].value.census().get("BatchNormalization", 0) == 0
+    written = pipeline.current["write"].value.paths[0]
+    session = ort.InferenceSession(str(written), providers=["CPUExecutionProvider"])
+    reference = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    # the written (BatchNorm-folded) file against the source file, both in onnxruntime: atol 1e-5
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], reference.run(None, {"x": x})[0], atol=1e-5)
+
+
+def test_a_skipped_step_is_passed_over(pipeline):
+    pipeline.enabled["fold_bn"] = False
+    pipeline.run("load")
+    pipeline.run("simplify")
+    assert pipeline.status("fold_bn") == "skipped"
+    assert pipeline.run("check").made_from == "simplify #1"
+    with pytest.raises(InputError, match="switched off"):
+        pipeline.run("fold_bn")
+
+
+def test_rerunning_a_step_marks_later_steps_stale_and_keeps_old_artifacts(pipeline):
+    for step in ("load", "simplify", "fold_bn"):
+        pipeline.run(step)
+    again = pipeline.run("simplify")
+    assert again.label == "simplify #2"
+    assert pipeline.status("fold_bn") == "stale" and pipeline.status("simplify") == "done"
+    assert "simplify #1" in [a.label for a in pipeline.comparable()]
+    assert pipeline.run("fold_bn").made_from == "simplify #2"
+    assert pipeline.status("fold_bn") == "done"
+
+
+def test_a_bad_source_is_kept_as_a_failed_step(tmp_path):
+    pipeline = Pipeline(str(tmp_path / "missing.onnx"), "onnx", tmp_path / "out")
+    ran = pipeline.run_all()
+    assert [a.label for a in ran] == ["load #1"]
+    assert pipeline.status("load") == "failed"
+    assert "no such file" in str(ran[0].error)
+    assert pipeline.comparable() == []
+
+
+def test_only_optional_steps_can_be_switched_off(source, tmp_path):
+    with pytest.raises(InputError, match="check cannot be switched off"):
+        Pipeline(source, "onnx", tmp_path, enabled={"check": False})
