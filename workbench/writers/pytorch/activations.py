@@ -1,0 +1,208 @@
+"""Activations and softmax as ``torch.nn`` layers.
+
+ONNX and PyTorch agree on these formulas; the parameters differ in name only,
+except:
+
+* ``HardSigmoid`` is ``clamp(alpha * x + beta, 0, 1)``; ``nn.Hardsigmoid`` is the
+  case ``alpha = 1/6, beta = 1/2``, any other pair is written out.
+* ``PRelu`` broadcasts its slope numpy-style; ``nn.PReLU`` holds one slope per
+  channel (axis 1) or a single one, so other slope shapes are written out with
+  ``torch.where``.
+* ``Softmax`` before opset 13 flattens the input from ``axis`` on and normalises
+  over all those elements together.
+* ``x * sigmoid(x)`` (how exporters write SiLU) becomes one ``nn.SiLU``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .codegen import call, flat, number, string
+from .program import EMITTERS, NodeContext, single_use
+
+
+def _simple(ctx: NodeContext, layer: str, **kwargs: str) -> None:
+    ctx.assign(call(ctx.module(call(layer, **kwargs)), ctx.x(0)))
+
+
+@EMITTERS.register("Relu")
+def emit_relu(ctx: NodeContext) -> None:
+    """nn.ReLU"""
+    _simple(ctx, "nn.ReLU")
+
+
+@EMITTERS.register("Tanh")
+def emit_tanh(ctx: NodeContext) -> None:
+    """nn.Tanh"""
+    _simple(ctx, "nn.Tanh")
+
+
+@EMITTERS.register("Sigmoid")
+def emit_sigmoid(ctx: NodeContext) -> None:
+    """nn.Sigmoid, or nn.SiLU with the Mul that multiplies its input by it"""
+    product = single_use(ctx.node.outputs[0], "Mul")
+    source = ctx.value(0)
+    if product is not None and source is not None and source in product.inputs:
+        ctx.absorb(product)
+        _simple(ctx, "nn.SiLU")
+        return
+    _simple(ctx, "nn.Sigmoid")
+
+
+@EMITTERS.register("LeakyRelu")
+def emit_leaky_relu(ctx: NodeContext) -> None:
+    """nn.LeakyReLU(alpha)"""
+    _simple(ctx, "nn.LeakyReLU", negative_slope=number(ctx.attr("alpha", 0.01)))
+
+
+@EMITTERS.register("Elu")
+def emit_elu(ctx: NodeContext) -> None:
+    """nn.ELU(alpha)"""
+    _simple(ctx, "nn.ELU", alpha=number(ctx.attr("alpha", 1.0)))
+
+
+@EMITTERS.register("Celu")
+def emit_celu(ctx: NodeContext) -> None:
+    """nn.CELU(alpha)"""
+    _simple(ctx, "nn.CELU", alpha=number(ctx.attr("alpha", 1.0)))
+
+
+@EMITTERS.register("Selu")
+def emit_selu(ctx: NodeContext) -> None:
+    """nn.SELU (default alpha and gamma only)"""
+    alpha, gamma = ctx.attr("alpha", 1.67326319217681884765625), ctx.attr("gamma", 1.05070102214813232421875)
+    if not (np.isclose(alpha, 1.6732632, rtol=1e-6) and np.isclose(gamma, 1.0507010, rtol=1e-6)):
+        ctx.unsupported(
+            f"Selu with alpha={alpha}, gamma={gamma}; nn.SELU has fixed constants",
+            "use Elu and Mul nodes for a scaled ELU with other constants",
+        )
+        return
+    _simple(ctx, "nn.SELU")
+
+
+@EMITTERS.register("Softplus")
+def emit_softplus(ctx: NodeContext) -> None:
+    """nn.Softplus"""
+    _simple(ctx, "nn.Softplus")
+
+
+@EMITTERS.register("Softsign")
+def emit_softsign(ctx: NodeContext) -> None:
+    """nn.Softsign"""
+    _simple(ctx, "nn.Softsign")
+
+
+@EMITTERS.register("Mish")
+def emit_mish(ctx: NodeContext) -> None:
+    """nn.Mish"""
+    _simple(ctx, "nn.Mish")
+
+
+@EMITTERS.register("HardSwish")
+def emit_hard_swish(ctx: NodeContext) -> None:
+    """nn.Hardswish"""
+    _simple(ctx, "nn.Hardswish")
+
+
+@EMITTERS.register("HardSigmoid")
+def emit_hard_sigmoid(ctx: NodeContext) -> None:
+    """nn.Hardsigmoid when alpha = 1/6 and beta = 1/2, else clamp(alpha * x + beta, 0, 1)"""
+    alpha, beta = float(ctx.attr("alpha", 0.2)), float(ctx.attr("beta", 0.5))
+    if np.isclose(alpha, 1 / 6, rtol=1e-6) and np.isclose(beta, 0.5, rtol=1e-6):
+        _simple(ctx, "nn.Hardsigmoid")
+        return
+    ctx.assign(call("torch.clamp", f"{ctx.x(0)} * {number(alpha)} + {number(beta)}", "0.0", "1.0"))
+
+
+@EMITTERS.register("Gelu")
+def emit_gelu(ctx: NodeContext) -> None:
+    """nn.GELU(approximate)"""
+    approximate = ctx.attr("approximate", "none")
+    if approximate == "none":
+        _simple(ctx, "nn.GELU")
+    else:
+        _simple(ctx, "nn.GELU", approximate=string(approximate))
+
+
+@EMITTERS.register("Clip")
+def emit_clip(ctx: NodeContext) -> None:
+    """nn.ReLU6 for [0, 6], nn.Hardtanh for other bounds, torch.clamp for one bound"""
+    if ctx.opset >= 11:
+        if not (ctx.needs_constant(1, "the lower bound") and ctx.needs_constant(2, "the upper bound")):
+            return
+        low = ctx.const(1) if ctx.has_input(1) else None
+        high = ctx.const(2) if ctx.has_input(2) else None
+    else:
+        low, high = ctx.attr("min"), ctx.attr("max")
+    low = None if low is None else float(np.asarray(low).reshape(()))
+    high = None if high is None else float(np.asarray(high).reshape(()))
+    floating = ctx.dtype(0) is None or ctx.dtype(0).kind == "f"
+    if floating and low == 0.0 and high == 6.0:
+        _simple(ctx, "nn.ReLU6")
+    elif floating and low is not None and high is not None:
+        _simple(ctx, "nn.Hardtanh", min_val=number(low), max_val=number(high))
+    else:
+        bounds = {}
+        if low is not None:
+            bounds["min"] = number(low, ctx.dtype(0))
+        if high is not None:
+            bounds["max"] = number(high, ctx.dtype(0))
+        ctx.assign(call("torch.clamp", ctx.x(0), **bounds))
+
+
+@EMITTERS.register("PRelu")
+def emit_prelu(ctx: NodeContext) -> None:
+    """nn.PReLU(channels) for per-channel or single slopes"""
+    slope = ctx.const(1)
+    rank = ctx.rank(0)
+    if slope is None:
+        ctx.assign(call("torch.where", f"{ctx.x(0)} >= 0", ctx.x(0), f"{ctx.x(0)} * {ctx.x(1)}"))
+        return
+    if slope.size == 1:
+        ctx.assign(call(ctx.module(call("nn.PReLU"), {"weight": slope.reshape(1)}, shared=[1]), ctx.x(0)))
+        return
+    # the slope lines up with axis 1 when, aligned to the input's rank from the right,
+    # its only dimension larger than one is the channel dimension
+    aligned = (1,) * ((rank or 0) - slope.ndim) + slope.shape if rank is not None else None
+    if aligned is not None and rank >= 2 and len(aligned) == rank and all(
+        size == 1 for axis, size in enumerate(aligned) if axis != 1
+    ):
+        channels = slope.size
+        layer = ctx.module(
+            call("nn.PReLU", num_parameters=str(channels)), {"weight": slope.reshape(channels)}, shared=[1]
+        )
+        ctx.assign(call(layer, ctx.x(0)))
+        return
+    ctx.assign(call("torch.where", f"{ctx.x(0)} >= 0", ctx.x(0), f"{ctx.x(0)} * {ctx.x(1)}"))
+
+
+def _softmax(ctx: NodeContext, layer: str, function: str) -> None:
+    rank = ctx.rank(0)
+    default = -1 if ctx.opset >= 13 else 1
+    axis = int(ctx.attr("axis", default))
+    if rank is not None and axis < 0:
+        axis += rank
+    last = axis == -1 or (rank is not None and axis == rank - 1)
+    if ctx.opset >= 13 or last:
+        ctx.assign(call(ctx.module(call(layer, dim=str(axis))), ctx.x(0)))
+        return
+    if rank is None:
+        ctx.unsupported(
+            f"{ctx.node.op_type} (opset {ctx.opset}) on an input of unknown rank",
+            "run shape inference or simplify the model first",
+        )
+        return
+    # before opset 13: normalise over everything from `axis` on, as one flattened row
+    flattened = call("torch.flatten", ctx.x(0), str(axis))
+    ctx.assign(call(f"{function}({flat(flattened)}, dim=-1).reshape", f"{ctx.x(0)}.shape"))
+
+
+@EMITTERS.register("Softmax")
+def emit_softmax(ctx: NodeContext) -> None:
+    """nn.Softmax(dim)"""
+    _softmax(ctx, "nn.Softmax", "torch.softmax")
+
+
+@EMITTERS.register("LogSoftmax")
+def emit_log_softmax(ctx: NodeContext) -> None:
+    """nn.LogSoftmax(dim)"""
+    _softmax(ctx, "nn.LogSoftmax", "torch.log_softmax")

@@ -1,0 +1,152 @@
+"""Elementwise ops as Python operators and ``torch`` functions.
+
+ONNX broadcasting is NumPy's, as is PyTorch's, so a binary op is the operator
+itself; a one-element constant operand is written as a number (``x * 0.5``).
+ONNX ``Div`` of integers truncates towards zero, which PyTorch spells
+``torch.div(a, b, rounding_mode="trunc")``; ``Mod`` follows the divisor's sign
+unless ``fmod = 1`` (``torch.remainder`` / ``torch.fmod``).
+"""
+from __future__ import annotations
+
+from functools import reduce
+
+import onnx_ir as ir
+
+from .codegen import call, string
+from .program import EMITTERS, NodeContext, torch_dtype
+
+_OPERATORS = {
+    "Add": "+",
+    "Sub": "-",
+    "Mul": "*",
+    "Equal": "==",
+    "Greater": ">",
+    "Less": "<",
+    "GreaterOrEqual": ">=",
+    "LessOrEqual": "<=",
+}
+
+_FUNCTIONS = {
+    "Pow": "torch.pow",
+    "And": "torch.logical_and",
+    "Or": "torch.logical_or",
+    "Xor": "torch.logical_xor",
+}
+
+_UNARY = {
+    "Sqrt": "torch.sqrt",
+    "Exp": "torch.exp",
+    "Log": "torch.log",
+    "Abs": "torch.abs",
+    "Erf": "torch.erf",
+    "Reciprocal": "torch.reciprocal",
+    "Floor": "torch.floor",
+    "Ceil": "torch.ceil",
+    "Round": "torch.round",
+    "Sign": "torch.sign",
+    "Sin": "torch.sin",
+    "Cos": "torch.cos",
+    "Tan": "torch.tan",
+    "Atan": "torch.atan",
+    "Not": "torch.logical_not",
+    "IsNaN": "torch.isnan",
+}
+
+
+def _binary(ctx: NodeContext) -> tuple[str, str]:
+    return ctx.operand(0, 1), ctx.operand(1, 0)
+
+
+@EMITTERS.register(*_OPERATORS)
+def emit_operator(ctx: NodeContext) -> None:
+    """a + b, a - b, a * b, a == b, a > b, ... (NumPy broadcasting in both)"""
+    left, right = _binary(ctx)
+    ctx.assign(f"{left} {_OPERATORS[ctx.node.op_type]} {right}")
+
+
+@EMITTERS.register("Div")
+def emit_div(ctx: NodeContext) -> None:
+    """a / b; truncating torch.div for integers"""
+    left, right = _binary(ctx)
+    dtype = ctx.dtype(0)
+    if dtype is not None and dtype.kind in "iu":
+        ctx.assign(call("torch.div", left, right, rounding_mode='"trunc"'))
+    else:
+        ctx.assign(f"{left} / {right}")
+
+
+@EMITTERS.register("Mod")
+def emit_mod(ctx: NodeContext) -> None:
+    """torch.remainder, or torch.fmod when fmod = 1"""
+    function = "torch.fmod" if ctx.attr("fmod", 0) else "torch.remainder"
+    ctx.assign(call(function, ctx.x(0), ctx.operand(1, 0)))
+
+
+@EMITTERS.register("Pow", "And", "Or", "Xor")
+def emit_binary_function(ctx: NodeContext) -> None:
+    """torch.pow, torch.logical_and / or / xor"""
+    left = ctx.x(0)
+    right = ctx.operand(1, 0) if ctx.node.op_type == "Pow" else ctx.x(1)
+    ctx.assign(call(_FUNCTIONS[ctx.node.op_type], left, right))
+
+
+@EMITTERS.register(*_UNARY)
+def emit_unary(ctx: NodeContext) -> None:
+    """torch.sqrt, torch.exp, torch.erf, ... (the same function in both)"""
+    ctx.assign(call(_UNARY[ctx.node.op_type], ctx.x(0)))
+
+
+@EMITTERS.register("Neg")
+def emit_neg(ctx: NodeContext) -> None:
+    """-x"""
+    ctx.assign(f"-{ctx.x(0)}")
+
+
+@EMITTERS.register("Max", "Min")
+def emit_extreme(ctx: NodeContext) -> None:
+    """torch.maximum / torch.minimum, folded over every input"""
+    function = "torch.maximum" if ctx.node.op_type == "Max" else "torch.minimum"
+    operands = [ctx.x(i) for i in range(len(ctx.node.inputs))]
+    if len(operands) == 1:
+        ctx.alias(0)
+        return
+    ctx.assign(reduce(lambda left, right: call(function, left, right), operands))
+
+
+@EMITTERS.register("Sum", "Mean")
+def emit_sum(ctx: NodeContext) -> None:
+    """a + b + ..., divided by the count for Mean"""
+    operands = [ctx.x(i) for i in range(len(ctx.node.inputs))]
+    total = " + ".join(operands)
+    if ctx.node.op_type == "Mean" and len(operands) > 1:
+        total = f"({total}) / {len(operands)}"
+    ctx.assign(total)
+
+
+@EMITTERS.register("Where")
+def emit_where(ctx: NodeContext) -> None:
+    """torch.where(condition, a, b)"""
+    ctx.assign(call("torch.where", ctx.x(0), ctx.operand(1, 2), ctx.operand(2, 1)))
+
+
+@EMITTERS.register("Cast")
+def emit_cast(ctx: NodeContext) -> None:
+    """x.to(dtype)"""
+    target = torch_dtype(ir.DataType(int(ctx.attr("to"))))
+    if target is None:
+        ctx.unsupported(f"Cast to {ir.DataType(int(ctx.attr('to'))).name}, which PyTorch has no dtype for")
+        return
+    ctx.assign(call(f"{ctx.x(0)}.to", target))
+
+
+@EMITTERS.register("CastLike")
+def emit_cast_like(ctx: NodeContext) -> None:
+    """x.to(other.dtype)"""
+    ctx.assign(call(f"{ctx.x(0)}.to", f"{ctx.x(1)}.dtype"))
+
+
+@EMITTERS.register("Einsum")
+def emit_einsum(ctx: NodeContext) -> None:
+    """torch.einsum(equation, ...)"""
+    operands = [ctx.x(i) for i in range(len(ctx.node.inputs))]
+    ctx.assign(call("torch.einsum", string(ctx.attr("equation")), *operands))

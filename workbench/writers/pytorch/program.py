@@ -1,0 +1,396 @@
+"""The PyTorch program being generated from a graph, and the per-node context
+the op emitters write it through.
+
+The writer walks the graph in its (topological) order and calls the emitter
+registered for each node's op type. An emitter reads the node through a
+``NodeContext`` (inputs as expressions, constant inputs as arrays, attributes,
+inferred shapes) and adds to the ``Program``:
+
+* submodules (``self.conv1 = nn.Conv2d(...)``) named after the node's source
+  layer, with the tensors of their state dict;
+* buffers for constant tensors (one-element operands of arithmetic and small
+  index lists are written as literals instead);
+* forward statements, each remembering the graph nodes and source layers it
+  stands for.
+
+An emitter that cannot express a node records a ``Problem`` and returns, so every
+problem of a graph is found in one pass. Emitters may absorb a following node
+(``Sigmoid`` + ``Mul`` -> ``nn.SiLU``); the walk then skips it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import onnx_ir as ir
+import torch
+
+from ...errors import Problem
+from ...graph import provenance
+from ...graph.shapes import constant
+from ...registry import Registry
+from .codegen import Call, Expr, Namespace, flat, identifier, number
+
+TARGET = "PyTorch"
+
+# Constants with at most this many elements are written into the code as literals.
+LITERAL_LIMIT = 16
+
+_TORCH_DTYPES = {
+    "float32": "torch.float32",
+    "float16": "torch.float16",
+    "float64": "torch.float64",
+    "bfloat16": "torch.bfloat16",
+    "int64": "torch.int64",
+    "int32": "torch.int32",
+    "int16": "torch.int16",
+    "int8": "torch.int8",
+    "uint8": "torch.uint8",
+    "bool": "torch.bool",
+}
+
+
+@dataclass
+class ModuleRecord:
+    name: str
+    type: str
+    constructor: Call
+    state: dict[str, np.ndarray]
+    shared_values: tuple[int, ...]
+    nodes: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class BufferRecord:
+    name: str
+    array: np.ndarray
+    nodes: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Statement:
+    target: str
+    expr: Expr
+    nodes: list[str]
+    sources: list[str]
+
+
+class Program:
+    """Submodules, buffers and forward statements generated so far."""
+
+    def __init__(self, graph: ir.Graph, opset: int) -> None:
+        self.graph = graph
+        self.opset = opset
+        self.modules: dict[str, ModuleRecord] = {}
+        self.buffers: dict[str, BufferRecord] = {}
+        self.statements: list[Statement] = []
+        self.problems: list[Problem] = []
+        self.absorbed: set[int] = set()
+        # attributes of nn.Module (train, eval, forward, ...) would shadow a submodule
+        self.attributes = Namespace(dir(torch.nn.Module))
+        self.variables = Namespace(["self", "torch", "nn", "F"])
+        self._expressions: dict[int, str] = {}
+        self._by_source: dict[str, list[ModuleRecord]] = {}
+        self._buffer_of_value: dict[int, str] = {}
+        # files from before ONNX IR 4 also list their initializers as graph inputs
+        self.arguments = [self.variable(v) for v in graph.inputs if v.const_value is None]
+
+    def variable(self, value: ir.Value) -> str:
+        """The forward variable holding ``value`` (claimed on first use)."""
+        key = id(value)
+        if key not in self._expressions:
+            self._expressions[key] = self.variables.claim(identifier(value.name or "", "v") or "v")
+        return self._expressions[key]
+
+    def bind(self, value: ir.Value, expression: str) -> None:
+        self._expressions[id(value)] = expression
+
+    def add_module(
+        self, base: str, constructor: Call, state: dict[str, np.ndarray], shared_values: tuple[int, ...]
+    ) -> ModuleRecord:
+        """A new submodule, or the one already made for the same source layer when it
+        is built the same way from the same weights (a layer called twice)."""
+        for record in self._by_source.get(base, []):
+            if flat(record.constructor) == flat(constructor) and record.shared_values == shared_values:
+                return record
+        name = self.attributes.claim(base)
+        record = ModuleRecord(name, constructor.function, constructor, state, shared_values)
+        self.modules[name] = record
+        self._by_source.setdefault(base, []).append(record)
+        return record
+
+    def add_buffer(self, value: ir.Value, array: np.ndarray, base: str) -> BufferRecord:
+        key = id(value)
+        if key in self._buffer_of_value:
+            return self.buffers[self._buffer_of_value[key]]
+        record = BufferRecord(self.attributes.claim(base), array)
+        self.buffers[record.name] = record
+        self._buffer_of_value[key] = record.name
+        return record
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Every submodule's parameters and every buffer, as tensors over the arrays."""
+        state: dict[str, torch.Tensor] = {}
+        for module in self.modules.values():
+            for key, array in module.state.items():
+                state[f"{module.name}.{key}"] = as_tensor(array)
+        for buffer in self.buffers.values():
+            state[buffer.name] = as_tensor(buffer.array)
+        return state
+
+
+def as_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor over the array's buffer (copied once only when the buffer is read-only)."""
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:
+        array = array.copy()
+    return torch.from_numpy(array)
+
+
+def torch_dtype(dtype: ir.DataType | np.dtype | None) -> str | None:
+    """``torch.float32`` for a graph or NumPy dtype, None when PyTorch has no match."""
+    if dtype is None:
+        return None
+    if isinstance(dtype, ir.DataType):
+        try:
+            dtype = dtype.numpy()
+        except (TypeError, ValueError):
+            return None
+    return _TORCH_DTYPES.get(np.dtype(dtype).name)
+
+
+class NodeContext:
+    """What an emitter sees of one node, and how it adds code for it."""
+
+    def __init__(self, program: Program, node: ir.Node) -> None:
+        self.program = program
+        self.node = node
+        self.nodes = [node]
+        self.ok = True
+
+    # ---- reading the node -------------------------------------------------
+    @property
+    def opset(self) -> int:
+        return self.program.opset
+
+    @property
+    def name(self) -> str:
+        return self.node.name or self.node.op_type
+
+    def sources(self) -> list[str]:
+        return [name for node in self.nodes for name in provenance.sources(node)]
+
+    def value(self, index: int) -> ir.Value | None:
+        inputs = self.node.inputs
+        return inputs[index] if index < len(inputs) else None
+
+    def has_input(self, index: int) -> bool:
+        value = self.value(index)
+        return value is not None and bool(value.name or value.const_value is not None)
+
+    def const(self, index: int) -> np.ndarray | None:
+        """The constant data of input ``index``, or None if it is computed or absent."""
+        return constant_data(self.value(index))
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        attribute = self.node.attributes.get(name)
+        if attribute is None:
+            return default
+        value = attribute.value
+        if isinstance(value, ir.TensorProtocol):
+            return value.numpy()
+        if isinstance(value, Sequence) and not isinstance(value, str):
+            return tuple(value)
+        return value
+
+    def shape(self, index: int = 0) -> tuple[int | None, ...] | None:
+        """The input's shape, unknown dimensions as None, or None if the rank is unknown."""
+        return _shape_of(self.value(index))
+
+    def output_shape(self, index: int = 0) -> tuple[int | None, ...] | None:
+        return _shape_of(self.node.outputs[index])
+
+    def rank(self, index: int = 0) -> int | None:
+        shape = self.shape(index)
+        return len(shape) if shape is not None else None
+
+    def dtype(self, index: int = 0) -> np.dtype | None:
+        value = self.value(index)
+        if value is None or value.dtype is None:
+            return None
+        try:
+            return np.dtype(value.dtype.numpy())
+        except (TypeError, ValueError):
+            return None
+
+    def param(self, index: int, attribute: str, *, since: int) -> np.ndarray | None:
+        """A parameter that moved from an attribute to an input at opset ``since``
+        (Reduce* axes, Split sizes, Pad pads, Clip bounds, ...)."""
+        if self.opset >= since:
+            return self.const(index) if self.has_input(index) else None
+        found = self.attr(attribute)
+        return None if found is None else np.asarray(found)
+
+    def needs_constant(self, index: int, role: str) -> bool:
+        """True when input ``index`` is absent or constant; otherwise records the
+        dynamic-shape problem (the generated code needs it fixed)."""
+        if not self.has_input(index) or self.const(index) is not None:
+            return True
+        self.problem(
+            "dynamic-shape",
+            f"{role} is computed at run time (input {self.value(index).name})",
+            "simplify the model with fixed input shapes first (workbench.steps.simplify, "
+            "--input-shape) so it becomes a constant",
+        )
+        return False
+
+    # ---- expressions of inputs -------------------------------------------
+    def x(self, index: int = 0) -> str:
+        """The tensor expression for input ``index``: a variable, or a buffer for a constant."""
+        value = self.value(index)
+        if value is None:
+            raise ValueError(f"{self.name} has no input {index}")
+        data = self.const(index)
+        if data is None:
+            return self.program.variable(value)
+        return self.buffer(index)
+
+    def operand(self, index: int, other: int) -> str:
+        """Input ``index`` of an elementwise op whose other tensor operand is input
+        ``other``: a one-element constant becomes a Python number when broadcasting
+        against the other operand keeps the same shape."""
+        data = self.const(index)
+        if data is not None and data.size == 1 and self.const(other) is None:
+            other_rank = self.rank(other)
+            if data.ndim == 0 or (other_rank is not None and other_rank >= data.ndim):
+                return number(data.reshape(()).item(), data.dtype)
+        return self.x(index)
+
+    def buffer(self, index: int) -> str:
+        value = self.value(index)
+        data = self.const(index)
+        record = self.program.add_buffer(value, data, identifier(value.name or "", "constant") or "constant")
+        record.nodes.append(self.name)
+        record.sources.extend(s for s in self.sources() if s not in record.sources)
+        return f"self.{record.name}"
+
+    # ---- adding code -------------------------------------------------------
+    def module(
+        self,
+        constructor: Call,
+        state: dict[str, np.ndarray] | None = None,
+        shared: Sequence[int] = (),
+    ) -> str:
+        """Add (or reuse) a submodule named after the node's source layer; returns
+        ``self.<name>``. ``shared`` are the inputs whose weights it holds, so a
+        source layer applied twice to the same weights is one submodule."""
+        sources = self.sources()
+        base = identifier(sources[0], "layer") if sources else identifier(self.node.op_type.lower(), "layer")
+        weights = tuple(id(self.value(i)) for i in shared)
+        record = self.program.add_module(base, constructor, state or {}, weights)
+        record.nodes.extend(node.name or node.op_type for node in self.nodes)
+        record.sources.extend(s for s in sources if s not in record.sources)
+        return f"self.{record.name}"
+
+    def assign(self, expr: Expr, output: int = 0) -> str:
+        """``output_variable = expr``; returns the variable."""
+        target = self.program.variable(self._final_outputs()[output])
+        self._statement(target, expr)
+        return target
+
+    def assign_all(self, expr: Expr) -> None:
+        """``a, b, c = expr`` for a node with several outputs."""
+        targets = [self.program.variable(value) for value in self._final_outputs()]
+        self._statement(", ".join(targets) + ("," if len(targets) == 1 else ""), expr)
+
+    def temporary(self, expr: Expr, hint: str) -> str:
+        """An intermediate variable (e.g. the padded input of a convolution)."""
+        target = self.program.variables.claim(hint)
+        self._statement(target, expr)
+        return target
+
+    def alias(self, index: int = 0) -> None:
+        """The output is input ``index`` itself (Identity, Dropout at inference)."""
+        value = self.value(index)
+        expression = self.x(index) if value is not None else "None"
+        self.program.bind(self._final_outputs()[0], expression)
+
+    def absorb(self, node: ir.Node) -> None:
+        """Emit ``node`` together with this one (its outputs become this code's outputs)."""
+        self.nodes.append(node)
+        self.program.absorbed.add(id(node))
+
+    def problem(self, kind: str, message: str, remedy: str = "", severity: str = "error") -> None:
+        if severity == "error":
+            self.ok = False
+        self.program.problems.append(
+            Problem(
+                severity=severity,
+                kind=kind,
+                node=self.name,
+                op_type=self.node.op_type,
+                message=message,
+                remedy=remedy,
+                source=tuple(provenance.sources(self.node)),
+            )
+        )
+
+    def unsupported(self, message: str, remedy: str = "") -> None:
+        """An attribute value or input form this writer cannot express."""
+        self.problem("unsupported-attribute", message, remedy)
+
+    def _final_outputs(self) -> Sequence[ir.Value]:
+        return self.nodes[-1].outputs
+
+    def _statement(self, target: str, expr: Expr) -> None:
+        if not self.ok:
+            return
+        names = [node.name or node.op_type for node in self.nodes]
+        self.program.statements.append(Statement(target, expr, names, self.sources()))
+
+
+_CONSTANT_LISTS = {"value_floats": np.float32, "value_ints": np.int64}
+_CONSTANT_SCALARS = {"value_float": np.float32, "value_int": np.int64}
+
+
+def constant_data(value: ir.Value | None) -> np.ndarray | None:
+    """The data of an initializer or Constant output, including the
+    ``value_float(s)`` / ``value_int(s)`` forms of Constant."""
+    if value is None:
+        return None
+    found = constant(value)
+    producer = value.producer()
+    if found is not None or producer is None or producer.op_type != "Constant":
+        return found
+    for name, dtype in _CONSTANT_LISTS.items():
+        if name in producer.attributes:
+            return np.asarray(producer.attributes[name].value, dtype=dtype)
+    for name, dtype in _CONSTANT_SCALARS.items():
+        if name in producer.attributes:
+            return np.asarray(producer.attributes[name].value, dtype=dtype)
+    return None
+
+
+def _shape_of(value: ir.Value | None) -> tuple[int | None, ...] | None:
+    if value is None or value.shape is None:
+        return None
+    return tuple(d if isinstance(d, int) else None for d in value.shape)
+
+
+def single_use(value: ir.Value, op_type: str) -> ir.Node | None:
+    """The one node that uses ``value`` if it has ``op_type`` and the value is not
+    a graph output (so fusing the two hides nothing)."""
+    if value.is_graph_output():
+        return None
+    consumers = list(value.consumers())
+    uses = list(value.uses())
+    if len(consumers) == 1 and len(uses) == 1 and consumers[0].op_type == op_type:
+        return consumers[0]
+    return None
+
+
+Emitter = Callable[[NodeContext], None]
+EMITTERS: Registry[Emitter] = Registry("PyTorch emitters")

@@ -1,0 +1,188 @@
+"""``write_pytorch``: a graph -> a readable ``model.py``, its ``weights.pt`` and
+``provenance.json``.
+
+``model.py`` defines ``class Model(nn.Module)``: one submodule per source layer
+(standard ``torch.nn`` layers where they exist), named after the layer's
+provenance name made into an identifier with the path flattened
+(``layer1.0.conv1`` -> ``layer1_0_conv1``, ``conv1/3x3_reduce`` -> ``conv1_3x3_reduce``),
+and a ``forward`` that follows the graph node by node. ``weights.pt`` is the
+state dict (tensors over the graph's weight buffers); ``provenance.json`` says
+which graph nodes and source layers each submodule and forward line stands for.
+
+Before anything is written, every node is checked: ops without an emitter and
+attribute values PyTorch cannot express are all reported in one
+``UnsupportedError``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx_ir as ir
+import torch
+
+from ...errors import Problem, UnsupportedError, WorkbenchError
+from ...graph import Model, StepReport
+from ...graph.report import timed
+from ...graph.shapes import infer_shapes
+from ..files import WrittenFiles, staged_output
+from .codegen import INDENT, call, flat, ints, render
+from .program import EMITTERS, TARGET, NodeContext, Program, constant_data, torch_dtype
+
+
+def build_program(model: Model) -> Program:
+    """Run every node's emitter over a shape-annotated copy of the graph."""
+    working = model.copy().ir
+    try:
+        working = infer_shapes(working)
+    except WorkbenchError:
+        pass  # emitters that need a shape report it themselves
+    program = Program(working.graph, model.opset)
+    for value in working.graph.inputs:
+        if value.shape is not None and not all(isinstance(d, int) for d in value.shape):
+            program.problems.append(
+                Problem(
+                    severity="warning",
+                    kind="dynamic-shape",
+                    node="",
+                    op_type="",
+                    message=f"input {value.name} has symbolic dimensions {list(value.shape)}; "
+                    "reshape targets and sizes are written as the graph records them",
+                    remedy="check the generated model with the input sizes you will use",
+                )
+            )
+    for node in working.graph:
+        if id(node) in program.absorbed:
+            continue
+        emitter = EMITTERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        context = NodeContext(program, node)
+        if emitter is None:
+            domain = f" (domain {node.domain})" if node.domain not in ("", "ai.onnx") else ""
+            context.problem(
+                "unsupported-op",
+                f"no PyTorch emitter for {node.op_type}{domain}",
+                "simplify the model (shape computations fold away), or replace the op in the source",
+            )
+            continue
+        emitter(context)
+    return program
+
+
+def find_problems(model: Model) -> list[Problem]:
+    """Every op the PyTorch writer cannot emit and every pitfall, sorted."""
+    problems = build_program(model).problems
+    return sorted(problems, key=lambda p: (p.severity, p.op_type, p.node, p.kind))
+
+
+def write_pytorch(model: Model, outdir: str | Path, *, name: str | None = None) -> WrittenFiles:
+    """Write ``model.py``, ``weights.pt`` and ``provenance.json`` into ``outdir``."""
+    report = StepReport("write pytorch")
+    with timed(report):
+        program = build_program(model)
+        errors = [p for p in program.problems if p.severity == "error"]
+        if errors:
+            raise UnsupportedError(TARGET, errors)
+        title = name or model.name
+        source, lines = render_source(program, model, title)
+        compile(source, "model.py", "exec")  # a generation bug fails here, before any file exists
+        outdir = Path(outdir)
+        with staged_output(outdir, protected=model.source.paths) as staging:
+            (staging / "model.py").write_text(source)
+            torch.save(program.state_dict(), staging / "weights.pt")
+            (staging / "provenance.json").write_text(json.dumps(provenance_record(program, lines), indent=1))
+    modules = [_module_entry(record) for record in program.modules.values()]
+    warnings = [str(p) for p in program.problems if p.severity == "warning"]
+    report.summary = (
+        f"{len(program.modules)} submodules, {len(program.statements)} forward statements, "
+        f"{len(program.buffers)} buffers from {len(model.graph)} nodes"
+    )
+    report.counts = {
+        "submodules": len(program.modules),
+        "statements": len(program.statements),
+        "buffers": len(program.buffers),
+        "nodes": len(model.graph),
+    }
+    report.warnings = warnings
+    paths = [outdir / "model.py", outdir / "weights.pt", outdir / "provenance.json"]
+    return WrittenFiles("pytorch", paths, report, {"modules": modules})
+
+
+def _module_entry(record) -> dict:
+    return {"name": record.name, "type": record.type, "nodes": record.nodes, "sources": record.sources}
+
+
+def render_source(program: Program, model: Model, title: str) -> tuple[str, dict[int, int]]:
+    """The text of ``model.py``, and the line number of each forward statement."""
+    outputs = [_output_expression(program, value) for value in program.graph.outputs]
+    body = [
+        "",
+        "",
+        "class Model(nn.Module):",
+        f"{INDENT}def __init__(self) -> None:",
+        f"{INDENT * 2}super().__init__()",
+    ]
+    for record in program.modules.values():
+        body += render(f"self.{record.name} = ", record.constructor, INDENT * 2)
+    for buffer in program.buffers.values():
+        placeholder = call("torch.zeros", ints(buffer.array.shape), dtype=torch_dtype(buffer.array.dtype))
+        body += render("", call("self.register_buffer", f'"{buffer.name}"', placeholder), INDENT * 2)
+    body += [
+        f"{INDENT * 2}# the weights come from weights.pt; the converted network runs in inference",
+        f"{INDENT * 2}# mode, call .train() to fine-tune it",
+        f"{INDENT * 2}self.eval()",
+        "",
+        f"{INDENT}def forward(self, {', '.join(program.arguments)}):",
+    ]
+    statement_offsets: dict[int, int] = {}
+    for index, statement in enumerate(program.statements):
+        statement_offsets[index] = len(body)
+        body += render(f"{statement.target} = ", statement.expr, INDENT * 2)
+    body.append(f"{INDENT * 2}return {', '.join(outputs)}")
+    paths = ", ".join(model.source.paths) or "memory"
+    header = [
+        f'"""PyTorch model generated by workbench from the {model.source.format} model "{title}".',
+        "",
+        f"Source: {paths} (opset {program.opset}, {len(program.graph)} nodes).",
+        "Each submodule is named after the source layer it came from; provenance.json",
+        "lists the graph nodes and source layers behind every submodule and forward line.",
+        "",
+        "    model = Model()",
+        '    model.load_state_dict(torch.load("weights.pt", weights_only=True))',
+        '"""',
+        "import torch",
+        "from torch import nn",
+    ]
+    if any("F." in line for line in body):
+        header.append("from torch.nn import functional as F")
+    lines = {index: len(header) + offset + 1 for index, offset in statement_offsets.items()}
+    return "\n".join(header + body) + "\n", lines
+
+
+def _output_expression(program: Program, value: ir.Value) -> str:
+    data = constant_data(value)
+    if data is not None and not value.is_graph_input():
+        record = program.add_buffer(value, data, "output_constant")
+        return f"self.{record.name}"
+    return program.variable(value)
+
+
+def provenance_record(program: Program, lines: dict[int, int]) -> dict:
+    """What provenance.json holds: the origin of every submodule, buffer and forward line."""
+    return {
+        "modules": [_module_entry(record) for record in program.modules.values()],
+        "buffers": [
+            {"name": b.name, "shape": list(b.array.shape), "nodes": b.nodes, "sources": b.sources}
+            for b in program.buffers.values()
+        ],
+        "forward": [
+            {
+                "line": lines[index],
+                "code": f"{statement.target} = {flat(statement.expr)}",
+                "nodes": statement.nodes,
+                "sources": statement.sources,
+            }
+            for index, statement in enumerate(program.statements)
+        ],
+        "inputs": [value.name for value in program.graph.inputs],
+        "outputs": [value.name for value in program.graph.outputs],
+    }
