@@ -1,0 +1,137 @@
+"""Run a Caffe model in OpenCV DNN, the Caffe runtime people use without a Caffe install.
+
+``OpenCVCaffeRunner`` loads ``.prototxt`` + ``.caffemodel`` with
+``cv2.dnn.readNetFromCaffe`` on the plain OpenCV CPU backend with layer fusion
+off, so every layer (a ReLU or BatchNorm that would be fused into the preceding
+convolution) keeps its own output.
+
+The structure (layer order, bottoms and tops) is read from the prototxt:
+
+* final outputs are the blobs written last by some layer and read by no later
+  layer (a Silence layer counts as a reader); ``run`` keys them by top name;
+* ``run_layers`` yields every computing layer's output in prototxt order, keyed
+  by layer name (a layer with several tops yields one entry per top, keyed by
+  the top's blob name). An in-place layer (``top == bottom``) yields the value
+  after it, and the layer before it still yields its own output: OpenCV keeps a
+  separate output for every requested layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import cv2
+import numpy as np
+from google.protobuf import text_format
+
+from ..errors import InputError
+from ..formats import caffe_pb2
+
+_NO_OUTPUT_TYPES = {"Input", "Silence"}
+
+
+@dataclass(frozen=True)
+class _Layer:
+    name: str
+    type: str
+    bottoms: tuple[str, ...]
+    tops: tuple[str, ...]
+
+
+def _read_structure(prototxt: Path) -> tuple[str, list[_Layer], list[str]]:
+    """(net name, layers in order, input blob names) from the prototxt text."""
+    definition = caffe_pb2.NetParameter()
+    try:
+        text_format.Parse(prototxt.read_text(), definition, allow_unknown_field=True)
+    except (text_format.ParseError, UnicodeDecodeError) as error:
+        raise InputError(
+            f"{prototxt} is not a readable Caffe prototxt",
+            expected="a NetParameter in protobuf text format",
+            found=str(error).splitlines()[0],
+            remedy="check the file is the network definition (deploy.prototxt)",
+        ) from error
+    if definition.layers:
+        raise InputError(
+            f"{prototxt} uses the pre-2015 layer format (layers {{ type: CONVOLUTION }})",
+            remedy="upgrade it with Caffe's upgrade_net_proto_text tool",
+        )
+    layers = [_Layer(l.name, l.type, tuple(l.bottom), tuple(l.top)) for l in definition.layer]
+    inputs = list(definition.input) + [top for layer in layers if layer.type == "Input" for top in layer.tops]
+    return definition.name, layers, inputs
+
+
+class OpenCVCaffeRunner:
+    """A Caffe model in OpenCV DNN; outputs keyed by Caffe top (blob) and layer names."""
+
+    name = "opencv-dnn"
+
+    def __init__(self, prototxt: str | Path, caffemodel: str | Path) -> None:
+        prototxt, caffemodel = Path(prototxt), Path(caffemodel)
+        for path in (prototxt, caffemodel):
+            if not path.is_file():
+                raise InputError(f"no such file: {path}", remedy="check the path")
+        self.model_name, self._layers, self.input_names = _read_structure(prototxt)
+        try:
+            self.net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+        except cv2.error as error:
+            raise InputError(
+                f"OpenCV DNN cannot load {prototxt.name} + {caffemodel.name}",
+                found=str(error).strip().splitlines()[-1],
+                remedy="check that the weights belong to this prototxt and that OpenCV knows every layer type",
+            ) from error
+        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+        self.net.enableFusion(False)
+        self._outputs = self._final_outputs()
+        self.output_names = list(self._outputs)
+
+    def _final_outputs(self) -> dict[str, tuple[str, int]]:
+        """Top name -> (layer, top index) of blobs nobody reads after they are written."""
+        unread: dict[str, tuple[str, int]] = {}
+        for layer in self._layers:
+            for bottom in layer.bottoms:
+                unread.pop(bottom, None)
+            if layer.type not in _NO_OUTPUT_TYPES:
+                for index, top in enumerate(layer.tops):
+                    unread[top] = (layer.name, index)
+        return unread
+
+    def _feed(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> None:
+        if not isinstance(inputs, Mapping):
+            inputs = dict(zip(self.input_names, inputs))
+        missing = [name for name in self.input_names if name not in inputs]
+        if missing:
+            raise InputError(
+                "inputs missing for the Caffe model",
+                expected=", ".join(self.input_names),
+                found=", ".join(inputs) or "nothing",
+                remedy="pass one array per input blob",
+            )
+        for name in self.input_names:
+            self.net.setInput(np.ascontiguousarray(inputs[name], dtype=np.float32), name)
+
+    def _forward(self, layer_names: list[str]) -> dict[str, list[np.ndarray]]:
+        # forwardAndRetrieve gives every output of each named layer, not only the first
+        results = self.net.forwardAndRetrieve(layer_names)
+        return {name: [np.array(blob) for blob in blobs] for name, blobs in zip(layer_names, results)}
+
+    def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Final outputs keyed by their Caffe top (blob) names."""
+        self._feed(inputs)
+        layer_names = list(dict.fromkeys(layer for layer, _ in self._outputs.values()))
+        results = self._forward(layer_names)
+        return {top: results[layer][index] for top, (layer, index) in self._outputs.items()}
+
+    def run_layers(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+        """Every computing layer's output in prototxt order, keyed by layer name
+        (by top name for the tops of a layer with several)."""
+        self._feed(inputs)
+        computing = [layer for layer in self._layers if layer.type not in _NO_OUTPUT_TYPES and layer.tops]
+        results = self._forward([layer.name for layer in computing])
+        for layer in computing:
+            blobs = results[layer.name]
+            if len(layer.tops) == 1:
+                yield layer.name, blobs[0]
+            else:
+                yield from zip(layer.tops, blobs)

@@ -1,0 +1,43 @@
+"""BatchNormalization -> BatchNorm + Scale, the usual Caffe pair.
+
+Caffe's BatchNorm only normalizes: ``y = (x - mean/f) / sqrt(var/f + eps)`` with
+blobs ``[mean, var, f]``; the writer stores ``f = 1`` (the moving-average scale
+factor of training). The affine part ``gamma * y + beta`` is a Scale layer with
+``bias_term``. Both run in place on the input blob when nothing else reads it.
+A model with BatchNorm already folded into the convolutions (``fold_bn``) needs
+neither layer.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+from .net import CAFFE_LAYERS, CaffeNet
+
+
+@CAFFE_LAYERS.register("BatchNormalization")
+def convert_batch_norm(node: ir.Node, net: CaffeNet) -> None:
+    """BatchNorm (mean, var, factor 1, eps) + Scale (gamma, beta)"""
+    scale, bias, mean, var = (net.constant(value) for value in node.inputs[1:5])
+    if any(array is None for array in (scale, bias, mean, var)):
+        net.problem(
+            node,
+            "dynamic-weights",
+            "BatchNormalization statistics or affine parameters are not constants",
+            "export the model in eval() mode so the running statistics are stored",
+        )
+        return
+    if node.attributes.get_int("training_mode", 0) or any(
+        v is not None and v.consumers() for v in node.outputs[1:]
+    ):
+        net.problem(node, "training-mode", "BatchNormalization in training mode", "export the model in eval() mode")
+        return
+    norm = net.add_layer(
+        node, "BatchNorm", outputs=[None], weights=[mean, var, np.ones(1, np.float32)], in_place=True
+    )
+    norm.batch_norm_param.use_global_stats = True
+    norm.batch_norm_param.eps = node.attributes.get_float("epsilon", 1e-5)
+    affine = net.add_layer(
+        node, "Scale", [norm.top[0]], [node.outputs[0]], role="scale", weights=[scale, bias], in_place=True
+    )
+    affine.scale_param.bias_term = True

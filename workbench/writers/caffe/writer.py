@@ -1,0 +1,111 @@
+"""``write_caffe`` and ``find_problems``: a graph -> ``NAME.prototxt`` + ``NAME.caffemodel``.
+
+Both run the same conversion (``CaffeNet``) on a copy of the model with inferred
+shapes, so ``find_problems`` lists exactly what ``write_caffe`` would refuse
+(severity "error") or write around (severity "warning"). Nothing is written
+while an error remains; the files appear together through ``staged_output``.
+
+Besides the two Caffe files, ``NAME.provenance.json`` records for every layer
+(in prototxt order) the graph nodes and source layers it implements and, per
+top, the graph value it equals, so names map without parsing them.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from ...errors import InputError, Problem, UnsupportedError
+from ...formats import caffe_pb2
+from ...graph import Model, StepReport
+from ...graph.report import timed
+from ...graph.shapes import infer_shapes
+from ..files import WrittenFiles, staged_output
+from . import activation, arithmetic, conv, linear, normalization, pooling, shape  # noqa: F401  (register)
+from .blobs import write_caffemodel
+from .net import DIALECTS, CaffeNet
+
+
+def _check_dialect(dialect: str) -> None:
+    if dialect not in DIALECTS:
+        raise InputError(
+            f"unknown Caffe dialect {dialect!r}",
+            expected=" or ".join(DIALECTS),
+            found=dialect,
+            remedy="use 'bvlc' (runs in BVLC Caffe and OpenCV) or 'opencv' (OpenCV-only layers allowed)",
+        )
+
+
+def build_caffe_net(model: Model, dialect: str = "bvlc") -> CaffeNet:
+    """Convert ``model`` (a copy with inferred shapes) to an in-memory Caffe net."""
+    _check_dialect(dialect)
+    working = infer_shapes(model.copy().ir)
+    net = CaffeNet(working.graph, dialect)
+    net.convert()
+    return net
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.severity != "error", p.op_type, p.node, p.kind))
+
+
+def find_problems(model: Model, *, dialect: str = "bvlc") -> list[Problem]:
+    """Every unsupported op and pitfall for Caffe, errors first, each with a remedy."""
+    return _sorted(build_caffe_net(model, dialect).problems)
+
+
+def _net_parameter(net: CaffeNet, name: str) -> caffe_pb2.NetParameter:
+    definition = caffe_pb2.NetParameter(name=name)
+    definition.layer.extend(layer.param for layer in net.layers)
+    return definition
+
+
+def write_caffe(model: Model, outdir: str | Path, *, name: str | None = None, dialect: str = "bvlc") -> WrittenFiles:
+    """Write ``NAME.prototxt``, ``NAME.caffemodel`` and ``NAME.provenance.json`` into ``outdir``.
+
+    Raises ``UnsupportedError`` listing every blocking problem before anything is
+    written. ``details`` holds ``layers`` (prototxt order, with nodes and sources),
+    ``dialect``, ``inputs`` and ``outputs`` (graph value name -> Caffe blob name).
+    """
+    name = name or model.name
+    if not name or Path(name).name != name:
+        raise InputError(
+            "the Caffe model name must be a plain file name",
+            found=repr(name),
+            remedy="pass name='my_model' (no folders)",
+        )
+    report = StepReport("write caffe")
+    with timed(report):
+        net = build_caffe_net(model, dialect)
+        problems = _sorted(net.problems)
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            raise UnsupportedError(f"Caffe ({dialect})", errors)
+        records = net.records()
+        details = {"layers": records, "dialect": dialect, "inputs": net.inputs(), "outputs": net.outputs()}
+        prototxt = text_format.MessageToString(_net_parameter(net, name))
+        with staged_output(outdir, protected=model.source.paths) as staging:
+            (staging / f"{name}.prototxt").write_text(prototxt)
+            weights_bytes = write_caffemodel(
+                staging / f"{name}.caffemodel",
+                caffe_pb2.NetParameter(name=name),
+                [(layer.param, layer.weights) for layer in net.layers],
+            )
+            record = {"name": name, **details, "warnings": [p.to_dict() for p in problems]}
+            (staging / f"{name}.provenance.json").write_text(json.dumps(record, indent=1))
+    outdir = Path(outdir)
+    paths = [outdir / f"{name}{suffix}" for suffix in (".prototxt", ".caffemodel", ".provenance.json")]
+    by_type = Counter(layer.param.type for layer in net.layers)
+    report.summary = f"{len(net.layers)} layers, {weights_bytes:,} bytes of weights ({dialect} dialect)"
+    report.changes = [f"{layer_type}: {count}" for layer_type, count in sorted(by_type.items())]
+    report.counts = {
+        "layers": len(net.layers),
+        "layers_by_type": dict(sorted(by_type.items())),
+        "blobs": sum(len(layer.weights) for layer in net.layers),
+        "caffemodel_bytes": weights_bytes,
+        "prototxt_bytes": len(prototxt.encode()),
+    }
+    report.warnings = [str(p) for p in problems]
+    return WrittenFiles(f"caffe ({dialect})", paths, report, details)
