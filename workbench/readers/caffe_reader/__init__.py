@@ -1,0 +1,259 @@
+"""Caffe (``.prototxt`` + ``.caffemodel``) -> graph.
+
+The network is read as Caffe runs it for deployment (TEST phase, V1 layers
+upgraded, legacy ``input:`` header or ``Input`` layers) and converted layer by
+layer with Caffe's exact arithmetic (``layers.py``).
+
+Names and provenance:
+
+* Every node records the Caffe layer it came from (``provenance.sources``), and
+  every weight the blob it came from as ``"<layer>/<blob index>"``
+  (``provenance.params``: ``{1: ["conv1/0"], 2: ["conv1/1"]}``).
+* The network outputs are the blobs no later layer consumes (Caffe's rule), in
+  the order they were last written; each output value is named after its blob.
+* Any other value is named after its top blob, except the output of an in-place
+  layer (``bottom == top``, e.g. BatchNorm/Scale/ReLU on ``conv1``), which is a value
+  of its own named after the layer; a name already in use gets a ``_1`` suffix.
+  Initializers are named after the blob they hold (``conv1/0``), node names are
+  ``<layer>/<op type>``.
+* Split and Dropout add no node: their tops are their bottom.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from ...errors import InputError, WorkbenchError
+from ...graph import Model, SourceInfo, StepReport
+from ...graph.builder import GraphBuilder
+from ...graph.report import timed
+from .files import DeployNet, Weights, read_net, read_weights
+from .layers import LAYERS, LayerContext, LayerProblem, WeightsProblem
+
+__all__ = ["read_caffe", "LAYERS"]
+
+
+def read_caffe(
+    prototxt: str | Path,
+    caffemodel: str | Path,
+    *,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Model:
+    """Read a Caffe network and its trained weights into a ``Model``.
+
+    ``input_shapes`` gives or overrides the shapes of input blobs (by blob name),
+    for prototxts that declare inputs without a shape.
+    """
+    prototxt, caffemodel = Path(prototxt), Path(caffemodel)
+    report = StepReport("read_caffe")
+    with timed(report):
+        net = read_net(prototxt)
+        weights = read_weights(caffemodel)
+        model = _NetConverter(net, weights, dict(input_shapes or {}), caffemodel).convert(report)
+    return Model(model, SourceInfo("caffe", (str(prototxt), str(caffemodel)), net.name), [report])
+
+
+def _top_names(net: DeployNet) -> tuple[dict[tuple[int, int], str], list[str]]:
+    """The value name of every (layer index, top index), and the network outputs.
+
+    Outputs follow Caffe: a blob stays available from its last write until a later
+    layer reads it; what remains available at the end is the network's output.
+    """
+    available = dict.fromkeys(net.inputs)
+    last_write: dict[str, tuple[int, int]] = {}
+    for layer_index, layer in enumerate(net.layers):
+        for blob in layer.bottom:
+            available.pop(blob, None)
+        for top_index, blob in enumerate(layer.top):
+            available.pop(blob, None)
+            available[blob] = None
+            last_write[blob] = (layer_index, top_index)
+    outputs = list(available)
+    taken = set(outputs) | set(net.inputs)
+    names = {}
+    for layer_index, layer in enumerate(net.layers):
+        for top_index, blob in enumerate(layer.top):
+            key = (layer_index, top_index)
+            if blob in available and last_write[blob] == key:
+                names[key] = blob
+            else:
+                names[key] = _fresh(layer.name if blob in layer.bottom else blob, taken)
+    return names, outputs
+
+
+def _fresh(base: str, taken: set[str]) -> str:
+    """``base`` if unused, else ``base_1``, ``base_2``, ...; marks the name used."""
+    name, counter = base, 0
+    while name in taken:
+        counter += 1
+        name = f"{base}_{counter}"
+    taken.add(name)
+    return name
+
+
+class _NetConverter:
+    """The walk over a deploy net: blob -> current value, problems collected."""
+
+    def __init__(self, net: DeployNet, weights: Weights, input_shapes: dict[str, Sequence[int]],
+                 caffemodel: Path) -> None:
+        self.net = net
+        self.weights = weights
+        self.input_shapes = input_shapes
+        self.caffemodel = caffemodel
+        self.builder = GraphBuilder(net.name)
+        self.top_names, self.outputs = _top_names(net)
+        # every name handed to the builder comes from here, so the builder never renames
+        self.taken: set[str] = set(self.top_names.values()) | set(self.outputs) | set(net.inputs)
+        self.values: dict[str, ir.Value | None] = {}  # blob -> current value (None: its layer failed)
+        self.layer_index = 0
+        self.unsupported: list[tuple[str, str, str]] = []  # (type, layer, why)
+        self.weight_problems: list[tuple[str, str]] = []  # (layer, what)
+
+    # ---- names and nodes ---------------------------------------------------
+    def _initializer(self, name: str, array: np.ndarray) -> ir.Value:
+        return self.builder.add_initializer(_fresh(name, self.taken), array)
+
+    def _emit(self, layer: str, op_type: str, inputs: list[ir.Value | None], attributes: dict,
+              params: dict[int, list[str]], shapes: list[tuple[int, ...]], tops: list[int] | None) -> list[ir.Value]:
+        if tops is None:
+            names = [_fresh(f"{layer}/{op_type.lower()}", self.taken)]
+        else:
+            names = [self.top_names[(self.layer_index, top)] for top in tops]
+        values = self.builder.add_node(
+            op_type, inputs, attributes, sources=[layer], params=params, outputs=names,
+            name=_fresh(f"{layer}/{op_type}", self.taken),
+        )
+        for value, shape in zip(values, shapes):
+            value.shape = ir.Shape(shape)
+            value.type = ir.TensorType(ir.DataType.FLOAT)
+        return values
+
+    # ---- inputs ------------------------------------------------------------
+    def _input_shape(self, blob: str, declared: Sequence[int] | None) -> tuple[int, ...]:
+        shape = self.input_shapes.get(blob, declared)
+        if not shape or not all(int(d) > 0 for d in shape):
+            raise InputError(
+                f"input blob {blob} has no usable shape",
+                expected="input_shape / input_dim in the header, or an Input layer with a shape",
+                found=str(list(shape)) if shape else "no shape",
+                remedy=f"give the shape, e.g. read_caffe(..., input_shapes={{'{blob}': [1, 3, 224, 224]}})",
+            )
+        return tuple(int(d) for d in shape)
+
+    def _add_input(self, blob: str, shape: tuple[int, ...]) -> None:
+        self.values[blob] = self.builder.add_input(blob, shape)
+
+    def _input_layer(self, layer: Any) -> None:
+        shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
+        if len(shapes) not in (0, 1, len(layer.top)):
+            raise InputError(
+                f"Input layer {layer.name} gives {len(shapes)} shapes for {len(layer.top)} tops",
+                remedy="give one shape for all tops or one per top",
+            )
+        for index, blob in enumerate(layer.top):
+            declared = shapes[0] if len(shapes) == 1 else (shapes[index] if shapes else None)
+            self._add_input(blob, self._input_shape(blob, declared))
+
+    # ---- the walk ----------------------------------------------------------
+    def convert(self, report: StepReport) -> ir.Model:
+        for blob, declared in self.net.inputs.items():
+            self._add_input(blob, self._input_shape(blob, declared))
+        for self.layer_index, layer in enumerate(self.net.layers):
+            self._convert_layer(layer)
+        self._raise_problems()
+        outputs = [self._output_value(blob) for blob in self.outputs]
+        self.builder.set_outputs(outputs)
+        model = self.builder.build()
+        self._fill_report(report, model)
+        return model
+
+    def _convert_layer(self, layer: Any) -> None:
+        if layer.type == "Input":
+            self._input_layer(layer)
+            return
+        unknown = [blob for blob in layer.bottom if blob not in self.values]
+        if unknown:
+            raise InputError(
+                f"layer {layer.name} ({layer.type}) reads blob(s) {', '.join(unknown)} that no earlier layer makes",
+                remedy="check the bottom names and the layer order of the prototxt",
+            )
+        converter = LAYERS.get(layer.type)
+        inputs = [self.values[blob] for blob in layer.bottom]
+        if converter is None:
+            self.unsupported.append((layer.type, layer.name, "layer type not supported"))
+        elif all(value is not None for value in inputs):
+            context = LayerContext(layer, inputs, self.weights.blobs.get(layer.name), self._emit,
+                                   self._initializer)
+            try:
+                converter(context)
+                if len(context.outputs) != len(layer.top):
+                    raise LayerProblem(f"has {len(layer.top)} top(s), the conversion gives {len(context.outputs)}")
+            except WeightsProblem as problem:
+                self.weight_problems.append((layer.name, problem.message))
+            except LayerProblem as problem:
+                why = f"{problem.message}. Remedy: {problem.remedy}" if problem.remedy else problem.message
+                self.unsupported.append((layer.type, layer.name, why))
+            else:
+                self.values.update(zip(layer.top, context.outputs))
+                return
+        for blob in layer.top:
+            self.values[blob] = None
+
+    def _output_value(self, blob: str) -> ir.Value:
+        """The value of an output blob, under the blob's name (a Split or Dropout at
+        the end passes its bottom through, so the name needs an Identity)."""
+        value = self.values[blob]
+        if value.name == blob:
+            return value
+        writer = next(layer.name for layer in reversed(self.net.layers) if blob in layer.top)
+        (named,) = self.builder.add_node("Identity", [value], sources=[writer], outputs=[blob],
+                                         name=_fresh(f"{writer}/Identity", self.taken))
+        named.shape, named.type = value.shape, value.type
+        return named
+
+    def _raise_problems(self) -> None:
+        if self.weight_problems:
+            known = {layer.name for layer in self.net.layers}
+            unused = sorted(name for name in self.weights.blobs if name not in known)
+            listing = "\n    ".join(f"{layer}: {what}" for layer, what in sorted(self.weight_problems))
+            extra = f"\n  layers with weights that the prototxt does not have: {', '.join(unused)}" if unused else ""
+            raise InputError(
+                f"the weights in {self.caffemodel} do not fit the prototxt "
+                f"({len(self.weight_problems)} layer(s))",
+                expected="a caffemodel trained from this prototxt (the same layer names and blob shapes)",
+                found=f"\n    {listing}{extra}",
+                remedy="pass the caffemodel that belongs to this prototxt, or rename the layers to match",
+            )
+        if self.unsupported:
+            listing = "\n    ".join(f"{name} ({kind}): {why}" for kind, name, why in sorted(self.unsupported))
+            kinds = sorted({kind for kind, _, _ in self.unsupported})
+            raise WorkbenchError(
+                f"{len(self.unsupported)} Caffe layer(s) cannot be converted: types {', '.join(kinds)}",
+                found=f"\n    {listing}",
+                remedy="replace or remove these layers in the prototxt, or convert them by hand",
+            )
+
+    def _fill_report(self, report: StepReport, model: ir.Model) -> None:
+        layers = self.net.layers
+        in_place = [layer.name for layer in layers if set(layer.top) & set(layer.bottom)]
+        used = {layer.name for layer in layers}
+        unused = sorted(name for name in self.weights.blobs if name not in used)
+        report.summary = f"{len(layers)} Caffe layers → {len(model.graph)} nodes"
+        report.counts = {
+            "layers": len(layers),
+            "nodes": len(model.graph),
+            "initializers": len(model.graph.initializers),
+            "parameters": int(sum(a.size for name in used for a in self.weights.blobs.get(name, []))),
+            "outputs": list(self.outputs),
+        }
+        if self.net.skipped:
+            report.changes.append(f"skipped {len(self.net.skipped)} layer(s) outside the TEST phase: "
+                                  f"{', '.join(self.net.skipped)}")
+        if in_place:
+            report.changes.append(f"{len(in_place)} in-place layer(s) given values of their own: {', '.join(in_place)}")
+        if unused:
+            report.warnings.append(f"the caffemodel has weights for layers the prototxt does not use: "
+                                   f"{', '.join(unused)}")
