@@ -1,36 +1,221 @@
-"""Run a graph (or an ONNX file) in onnxruntime, the independent ONNX reference."""
+"""Run a graph (or an ONNX file) in onnxruntime, the independent ONNX reference.
+
+``run`` gives the final outputs from one session. ``run_layers`` gives every node's
+outputs, named by value name, in graph (topological) order, without holding all
+of them at once: the graph is cut into consecutive segments of nodes, each run as
+its own session (an ``onnx_ir.GraphView`` over the original nodes, so no weight
+is copied beyond the segment being built). Between segments only the values a
+later segment still reads are kept. Peak memory is the weights plus one
+segment's activations plus the live values at the cut.
+
+``layer_sources`` maps each value name to the provenance of the node that makes
+it, and ``producer`` to that node, so ``compare`` aligns values by source layer
+and can re-evaluate a node with other weights when looking for a cause.
+"""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from ..graph import Model
+from ..errors import InputError
+from ..graph import Model, provenance
+
+DEFAULT_SEGMENT_NODES = 48
+
+
+def _session(payload: bytes | str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+
+
+def _set_value_info(info: onnx.ValueInfoProto, array: np.ndarray) -> None:
+    """Give a segment input the dtype and shape of the array that will feed it."""
+    tensor_type = info.type.tensor_type
+    tensor_type.elem_type = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+    tensor_type.shape.Clear()
+    for size in array.shape:
+        tensor_type.shape.dim.add().dim_value = int(size)
+
+
+def _outer_values(node: ir.Node) -> list[ir.Value]:
+    """Values of the enclosing graph that a node's subgraphs (If, Loop) read."""
+    found = []
+    for attribute in node.attributes.values():
+        graphs = (
+            [attribute.as_graph()]
+            if attribute.type == ir.AttributeType.GRAPH
+            else list(attribute.as_graphs())
+            if attribute.type == ir.AttributeType.GRAPHS
+            else []
+        )
+        for graph in graphs:
+            for inner in ir.traversal.RecursiveGraphIterator(graph):
+                found.extend(v for v in inner.inputs if v is not None and v.graph is node.graph)
+    return found
 
 
 class OnnxRuntimeRunner:
     name = "onnxruntime"
 
-    def __init__(self, model: Model | ir.Model | str | Path) -> None:
+    def __init__(self, model: Model | ir.Model | str | Path, *, segment_nodes: int = DEFAULT_SEGMENT_NODES) -> None:
         if isinstance(model, Model):
             model = model.ir
         if isinstance(model, ir.Model):
-            payload = ir.to_proto(model).SerializeToString()
+            self._ir: ir.Model | None = model
+            self._path: Path | None = None
+            payload: bytes | str = ir.to_proto(model).SerializeToString()
         else:
-            payload = str(model)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+            self._ir = None
+            self._path = Path(model)
+            if not self._path.is_file():
+                raise InputError(f"no such ONNX file: {self._path}", remedy="check the path")
+            payload = str(self._path)
+        self.segment_nodes = segment_nodes
+        self.session = _session(payload)
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Final outputs by name."""
+    @property
+    def model(self) -> ir.Model:
+        """The graph being run (read from the file on first use)."""
+        if self._ir is None:
+            self._ir = ir.load(self._path)
+        return self._ir
+
+    @property
+    def producer(self) -> dict[str, ir.Node]:
+        """Value name -> the node that computes it."""
+        return {out.name: node for node in self.model.graph for out in node.outputs if out.name}
+
+    @property
+    def layer_sources(self) -> dict[str, tuple[str, ...]]:
+        """Value name -> the source layers of the node that computes it."""
+        return {name: provenance.sources(node) for name, node in self.producer.items()}
+
+    def layer_names(self, inputs: object = None) -> list[str]:
+        """The names ``run_layers`` yields, in order (known without running)."""
+        return [
+            out.name for node in self.model.graph if node.op_type != "Constant" for out in node.outputs if out.name
+        ]
+
+    def feed(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Inputs by graph input name, in each input's declared dtype."""
         if not isinstance(inputs, Mapping):
             inputs = dict(zip(self.input_names, inputs))
-        feed = {name: np.asarray(inputs[name], dtype=np.float32) for name in self.input_names}
-        results = self.session.run(self.output_names, feed)
+        missing = [name for name in self.input_names if name not in inputs]
+        if missing:
+            raise InputError(
+                "inputs do not match the model's inputs",
+                expected=", ".join(self.input_names),
+                found=", ".join(inputs) or "nothing",
+                remedy="give one array per model input, by name or in order",
+            )
+        dtypes = {i.name: i.type for i in self.session.get_inputs()}
+        return {
+            name: np.asarray(inputs[name], dtype=onnx.helper.tensor_dtype_to_np_dtype(_ORT_TYPES.get(dtypes[name], 1)))
+            for name in self.input_names
+        }
+
+    def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Final outputs by name."""
+        results = self.session.run(self.output_names, self.feed(inputs))
         return dict(zip(self.output_names, results))
+
+    def run_layers(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+        """Every node output (Constant nodes excepted), by value name, in graph order."""
+        graph = self.model.graph
+        nodes = list(graph)
+        live: dict[str, np.ndarray] = dict(self.feed(inputs))
+        last_use = self._last_use(nodes)
+        graph_outputs = {value.name for value in graph.outputs}
+        for start in range(0, len(nodes), self.segment_nodes):
+            segment = nodes[start : start + self.segment_nodes]
+            results = self._run_segment(segment, live)
+            end = start + len(segment)
+            for node in segment:
+                for value in node.outputs:
+                    if not value.name or value.name not in results:
+                        continue
+                    if node.op_type != "Constant":
+                        yield value.name, results[value.name]
+                    if last_use.get(value.name, -1) >= end or value.name in graph_outputs:
+                        live[value.name] = results[value.name]
+            for name in [n for n in live if last_use.get(n, -1) < end and n not in graph_outputs]:
+                del live[name]
+
+    def value(self, name: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> np.ndarray:
+        """One intermediate value, computed by a session that stops there."""
+        feed = self.feed(inputs)
+        if name in feed:
+            return feed[name]
+        target = self.producer.get(name)
+        if target is None:
+            raise InputError(f"no value {name!r} in the model", remedy="use a name from run_layers")
+        nodes = list(self.model.graph)
+        return self._run_segment(nodes[: nodes.index(target) + 1], feed, only=[name])[name]
+
+    @staticmethod
+    def _last_use(nodes: Sequence[ir.Node]) -> dict[str, int]:
+        """Value name -> index of the last node that reads it."""
+        last: dict[str, int] = {}
+        for index, node in enumerate(nodes):
+            for value in [*node.inputs, *_outer_values(node)]:
+                if value is not None and value.name:
+                    last[value.name] = index
+        return last
+
+    def _run_segment(
+        self, segment: Sequence[ir.Node], available: Mapping[str, np.ndarray], only: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
+        produced = {value.name for node in segment for value in node.outputs if value.name}
+        inputs: dict[str, ir.Value] = {}
+        initializers: dict[str, ir.Value] = {}
+        for node in segment:
+            for value in [*node.inputs, *_outer_values(node)]:
+                if value is None or not value.name or value.name in produced:
+                    continue
+                if value.is_initializer() and value.name not in available:
+                    initializers[value.name] = value
+                else:
+                    inputs[value.name] = value
+        outputs = [
+            value
+            for node in segment
+            for value in node.outputs
+            if value.name and (only is None or value.name in only)
+        ]
+        view = ir.GraphView(
+            list(inputs.values()),
+            outputs,
+            nodes=segment,
+            initializers=list(initializers.values()),
+            opset_imports=dict(self.model.graph.opset_imports),
+        )
+        proto = ir.serde.serialize_model(
+            ir.Model(view, ir_version=self.model.ir_version, functions=list(self.model.functions.values()))
+        )
+        for info in proto.graph.input:
+            _set_value_info(info, available[info.name])
+        session = _session(proto.SerializeToString())
+        names = [value.name for value in outputs]
+        feed = {name: available[name] for name in inputs}
+        return dict(zip(names, session.run(names, feed)))
+
+
+# onnxruntime reports input types as strings; the ONNX element type of each
+_ORT_TYPES = {
+    "tensor(float)": onnx.TensorProto.FLOAT,
+    "tensor(double)": onnx.TensorProto.DOUBLE,
+    "tensor(float16)": onnx.TensorProto.FLOAT16,
+    "tensor(int64)": onnx.TensorProto.INT64,
+    "tensor(int32)": onnx.TensorProto.INT32,
+    "tensor(int8)": onnx.TensorProto.INT8,
+    "tensor(uint8)": onnx.TensorProto.UINT8,
+    "tensor(bool)": onnx.TensorProto.BOOL,
+}

@@ -1,0 +1,109 @@
+"""A runner that replays outputs recorded elsewhere (e.g. where MXNet is installed).
+
+The recording convention, for a file ``NAME-reference.npz`` (or any ``.npz``):
+
+* every array is one layer's output, stored in execution order (``np.savez`` keeps
+  the order of its keyword arguments), under the name the recording framework
+  gave it (MXNet's internal outputs are ``<node>_output``);
+* the input the outputs were computed from is ``NAME-input.npy`` beside the file,
+  or arrays in the ``.npz`` named ``input:<input name>``;
+* optional ``meta:outputs``: the names of the final outputs (a string array);
+  without it, the last array is the final output;
+* optional ``meta:sources``: a JSON string ``{array name: [source layer names]}``,
+  the provenance of each array (without it, an array stands for itself).
+
+``run`` returns the final outputs after checking that the given input is the
+recorded one (a recording says nothing about any other input).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+
+INPUT_PREFIX = "input:"
+OUTPUTS_KEY = "meta:outputs"
+SOURCES_KEY = "meta:sources"
+INPUT_FILE_SUFFIX = "-input.npy"
+REFERENCE_FILE_SUFFIX = "-reference.npz"
+INPUT_ATOL = 1e-6  # inputs are saved as float32; equal inputs compare exactly
+
+
+class RecordedRunner:
+    name = "recorded"
+
+    def __init__(
+        self,
+        recording: str | Path | Mapping[str, np.ndarray],
+        *,
+        inputs: Mapping[str, np.ndarray] | None = None,
+        sources: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.path: Path | None = None
+        if isinstance(recording, Mapping):
+            arrays = dict(recording)
+        else:
+            self.path = Path(recording)
+            if not self.path.is_file():
+                raise InputError(f"no such recording: {self.path}", expected="a .npz of named outputs")
+            with np.load(self.path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        recorded_inputs = {k[len(INPUT_PREFIX) :]: v for k, v in arrays.items() if k.startswith(INPUT_PREFIX)}
+        outputs = arrays.pop(OUTPUTS_KEY, None)
+        recorded_sources = arrays.pop(SOURCES_KEY, None)
+        self.layers = {k: v for k, v in arrays.items() if not k.startswith(INPUT_PREFIX)}
+        if not self.layers:
+            raise InputError(
+                "the recording holds no layer outputs",
+                expected="a .npz with one array per layer output",
+                found=", ".join(arrays) or "nothing",
+            )
+        self.inputs = dict(inputs) if inputs is not None else recorded_inputs or self._sibling_input()
+        self.input_names = list(self.inputs) or ["input"]
+        self.output_names = [str(n) for n in outputs] if outputs is not None else [next(reversed(self.layers))]
+        unknown = [n for n in self.output_names if n not in self.layers]
+        if unknown:
+            raise InputError(f"{OUTPUTS_KEY} names arrays that are not recorded", found=", ".join(unknown))
+        merged = json.loads(str(recorded_sources)) if recorded_sources is not None else {}
+        merged.update(sources or {})
+        self.layer_sources = {name: tuple(merged.get(name, ())) for name in self.layers}
+
+    def _sibling_input(self) -> dict[str, np.ndarray]:
+        if self.path is None or not self.path.name.endswith(REFERENCE_FILE_SUFFIX):
+            return {}
+        sibling = self.path.with_name(self.path.name[: -len(REFERENCE_FILE_SUFFIX)] + INPUT_FILE_SUFFIX)
+        return {"data": np.load(sibling, allow_pickle=False)} if sibling.is_file() else {}
+
+    def layer_names(self, inputs: object = None) -> list[str]:
+        return list(self.layers)
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None) -> None:
+        """Refuse inputs other than the recorded ones (when the input was recorded)."""
+        if inputs is None or not self.inputs:
+            return
+        given = list(inputs.values()) if isinstance(inputs, Mapping) else list(inputs)
+        for (name, recorded), array in zip(self.inputs.items(), given):
+            array = np.asarray(array)
+            if array.shape != recorded.shape or not np.allclose(array, recorded, rtol=0, atol=INPUT_ATOL):
+                raise InputError(
+                    f"the input differs from the recorded input {name}",
+                    expected=f"the recorded array, shape {list(recorded.shape)}",
+                    found=f"an array of shape {list(array.shape)} with other values",
+                    remedy="compare on the recorded input (leave inputs unset) or record the new input",
+                )
+
+    def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The recorded final outputs."""
+        self.check_inputs(inputs)
+        return {name: self.layers[name] for name in self.output_names}
+
+    def run_layers(
+        self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None = None
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """The recorded layer outputs in recorded order."""
+        self.check_inputs(inputs)
+        yield from self.layers.items()
