@@ -159,7 +159,11 @@ def write_onnx(model: Model, outdir: str | Path, *, name: str | None = None) -> 
             ) from error
         written = sorted(staging.iterdir())
     paths = [Path(outdir) / item.name for item in written]
-    layers = {node.name or "": list(provenance.sources(node)) for node in model.graph}
+    # one record per node, in the form every writer uses: name, op, source layers
+    layers = [
+        {"name": node.name or "", "op": node.op_type, "sources": list(provenance.sources(node))}
+        for node in model.graph
+    ]
     report.summary = f"{paths[0].name}: {len(layers)} nodes, {model.parameter_count():,} parameters"
     report.counts = {"nodes": len(layers), "bytes": sum(p.stat().st_size for p in paths)}
     return WrittenFiles("onnx", paths, report, {"layers": layers})

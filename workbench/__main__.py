@@ -1,0 +1,8 @@
+"""``python -m workbench``: the command line (see ``workbench.cli``)."""
+from __future__ import annotations
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,410 @@
+"""The ``workbench`` command: a thin layer over the step functions.
+
+Subcommands follow the CLI contract of the design: ``convert``, ``compare``,
+``check``, ``record`` and ``lab``. Every step prints one progress line (step,
+summary, seconds). Exit status: 0 converted and verified, 1 converted but the
+outputs differ beyond tolerance (or a recorded notebook failed), 2 bad input or
+unsupported ops (every problem listed at once). Bad input never shows a
+traceback: a ``WorkbenchError`` becomes its message on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Collection, Sequence
+
+import numpy as np
+import onnx_ir as ir
+
+from .errors import InputError, WorkbenchError
+from .graph import Model, StepReport
+from .readers import example_inputs, load
+from .steps.check import CheckReport, check
+from .steps.compare_stats import DEFAULT_ATOL, DEFAULT_RTOL
+from .writers import TARGETS, WrittenFiles, write
+
+EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT = 0, 1, 2
+DIALECTS = ("bvlc", "opencv")
+DEFAULT_KERNEL = "python3"  # for notebooks saved without kernel metadata
+
+
+def progress(report: StepReport, *, shown: Collection[str] = ()) -> None:
+    """One line per step, then its warnings (those not in ``shown`` already)."""
+    print(f"{report.step:<12} {report.summary}  ({report.seconds:.2f} s)", flush=True)
+    for warning in report.warnings:
+        if warning not in shown:
+            print(f"{'':<12} ! {warning}", flush=True)
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    """``"1,3,224,224"`` -> ``(1, 3, 224, 224)``."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) > 0 for part in parts):
+        raise InputError(
+            "cannot read --input-shape",
+            expected="positive integers separated by commas, e.g. 1,3,224,224",
+            found=text,
+        )
+    return tuple(int(part) for part in parts)
+
+
+def parse_value(text: str) -> Any:
+    """A notebook parameter: a Python literal when it reads as one, else the string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _load(args: argparse.Namespace) -> Model:
+    shape = parse_shape(args.input_shape)
+    start = time.perf_counter()
+    model = load(*args.sources, input_shape=shape, weights=args.weights)
+    if shape is not None and model.source.format != "pytorch":
+        _fix_input_shape(model, shape)
+    for report in model.reports:
+        progress(report)
+    progress(
+        StepReport(
+            "load",
+            f"{model.name} from {model.source.format}: {len(model.graph)} nodes, "
+            f"{model.parameter_count():,} parameters, inputs {model.input_shapes()}",
+            seconds=time.perf_counter() - start,
+        )
+    )
+    return model
+
+
+def _fix_input_shape(model: Model, shape: tuple[int, ...]) -> None:
+    """Give the (freshly loaded) model's single input the shape of --input-shape."""
+    inputs = model.graph.inputs
+    if len(inputs) != 1:
+        raise InputError(
+            "--input-shape gives one shape, but the model has several inputs",
+            found=", ".join(value.name for value in inputs),
+            remedy="fix the input shapes in the model file",
+        )
+    current = tuple(inputs[0].shape) if inputs[0].shape is not None else None
+    if current is not None and len(current) != len(shape):
+        raise InputError(
+            f"--input-shape has {len(shape)} dimensions, input {inputs[0].name} has {len(current)}",
+            expected=str(list(current)),
+            found=str(list(shape)),
+        )
+    if current is not None and any(isinstance(d, int) and d != s for d, s in zip(current, shape)):
+        raise InputError(
+            f"--input-shape does not fit input {inputs[0].name}",
+            expected=str(list(current)),
+            found=str(list(shape)),
+            remedy="only the model's open dimensions (such as the batch) can be set",
+        )
+    inputs[0].shape = ir.Shape(shape)
+
+
+def _prepare(args: argparse.Namespace, model: Model, options: dict[str, Any]) -> Model:
+    """The optional steps before writing: simplify (default) and fold_bn.
+
+    When simplification fails, the usual cause is an op no runtime knows: the
+    unsimplified model is checked so that every such op is listed at once."""
+    if args.simplify:
+        from .steps.simplify import simplify
+
+        try:
+            model = simplify(model)
+        except WorkbenchError:
+            check(model, args.to, **options).raise_for_errors()
+            raise
+        progress(model.report)
+    if args.fold_bn:
+        from .steps.fold_bn import fold_bn
+
+        model = fold_bn(model)
+        progress(model.report)
+    return model
+
+
+def _target_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.dialect is None:
+        return {}
+    if args.to != "caffe":
+        raise InputError("--dialect applies to Caffe only", found=f"--to {args.to}", remedy="drop --dialect")
+    return {"dialect": args.dialect}
+
+
+def _check(model: Model, target: str, options: dict[str, Any], *, quiet: bool = False) -> CheckReport:
+    """Run ``check`` and print its line (and its warnings unless ``quiet``)."""
+    report = check(model, target, **options)
+    progress(report.report, shown=report.report.warnings if quiet else ())
+    return report
+
+
+def _write_json(path: str | Path, data: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=2, default=str))
+
+
+def print_comparison(comparison: Any) -> None:
+    """The per-output table: max_abs, mean_abs, max_rel, cosine and pass/fail."""
+    print(f"{'output':<32} {'max_abs':>10} {'mean_abs':>10} {'max_rel':>10} {'cosine':>9}  result")
+    for pair in comparison.outputs:
+        label = pair.source if pair.target == pair.source else f"{pair.source} → {pair.target}"
+        stats = pair.stats
+        print(
+            f"{label:<32} {stats.max_abs:>10.3g} {stats.mean_abs:>10.3g} {stats.max_rel:>10.3g} "
+            f"{stats.cosine:>9.6f}  {'pass' if pair.ok else 'FAIL'}"
+        )
+
+
+def _name_map(source: Model, written: WrittenFiles) -> dict[str, Any]:
+    """``name_map`` (target layer -> source layers) and the full map with blobs and parameters."""
+    from .steps.map_names import map_names
+
+    names = map_names(source, written)
+    return {
+        "name_map": {entry.target: list(entry.sources) for entry in names if entry.kind == "layer"},
+        "name_map_details": names.to_dict(),
+    }
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    options = _target_options(args)
+    source = _load(args)
+    model = _prepare(args, source, options)
+    problems = _check(model, args.to, options)
+    problems.raise_for_errors()
+    written = write(model, args.output, args.to, name=args.name, **options)
+    progress(written.report, shown=problems.report.warnings)
+
+    from .steps.compare import compare
+
+    start = time.perf_counter()
+    inputs = example_inputs(source)
+    comparison = compare(source, written, inputs, atol=args.atol, rtol=args.rtol)
+    verdict = "outputs match" if comparison.ok else "outputs DIFFER"
+    progress(
+        StepReport(
+            "verify",
+            f"{verdict}: source ({source.source.format}, onnxruntime) against the written {args.to} files",
+            seconds=time.perf_counter() - start,
+        )
+    )
+    print_comparison(comparison)
+    if args.report:
+        _write_json(
+            args.report,
+            {
+                "source": {"format": source.source.format, "paths": list(source.source.paths), "name": source.name},
+                "target": args.to,
+                "files": [str(path) for path in written.paths],
+                "steps": [r.to_dict() for r in [*model.reports, problems.report, written.report]],
+                "check": problems.to_dict(),
+                **_name_map(source, written),
+                "comparison": comparison.to_report(),
+            },
+        )
+        print(f"report       {args.report}")
+    return EXIT_OK if comparison.ok else EXIT_DIFFERENT
+
+
+def _read_inputs(path: str | None) -> dict[str, np.ndarray] | list[np.ndarray] | None:
+    """``.npy`` (one input) or ``.npz`` (inputs by name), never unpickling objects."""
+    if path is None:
+        return None
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError as error:
+        raise InputError(f"no such input file: {path}", remedy="check the path") from error
+    except ValueError as error:
+        raise InputError(
+            f"cannot read inputs from {path}",
+            expected="a .npy array or an .npz of arrays by input name (no pickled objects)",
+            found=str(error).splitlines()[0],
+        ) from error
+    if isinstance(data, np.ndarray):
+        return [data]
+    return {name: data[name] for name in data.files}
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from .steps.compare import compare
+
+    start = time.perf_counter()
+    comparison = compare(
+        list(args.sources),
+        list(args.against),
+        _read_inputs(args.input),
+        per_layer=args.per_layer or args.plot is not None,  # the plot is per layer
+        atol=args.atol,
+        rtol=args.rtol,
+    )
+    verdict = "outputs match" if comparison.ok else "outputs DIFFER"
+    summary = f"{verdict}: {comparison.reference} against {comparison.candidate}"
+    progress(StepReport("compare", summary, seconds=time.perf_counter() - start))
+    print_comparison(comparison)
+    if comparison.layers:
+        failing = sum(not pair.ok for pair in comparison.layers)
+        print(f"layers       {len(comparison.layers)} compared, {failing} beyond tolerance")
+    if comparison.first_divergence is not None:
+        print(f"divergence   {comparison.first_divergence.explanation}")
+    if args.report:
+        _write_json(args.report, comparison.to_report())
+        print(f"report       {args.report}")
+    if args.plot:
+        comparison.plot(args.plot)
+        print(f"plot         {args.plot}")
+    return EXIT_OK if comparison.ok else EXIT_DIFFERENT
+
+
+def run_check(args: argparse.Namespace) -> int:
+    options = _target_options(args)
+    model = _prepare(args, _load(args), options)
+    report = _check(model, args.to, options, quiet=True)
+    print(report)
+    return EXIT_OK if report.ok else EXIT_BAD_INPUT
+
+
+def run_record(args: argparse.Namespace) -> int:
+    notebook, output = Path(args.notebook), Path(args.output)
+    if not notebook.is_file():
+        raise InputError(f"no such notebook: {notebook}", remedy="check the path")
+    if output.resolve() == notebook.resolve():
+        raise InputError("the record would overwrite the notebook it runs", found=str(output), remedy="choose another -o")
+    import nbformat
+    import papermill
+
+    try:
+        kernelspec = nbformat.read(notebook, as_version=4).metadata.get("kernelspec", {})
+    except Exception as error:  # nbformat raises JSON, validation and reader errors
+        raise InputError(f"{notebook} is not a readable notebook", found=str(error).splitlines()[0]) from error
+    parameters = {name: parse_value(value) for name, value in args.parameters or []}
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name=None if kernelspec.get("name") else DEFAULT_KERNEL,
+            language=None if kernelspec.get("language") else "python",
+            progress_bar=False,
+        )
+    except papermill.PapermillExecutionError as error:
+        print(f"error: {notebook} failed in cell {error.exec_count}: {error.ename}: {error.evalue}", file=sys.stderr)
+        print(f"the executed notebook with the error is in {output}", file=sys.stderr)
+        return EXIT_DIFFERENT
+    summary = f"{notebook.name} → {output} with {parameters or 'default parameters'}"
+    progress(StepReport("record", summary, seconds=time.perf_counter() - start))
+    if args.html:
+        html_path = output.with_suffix(".html")
+        _export_html(output, html_path)
+        print(f"html         {html_path}")
+    return EXIT_OK
+
+
+def _export_html(notebook: Path, html_path: Path) -> None:
+    if importlib.util.find_spec("nbconvert") is None:
+        raise WorkbenchError(
+            "--html needs nbconvert, which is not installed",
+            remedy="pip install nbconvert (the executed notebook is already written)",
+        )
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_filename(str(notebook))
+    html_path.write_text(body, encoding="utf-8")
+
+
+def notebooks_folder() -> Path:
+    """``notebooks/`` of the current folder, else the one beside the package."""
+    here = Path.cwd() / "notebooks"
+    return here if here.is_dir() else Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def run_lab(args: argparse.Namespace) -> int:
+    folder = notebooks_folder()
+    for module in ("jupyterlab", "notebook"):
+        if importlib.util.find_spec(module) is not None:
+            print(f"lab          starting {module} on {folder}", flush=True)
+            return subprocess.call([sys.executable, "-m", module, f"--notebook-dir={folder}"])
+    raise WorkbenchError(
+        "neither JupyterLab nor Jupyter Notebook is installed",
+        remedy=f"pip install jupyterlab, then run `workbench lab` (or open {folder} in any Jupyter)",
+    )
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sources", nargs="+", metavar="SRC", help="model files, or package.module:factory")
+    parser.add_argument("--to", required=True, choices=TARGETS, help="target format")
+    parser.add_argument("--weights", help="state dict (.pt) for a PyTorch factory")
+    parser.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224")
+    parser.add_argument(
+        "--simplify", action=argparse.BooleanOptionalAction, default=True, help="fold constants with onnxsim (default on)"
+    )
+    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the layer before it")
+    parser.add_argument("--dialect", choices=DIALECTS, help="Caffe dialect (default bvlc)")
+
+
+def _add_tolerance_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--atol", type=float, default=DEFAULT_ATOL, help=f"absolute tolerance (default {DEFAULT_ATOL})")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL, help=f"relative tolerance (default {DEFAULT_RTOL})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Convert trained networks, verified layer by layer.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    convert = commands.add_parser("convert", help="convert a model and verify the written files")
+    _add_source_options(convert)
+    convert.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the written files")
+    convert.add_argument("--name", help="base name of the written files (default: the model's name)")
+    convert.add_argument("--report", metavar="JSON", help="write steps, name map and comparison here")
+    _add_tolerance_options(convert)
+    convert.set_defaults(handler=run_convert)
+
+    compare = commands.add_parser("compare", help="run two models on the same inputs and compare")
+    compare.add_argument("sources", nargs="+", metavar="A", help="reference model files")
+    compare.add_argument("--against", nargs="+", required=True, metavar="B", help="candidate model files")
+    compare.add_argument("--input", metavar="X.npy", help="inputs (.npy, or .npz by input name)")
+    compare.add_argument("--per-layer", action="store_true", help="compare every mapped layer, not only outputs")
+    compare.add_argument("--report", metavar="JSON", help="write the comparison here")
+    compare.add_argument("--plot", metavar="PNG", help="plot the error per layer here")
+    _add_tolerance_options(compare)
+    compare.set_defaults(handler=run_compare)
+
+    check_parser = commands.add_parser("check", help="list unsupported ops and pitfalls for a target")
+    _add_source_options(check_parser)
+    check_parser.set_defaults(handler=run_check)
+
+    record = commands.add_parser("record", help="execute a notebook with parameters as a record")
+    record.add_argument("notebook", metavar="NOTEBOOK")
+    record.add_argument("-o", "--output", required=True, metavar="OUT.ipynb")
+    record.add_argument(
+        "-p", "--parameter", dest="parameters", nargs=2, action="append", metavar=("NAME", "VALUE"), help="notebook parameter"
+    )
+    record.add_argument("--html", action="store_true", help="also export the executed notebook as HTML")
+    record.set_defaults(handler=run_record)
+
+    lab = commands.add_parser("lab", help="open the notebooks in JupyterLab")
+    lab.set_defaults(handler=run_lab)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:  # argparse: usage errors (2) and --help (0)
+        return int(exit_request.code or 0)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except WorkbenchError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
