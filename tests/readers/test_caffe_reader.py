@@ -292,3 +292,295 @@ def test_inner_product_transpose_matches_pytorch(tmp_path: Path) -> None:
     )
     # onnxruntime vs PyTorch, float32 sums of 256 products: rtol 1e-5, atol 1e-4
     np.testing.assert_allclose(outputs["layer"], expected.numpy(), rtol=1e-5, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------
+# file-format variants, written as prototxt text
+
+
+def net_from_text(text: str, blobs: dict[str, Sequence[Sequence[int]]], seed: int = 2) -> caffe_pb2.NetParameter:
+    """A NetParameter from prototxt text, with random blobs of the given shapes per layer."""
+    net = text_format.Parse(text, caffe_pb2.NetParameter())
+    rng = np.random.default_rng(seed)
+    for layer in [*net.layer, *net.layers]:
+        for shape in blobs.get(layer.name, ()):
+            blob = layer.blobs.add()
+            blob.shape.dim.extend(shape)
+            blob.data.extend(rng.standard_normal(shape).astype(np.float32).ravel())  # tiny test arrays only
+    return net
+
+
+CONV_NET_BODY = """
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc" inner_product_param { num_output: 3 } }
+"""
+CONV_NET_BLOBS = {"conv1": [(4, 3, 3, 3), (4,)], "fc": [(3, 4 * 6 * 6), (3,)]}
+
+HEADERS = {
+    "input-dim": 'input: "data" input_dim: 1 input_dim: 3 input_dim: 8 input_dim: 8',
+    "input-shape": 'input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }',
+    "input-layer": 'layer { name: "input" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }',
+}
+
+
+@pytest.mark.parametrize("header", HEADERS.values(), ids=HEADERS.keys())
+def test_input_declarations(header: str, tmp_path: Path) -> None:
+    prototxt, caffemodel = save_net(net_from_text(header + CONV_NET_BODY, CONV_NET_BLOBS), tmp_path)
+    inputs = random_inputs({"data": (1, 3, 8, 8)})
+    # onnxruntime vs OpenCV DNN, float32: rtol 1e-4, atol 1e-4
+    model = assert_matches_opencv(prototxt, caffemodel, inputs, rtol=1e-4, atol=1e-4)
+    assert model.input_shapes() == {"data": (1, 3, 8, 8)}
+    assert model.output_names == ["fc"]
+
+
+def test_input_layer_shape_shared_by_tops(tmp_path: Path) -> None:
+    """One Input shape serves every top in Caffe; OpenCV DNN wants one per top."""
+    text = """
+    layer {{ name: "input" type: "Input" top: "a" top: "b" input_param {{ {shapes} }} }}
+    layer {{ name: "sum" type: "Eltwise" bottom: "a" bottom: "b" top: "sum" }}
+    """
+    shape = "shape { dim: 1 dim: 2 dim: 3 dim: 3 }"
+    prototxt, caffemodel = save_net(net_from_text(text.format(shapes=shape), {}), tmp_path)
+    (tmp_path / "reference").mkdir()
+    reference = save_net(net_from_text(text.format(shapes=shape * 2), {}), tmp_path / "reference")
+    model = read_caffe(prototxt, caffemodel)
+    assert model.input_shapes() == {"a": (1, 2, 3, 3), "b": (1, 2, 3, 3)}
+    inputs = random_inputs(model.input_shapes())
+    # onnxruntime vs OpenCV DNN, float32: rtol 1e-6, atol 1e-6 (one addition)
+    np.testing.assert_allclose(OnnxRuntimeRunner(model).run(inputs)["sum"],
+                               opencv_forward(*reference, inputs, ["sum"])["sum"], rtol=1e-6, atol=1e-6)
+
+
+def test_input_shape_given_by_caller(tmp_path: Path) -> None:
+    prototxt, caffemodel = save_net(net_from_text('input: "data"' + CONV_NET_BODY, CONV_NET_BLOBS), tmp_path)
+    with pytest.raises(InputError, match="input blob data has no usable shape"):
+        read_caffe(prototxt, caffemodel)
+    model = read_caffe(prototxt, caffemodel, input_shapes={"data": [1, 3, 8, 8]})
+    assert model.input_shapes() == {"data": (1, 3, 8, 8)}
+
+
+V1_NET = """
+name: "v1net"
+input: "data"
+input_dim: 1 input_dim: 3 input_dim: 10 input_dim: 10
+layers { name: "conv1" type: CONVOLUTION bottom: "data" top: "conv1"
+         convolution_param { num_output: 4 kernel_size: 3 } }
+layers { name: "relu1" type: RELU bottom: "conv1" top: "conv1" }
+layers { name: "pool1" type: POOLING bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layers { name: "drop" type: DROPOUT bottom: "pool1" top: "pool1" }
+layers { name: "fc" type: INNER_PRODUCT bottom: "pool1" top: "fc" inner_product_param { num_output: 3 } }
+layers { name: "prob" type: SOFTMAX bottom: "fc" top: "prob" }
+"""
+
+
+def test_v1_layers_format(tmp_path: Path) -> None:
+    """Old model zoo nets: ``layers { type: CONVOLUTION }``, blobs as num/channels/height/width."""
+    net = text_format.Parse(V1_NET, caffe_pb2.NetParameter())
+    rng = np.random.default_rng(4)
+    for layer in net.layers:
+        for dims in {"conv1": [(4, 3, 3, 3), (1, 1, 1, 4)], "fc": [(1, 1, 3, 64), (1, 1, 1, 3)]}.get(layer.name, ()):
+            blob = layer.blobs.add()
+            blob.num, blob.channels, blob.height, blob.width = dims
+            blob.data.extend(rng.standard_normal(dims).astype(np.float32).ravel())  # tiny test arrays only
+    prototxt, caffemodel = save_net(net, tmp_path)
+    inputs = random_inputs({"data": (1, 3, 10, 10)})
+    # onnxruntime vs OpenCV DNN, float32: rtol 1e-5, atol 1e-6 (softmax outputs below 1)
+    model = assert_matches_opencv(prototxt, caffemodel, inputs, rtol=1e-5, atol=1e-6)
+    assert model.name == "v1net"
+    assert model.census() == {"Conv": 1, "Relu": 1, "MaxPool": 1, "Gemm": 1, "Flatten": 1, "Softmax": 1}
+
+
+TRAIN_VAL = """
+layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN } }
+layer { name: "data" type: "Input" top: "data" include { phase: TEST } input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+""" + CONV_NET_BODY + """
+layer { name: "drop" type: "Dropout" bottom: "fc" top: "fc" exclude { phase: TEST } }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" include { phase: TRAIN } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" include { phase: TEST stage: "deploy" } }
+"""
+
+
+def test_layers_outside_the_test_phase_are_skipped(tmp_path: Path) -> None:
+    prototxt, caffemodel = save_net(net_from_text(TRAIN_VAL, CONV_NET_BLOBS), tmp_path)
+    model = read_caffe(prototxt, caffemodel)
+    assert model.output_names == ["fc"]  # prob needs the "deploy" stage, which the net's state does not set
+    assert "skipped 4 layer(s) outside the TEST phase: data, drop, loss, prob" in model.report.changes
+    (tmp_path / "deploy").mkdir()
+    reference = save_net(net_from_text(HEADERS["input-layer"] + CONV_NET_BODY, CONV_NET_BLOBS), tmp_path / "deploy")
+    inputs = random_inputs({"data": (1, 3, 8, 8)})
+    # onnxruntime vs OpenCV DNN on the net without the training layers, float32: rtol 1e-4, atol 1e-4
+    np.testing.assert_allclose(OnnxRuntimeRunner(model).run(inputs)["fc"],
+                               opencv_forward(*reference, inputs, ["fc"])["fc"], rtol=1e-4, atol=1e-4)
+
+
+IN_PLACE_NET = """
+input: "data" input_shape { dim: 1 dim: 3 dim: 6 dim: 6 }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "bn1" type: "BatchNorm" bottom: "conv1" top: "conv1" }
+layer { name: "scale1" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "fc7" type: "InnerProduct" bottom: "conv1" top: "fc7" inner_product_param { num_output: 5 } }
+layer { name: "relu7" type: "ReLU" bottom: "fc7" top: "fc7" }
+layer { name: "drop7" type: "Dropout" bottom: "fc7" top: "fc7" }
+"""
+IN_PLACE_BLOBS = {"conv1": [(4, 3, 1, 1), (4,)], "bn1": [(4,), (4,), (1,)], "scale1": [(4,), (4,)],
+                  "fc7": [(5, 144), (5,)]}
+
+
+def in_place_net() -> caffe_pb2.NetParameter:
+    net = net_from_text(IN_PLACE_NET, IN_PLACE_BLOBS)
+    variance, factor = net.layer[1].blobs[1], net.layer[1].blobs[2]
+    variance.data[:] = np.abs(np.asarray(variance.data)) + 0.1  # a variance is positive
+    factor.data[:] = [2.0]
+    return net
+
+
+def test_in_place_layers_get_values_of_their_own(tmp_path: Path) -> None:
+    prototxt, caffemodel = save_net(in_place_net(), tmp_path)
+    inputs = random_inputs({"data": (1, 3, 6, 6)})
+    # onnxruntime vs OpenCV DNN layer by layer (each in-place layer's own output), float32: rtol 1e-4, atol 1e-4
+    model = assert_matches_opencv(prototxt, caffemodel, inputs, rtol=1e-4, atol=1e-4)
+    produced = {provenance.sources(node)[0]: node.outputs[0].name for node in model.graph}
+    assert produced == {"conv1": "conv1", "bn1": "bn1", "scale1": "scale1", "relu1": "relu1",
+                        "fc7": "fc7_1", "relu7": "relu7", "drop7": "fc7"}
+    assert model.output_names == ["fc7"]
+
+
+POOL_NET = """
+input: "data" input_shape {{ dim: 1 dim: 2 dim: 6 dim: 6 }}
+layer {{ name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param {{ pool: {pool} kernel_size: 3 stride: 2 {rounding} }} }}
+"""
+ROUNDING = {  # ours -> the spelling OpenCV DNN reads with the same meaning
+    "round-mode-floor": ("round_mode: FLOOR", "ceil_mode: false", 2),
+    "round-mode-ceil": ("round_mode: CEIL", "ceil_mode: true", 3),
+    "ceil-mode-false": ("ceil_mode: false", "ceil_mode: false", 2),
+    "ceil-mode-true": ("ceil_mode: true", "ceil_mode: true", 3),
+    "default-ceil": ("", "", 3),
+}
+
+
+@pytest.mark.parametrize("pool", ["MAX", "AVE"])
+@pytest.mark.parametrize("ours, opencv, size", ROUNDING.values(), ids=ROUNDING.keys())
+def test_pooling_round_mode_and_ceil_mode(pool: str, ours: str, opencv: str, size: int, tmp_path: Path) -> None:
+    (tmp_path / "ours.prototxt").write_text(POOL_NET.format(pool=pool, rounding=ours))
+    (tmp_path / "opencv.prototxt").write_text(POOL_NET.format(pool=pool, rounding=opencv))
+    (tmp_path / "net.caffemodel").write_bytes(b"")  # no layer has weights
+    model = read_caffe(tmp_path / "ours.prototxt", tmp_path / "net.caffemodel")
+    inputs = random_inputs({"data": (1, 2, 6, 6)})
+    outputs = OnnxRuntimeRunner(model).run(inputs)["pool"]
+    expected = opencv_forward(tmp_path / "opencv.prototxt", tmp_path / "net.caffemodel", inputs, ["pool"])["pool"]
+    assert outputs.shape == (1, 2, size, size)
+    # onnxruntime vs OpenCV DNN, float32 averages of 9 values: rtol 1e-6, atol 1e-6
+    np.testing.assert_allclose(outputs, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_double_and_legacy_blobs_read_as_float(tmp_path: Path) -> None:
+    """Blobs stored as double_data or with num/channels/height/width read like float blobs."""
+    net = net_from_text(HEADERS["input-shape"] + CONV_NET_BODY, CONV_NET_BLOBS)
+    (tmp_path / "reference").mkdir()
+    reference = save_net(net, tmp_path / "reference")
+    weight, bias = net.layer[0].blobs
+    weight.double_data.extend(weight.data)
+    del weight.data[:]
+    weight.ClearField("shape")
+    weight.num, weight.channels, weight.height, weight.width = 4, 3, 3, 3
+    bias.double_data.extend(bias.data)
+    del bias.data[:]
+    prototxt, caffemodel = save_net(net, tmp_path)
+    inputs = random_inputs({"data": (1, 3, 8, 8)})
+    outputs = OnnxRuntimeRunner(read_caffe(prototxt, caffemodel)).run(inputs)["fc"]
+    # onnxruntime vs OpenCV DNN on the float-blob caffemodel, float32: rtol 1e-4, atol 1e-4
+    np.testing.assert_allclose(outputs, opencv_forward(*reference, inputs, ["fc"])["fc"], rtol=1e-4, atol=1e-4)
+
+
+def test_provenance_names_layers_and_blobs(tmp_path: Path) -> None:
+    model = read_caffe(*save_net(in_place_net(), tmp_path))
+    assert model.source.format == "caffe"
+    params = {node.name: provenance.params(node) for node in model.graph}
+    assert params["conv1/Conv"] == {1: ("conv1/0",), 2: ("conv1/1",)}
+    assert params["bn1/BatchNormalization"] == {3: ("bn1/0", "bn1/2"), 4: ("bn1/1", "bn1/2")}
+    assert params["scale1/Mul"] == {1: ("scale1/0",)} and params["scale1/Add"] == {1: ("scale1/1",)}
+    assert params["fc7/Gemm"] == {1: ("fc7/0",), 2: ("fc7/1",)}
+    assert all(provenance.sources(node) for node in model.graph)
+
+
+def test_load_recognises_caffe_files(tmp_path: Path) -> None:
+    from workbench.readers import load
+
+    prototxt, caffemodel = save_net(in_place_net(), tmp_path)
+    model = load(caffemodel, prototxt)
+    assert model.source.paths == (str(prototxt), str(caffemodel))
+
+
+# ---------------------------------------------------------------------------
+# bad input
+
+
+def test_missing_files(tmp_path: Path) -> None:
+    prototxt, caffemodel = save_net(in_place_net(), tmp_path)
+    with pytest.raises(InputError, match="no such prototxt"):
+        read_caffe(tmp_path / "absent.prototxt", caffemodel)
+    with pytest.raises(InputError, match="no such caffemodel"):
+        read_caffe(prototxt, tmp_path / "absent.caffemodel")
+
+
+def test_corrupt_caffemodel(tmp_path: Path) -> None:
+    prototxt, caffemodel = save_net(in_place_net(), tmp_path)
+    caffemodel.write_bytes(caffemodel.read_bytes()[:-7])
+    with pytest.raises(InputError, match="is not a readable caffemodel"):
+        read_caffe(prototxt, caffemodel)
+
+
+def test_prototxt_syntax_error_names_the_line(tmp_path: Path) -> None:
+    prototxt, caffemodel = save_net(in_place_net(), tmp_path)
+    prototxt.write_text(prototxt.read_text().replace("num_output: 4", "num_outputs: 4"))
+    with pytest.raises(InputError, match=r"not a readable Caffe prototxt[\s\S]*num_outputs"):
+        read_caffe(prototxt, caffemodel)
+
+
+def test_layer_names_that_do_not_match_are_named(tmp_path: Path) -> None:
+    net = in_place_net()
+    prototxt, _ = save_net(net, tmp_path)
+    net.layer[0].name = "conv_1"
+    net.layer[4].name = "fc_7"
+    _, caffemodel = save_net(net, tmp_path, name="renamed")
+    with pytest.raises(InputError) as caught:
+        read_caffe(prototxt, caffemodel)
+    message = str(caught.value)
+    assert "conv1: has no weights in the caffemodel" in message
+    assert "fc7: has no weights in the caffemodel" in message
+    assert "layers with weights that the prototxt does not have: conv_1, fc_7" in message
+
+
+def test_blob_of_the_wrong_size(tmp_path: Path) -> None:
+    net = in_place_net()
+    del net.layer[4].blobs[1].data[-1]
+    net.layer[4].blobs[1].shape.dim[:] = [4]
+    with pytest.raises(InputError, match=r"fc7: blob 1 has shape \[4\] \(4 values\), expected \[5\]"):
+        read_caffe(*save_net(net, tmp_path))
+
+
+def test_every_unsupported_layer_is_listed_once(tmp_path: Path) -> None:
+    text = """
+    input: "data" input_shape { dim: 1 dim: 2 dim: 4 dim: 4 }
+    layer { name: "zeta" type: "BNLL" bottom: "data" top: "zeta" }
+    layer { name: "alpha" type: "Threshold" bottom: "zeta" top: "alpha" }
+    layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param { pool: STOCHASTIC kernel_size: 2 } }
+    layer { name: "mvn" type: "MVN" bottom: "pool" top: "mvn" }
+    layer { name: "relu" type: "ReLU" bottom: "data" top: "relu" }
+    """
+    with pytest.raises(WorkbenchError) as caught:
+        read_caffe(*save_net(net_from_text(text, {}), tmp_path))
+    message = str(caught.value)
+    assert "4 Caffe layer(s) cannot be converted: types BNLL, MVN, Pooling, Threshold" in message
+    listed = [line.strip().split(" ")[0] for line in message.splitlines() if "): " in line]
+    assert listed == ["zeta", "mvn", "pool", "alpha"]  # sorted by type, then name
+    assert "STOCHASTIC" in message
+
+
+def test_unknown_bottom_blob(tmp_path: Path) -> None:
+    text = 'input: "data" input_shape { dim: 1 dim: 2 }\nlayer { name: "relu" type: "ReLU" bottom: "date" top: "relu" }'
+    with pytest.raises(InputError, match="layer relu \\(ReLU\\) reads blob\\(s\\) date that no earlier layer makes"):
+        read_caffe(*save_net(net_from_text(text, {}), tmp_path))

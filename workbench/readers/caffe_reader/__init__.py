@@ -31,7 +31,7 @@ from ...graph import Model, SourceInfo, StepReport
 from ...graph.builder import GraphBuilder
 from ...graph.report import timed
 from .files import DeployNet, Weights, read_net, read_weights
-from .layers import LAYERS, LayerContext, LayerProblem, WeightsProblem
+from .layers import LAYERS, LayerContext, LayerProblem, WeightsProblem, needs_weights
 
 __all__ = ["read_caffe", "LAYERS"]
 
@@ -159,6 +159,12 @@ class _NetConverter:
 
     # ---- the walk ----------------------------------------------------------
     def convert(self, report: StepReport) -> ir.Model:
+        self.weight_problems = [
+            (layer.name, "has no weights in the caffemodel")
+            for layer in self.net.layers
+            if needs_weights(layer) and not self.weights.blobs.get(layer.name)
+        ]
+        self._raise_problems()
         for blob, declared in self.net.inputs.items():
             self._add_input(blob, self._input_shape(blob, declared))
         for self.layer_index, layer in enumerate(self.net.layers):
@@ -185,7 +191,7 @@ class _NetConverter:
         if converter is None:
             self.unsupported.append((layer.type, layer.name, "layer type not supported"))
         elif all(value is not None for value in inputs):
-            context = LayerContext(layer, inputs, self.weights.blobs.get(layer.name), self._emit,
+            context = LayerContext(layer, inputs, self.weights.blobs.get(layer.name, []), self._emit,
                                    self._initializer)
             try:
                 converter(context)

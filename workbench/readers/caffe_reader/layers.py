@@ -60,7 +60,7 @@ class LayerContext:
         self,
         layer: Any,
         inputs: list[ir.Value],
-        blobs: list[np.ndarray] | None,
+        blobs: list[np.ndarray],
         emit: Callable[..., list[ir.Value]],
         initializer: Callable[[str, np.ndarray], ir.Value],
     ) -> None:
@@ -90,13 +90,8 @@ class LayerContext:
             raise LayerProblem(f"{what} {axis} is out of range for a {rank}-d input")
         return axis % rank
 
-    def blob_count(self) -> int:
-        return len(self._blobs or [])
-
     def blob(self, index: int, shape: Sequence[int]) -> np.ndarray:
         """Blob ``index`` reshaped to ``shape`` (legacy 4-d blobs hold the same values)."""
-        if not self._blobs:
-            raise WeightsProblem("has no weights in the caffemodel")
         if index >= len(self._blobs):
             raise WeightsProblem(f"needs blob {index}, the caffemodel holds {len(self._blobs)}")
         array = self._blobs[index]
@@ -151,6 +146,15 @@ class LayerContext:
 
 Converter = Callable[[LayerContext], None]
 LAYERS: Registry[Converter] = Registry("Caffe layers")
+
+_WEIGHTED_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "PReLU"}
+
+
+def needs_weights(layer: Any) -> bool:
+    """Whether the layer cannot run without trained blobs from the caffemodel."""
+    if layer.type == "Scale":
+        return len(layer.bottom) == 1 or layer.scale_param.bias_term
+    return layer.type in _WEIGHTED_TYPES
 
 
 def _geometry(param: Any, spatial: int, name: str, default: int | None) -> list[int]:
