@@ -59,11 +59,13 @@ def _weights(node: ir.Node, net: CaffeNet) -> tuple[np.ndarray, np.ndarray | Non
 @CAFFE_LAYERS.register("Conv")
 def convert_conv(node: ir.Node, net: CaffeNet) -> None:
     """Convolution (group, dilation, depthwise)"""
-    win = window(node, net)
     found = _weights(node, net)
-    if win is None or found is None:
+    if found is None:
         return
     weight, bias = found
+    win = window(node, net, weight.shape[2:])
+    if win is None:
+        return
     layer = net.add_layer(node, "Convolution", weights=[weight] + ([bias] if bias is not None else []))
     param = layer.convolution_param
     param.num_output = weight.shape[0]
@@ -77,9 +79,12 @@ def convert_conv(node: ir.Node, net: CaffeNet) -> None:
 @CAFFE_LAYERS.register("ConvTranspose")
 def convert_conv_transpose(node: ir.Node, net: CaffeNet) -> None:
     """Deconvolution"""
-    win = window(node, net)
     found = _weights(node, net)
-    if win is None or found is None:
+    if found is None:
+        return
+    weight, bias = found
+    win = window(node, net, weight.shape[2:])
+    if win is None:
         return
     output_padding = tuple(node.attributes.get_ints("output_padding", (0, 0)))
     if any(output_padding):
@@ -104,7 +109,6 @@ def convert_conv_transpose(node: ir.Node, net: CaffeNet) -> None:
                 "export without output_shape, using symmetric pads",
             )
             return
-    weight, bias = found
     group = node.attributes.get_int("group", 1)
     layer = net.add_layer(node, "Deconvolution", weights=[weight] + ([bias] if bias is not None else []))
     param = layer.convolution_param

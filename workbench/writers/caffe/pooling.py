@@ -12,8 +12,10 @@ adds a Slice that cuts the extra row/column off (and a Silence that consumes it)
 This holds for MAX, and for AVE when the divisor counts padding
 (``count_include_pad``, PyTorch's default) or there is no padding, because Caffe
 divides by the window clipped to the padded input, as PyTorch does.
-``ceil_mode=True`` pooling maps directly. AVE without counting the padding
-differs from Caffe at the borders and is reported.
+``ceil_mode=True`` pooling maps directly: PyTorch and onnxruntime drop a last
+window that starts in the padding, as Caffe does. (ONNX shape inference does not,
+so the sizes are computed here from the attributes.) AVE without counting the
+padding differs from Caffe at the borders and is reported.
 
 ``GlobalAveragePool``/``GlobalMaxPool`` and ``ReduceMean``/``ReduceMax`` over
 H and W become global pooling (plus a Flatten when ``keepdims=0``).
@@ -29,8 +31,11 @@ from .net import CAFFE_LAYERS, CaffeNet
 from .spatial import Window, window
 
 
-def caffe_pooled_size(size: int, kernel: int, stride: int, pad: int) -> int:
-    """Output length of Caffe's Pooling along one axis."""
+def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil: bool = True) -> int:
+    """Output length of pooling along one axis: Caffe's (always ``ceil``), or
+    PyTorch's and onnxruntime's for either rounding."""
+    if not ceil:
+        return (size + 2 * pad - kernel) // stride + 1
     out = math.ceil((size + 2 * pad - kernel) / stride) + 1
     if pad > 0 and (out - 1) * stride >= size + pad:
         out -= 1
@@ -59,7 +64,7 @@ def convert_pool(node: ir.Node, net: CaffeNet) -> None:
     win = window(node, net)
     if win is None:
         return
-    in_shape, out_shape = net.shape(node.inputs[0]), net.shape(node.outputs[0])
+    in_shape = net.shape(node.inputs[0])
     average = node.op_type == "AveragePool"
     if win.dilation != (1, 1):
         net.problem(node, "pool-dilation", f"dilated pooling {list(win.dilation)}", "use dilation 1")
@@ -76,18 +81,19 @@ def convert_pool(node: ir.Node, net: CaffeNet) -> None:
             "use count_include_pad=True (PyTorch's default) or pad explicitly before pooling",
         )
         return
-    if in_shape is None or out_shape is None:
-        net.problem(node, "dynamic-shape", "pooling needs known input and output shapes", "export with fixed shapes")
+    if in_shape is None:
+        net.problem(node, "dynamic-shape", "pooling needs a known input shape", "export with fixed shapes")
         return
-    caffe_size = tuple(
-        caffe_pooled_size(size, k, s, p) for size, k, s, p in zip(in_shape[2:], win.kernel, win.stride, win.pad)
-    )
-    extra = [c - o for c, o in zip(caffe_size, out_shape[2:])]
+    ceil = bool(node.attributes.get_int("ceil_mode", 0))
+    windows = list(zip(in_shape[2:], win.kernel, win.stride, win.pad))
+    caffe_size = tuple(pooled_size(*axis_window, ceil=True) for axis_window in windows)
+    onnx_size = tuple(pooled_size(*axis_window, ceil=ceil) for axis_window in windows)
+    extra = [c - o for c, o in zip(caffe_size, onnx_size)]
     if any(e not in (0, 1) for e in extra):
         net.problem(
             node,
             "pooling-rounding",
-            f"Caffe's pooling gives {caffe_size}, the graph {tuple(out_shape[2:])}; no slice reconciles them",
+            f"Caffe's pooling gives {caffe_size}, the graph {onnx_size}; no slice reconciles them",
             "change the pooling's padding or ceil_mode in the source model",
         )
         return
@@ -105,13 +111,13 @@ def convert_pool(node: ir.Node, net: CaffeNet) -> None:
             node, "Slice", [blob], [node.outputs[0] if final else None, None], role=f"floor_{'hw'[axis]}"
         )
         cut.slice_param.axis = axis + 2
-        cut.slice_param.slice_point.append(out_shape[axis + 2])
+        cut.slice_param.slice_point.append(onnx_size[axis])
         net.discard(node, [cut.top[1]])
         blob = cut.top[0]
     net.problem(
         node,
         "pooling-floor",
-        f"floor rounding ({tuple(out_shape[2:])}) written as Caffe's ceil pooling ({caffe_size}) "
+        f"floor rounding ({onnx_size}) written as Caffe's ceil pooling ({caffe_size}) "
         "followed by a Slice that drops the extra last row/column (exact)",
         "use ceil_mode=True in the source model for a single Pooling layer, if the sizes allow it",
         severity="warning",

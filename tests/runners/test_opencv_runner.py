@@ -1,0 +1,115 @@
+"""OpenCV DNN runner: final outputs by top name, every layer's output by layer name,
+in-place layers and multi-top layers included, checked against onnxruntime."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx import TensorProto, helper
+
+from workbench import InputError
+from workbench.graph import Model, SourceInfo
+from workbench.readers.onnx_reader import annotate_provenance
+from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
+from workbench.runners.opencv_runner import OpenCVCaffeRunner
+from workbench.writers.caffe import write_caffe
+
+RNG = np.random.default_rng(0)
+PARAMS = {
+    "w1": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32),
+    "b1": RNG.standard_normal(4).astype(np.float32),
+    "w2": RNG.standard_normal((6, 4, 1, 1)).astype(np.float32),
+    "sizes": np.array([2, 4]),
+}
+
+
+def _model(outputs: list[str]) -> Model:
+    """conv -> relu -> conv2 -> split(2) -> (relu_a, b); ``outputs`` picks the graph outputs."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"], name="relu1"),
+        helper.make_node("Conv", ["r", "w2"], ["c2"], name="conv2"),
+        helper.make_node("Split", ["c2", "sizes"], ["a", "b"], name="split", axis=1),
+        helper.make_node("Relu", ["a"], ["ra"], name="relu2"),
+    ]
+    proto = helper.make_model(
+        helper.make_graph(
+            nodes,
+            "runner_test",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 5, 5))],
+            [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in outputs],
+            [onnx.numpy_helper.from_array(array, name) for name, array in PARAMS.items()],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    proto.ir_version = 8
+    model = ir.from_proto(proto)
+    annotate_provenance(model)
+    return Model(model, SourceInfo("onnx", (), "runner_test"))
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    model = _model(["ra", "b"])
+    files = write_caffe(model, tmp_path_factory.mktemp("caffe"))
+    runner = OpenCVCaffeRunner(files.path(".prototxt"), files.path(".caffemodel"))
+    x = RNG.standard_normal((1, 3, 5, 5)).astype(np.float32)
+    # every intermediate value, from onnxruntime on the same graph with more outputs
+    reference = OnnxRuntimeRunner(_model(["c", "r", "c2", "a", "b", "ra"])).run({"x": x})
+    return files, runner, x, reference
+
+
+def test_layers_run_in_place_and_keep_their_own_outputs(written) -> None:
+    files, runner, x, reference = written
+    layers = {layer["name"]: layer for layer in files.details["layers"]}
+    assert layers["relu1"]["top"] == layers["relu1"]["bottom"] == ["conv1"]  # written in place
+    outputs = list(runner.run_layers({"x": x}))
+    assert [name for name, _ in outputs] == ["conv1", "relu1", "conv2", "split_0", "split_1", "relu2"]
+    by_name = dict(outputs)
+    for layer, value in [("conv1", "c"), ("relu1", "r"), ("conv2", "c2"), ("split_0", "a"), ("split_1", "b"), ("relu2", "ra")]:
+        # OpenCV DNN vs onnxruntime, float32: atol 1e-5
+        np.testing.assert_allclose(by_name[layer], reference[value], rtol=1e-5, atol=1e-5, err_msg=layer)
+    assert (by_name["conv1"] < 0).any()  # the convolution's output is from before the in-place ReLU
+
+
+def test_run_gives_final_outputs_by_top_name(written) -> None:
+    files, runner, x, reference = written
+    assert runner.input_names == ["x"]
+    assert sorted(runner.output_names) == sorted(files.details["outputs"].values())
+    for outputs in (runner.run({"x": x}), runner.run([x])):
+        for value, blob in files.details["outputs"].items():
+            np.testing.assert_allclose(outputs[blob], reference[value], rtol=1e-5, atol=1e-5)  # OpenCV vs onnxruntime
+
+
+def test_tops_consumed_by_silence_are_not_outputs(tmp_path) -> None:
+    node = helper.make_node("MaxPool", ["x"], ["y"], name="pool", kernel_shape=[3, 3], strides=[2, 2])
+    proto = helper.make_model(
+        helper.make_graph(
+            [node],
+            "pool",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 2, 8, 8))],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        ),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    proto.ir_version = 8
+    model = ir.from_proto(proto)
+    annotate_provenance(model)
+    files = write_caffe(Model(model, SourceInfo("onnx", (), "pool")), tmp_path)
+    runner = OpenCVCaffeRunner(files.path(".prototxt"), files.path(".caffemodel"))
+    assert runner.output_names == [files.details["outputs"]["y"]]
+    (result,) = runner.run([np.ones((1, 2, 8, 8), np.float32)]).values()
+    assert result.shape == (1, 2, 3, 3)
+
+
+def test_missing_inputs_and_files_are_input_errors(written, tmp_path) -> None:
+    files, runner, _, _ = written
+    with pytest.raises(InputError, match="inputs missing"):
+        runner.run({"data": np.zeros((1, 3, 5, 5), np.float32)})
+    with pytest.raises(InputError, match="no such file"):
+        OpenCVCaffeRunner(tmp_path / "absent.prototxt", files.path(".caffemodel"))
+    broken = tmp_path / "broken.prototxt"
+    broken.write_text("layer { name: ")
+    with pytest.raises(InputError, match="not a readable Caffe prototxt"):
+        OpenCVCaffeRunner(broken, files.path(".caffemodel"))
