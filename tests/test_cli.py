@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import nbformat
 import numpy as np
 import onnx_ir as ir
@@ -116,6 +117,35 @@ def test_convert_lists_every_unsupported_op_even_when_simplify_fails(tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
+def _opencv_output(prototxt: Path, caffemodel: Path, x: np.ndarray) -> np.ndarray:
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    net.setInput(x)
+    return net.forward()
+
+
+def test_convert_onnx_to_caffe_runs_in_opencv(tmp_path, capsys) -> None:
+    source = _save_graph(tmp_path / "small.onnx", ["Relu", "Sigmoid"])
+    code, out, err = _run(["convert", str(source), "--to", "caffe", "-o", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert "write caffe" in out
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    (expected,) = OnnxRuntimeRunner(source).run([x]).values()
+    actual = _opencv_output(tmp_path / "out" / "small.prototxt", tmp_path / "out" / "small.caffemodel", x)
+    # OpenCV DNN on the written Caffe files vs onnxruntime on the source, float32: atol 1e-5
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_check_caffe_lists_every_unsupported_op(tmp_path, capsys) -> None:
+    source = _save_graph(tmp_path / "odd.onnx", ["Sin", "Relu", "Floor", "Erf"])
+    code, out, _ = _run(["check", str(source), "--to", "caffe"], capsys)
+    assert code == 2
+    assert all(op in out for op in ("Sin", "Floor", "Erf"))
+    code, _, err = _run(["convert", str(source), "--to", "caffe", "-o", str(tmp_path / "out")], capsys)
+    assert code == 2
+    assert all(op in err for op in ("Sin", "Floor", "Erf")) and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_compare_two_files(tmp_path, capsys) -> None:
     first = _save_graph(tmp_path / "a.onnx", ["Relu"])
     same = tmp_path / "same.onnx"
@@ -182,6 +212,24 @@ def test_convert_sample_net_to_onnx_matches_pytorch(tmp_path, capsys) -> None:
     (actual,) = OnnxRuntimeRunner(tmp_path / "sample_net.onnx").run([x]).values()
     # onnxruntime on the converted, BatchNorm-folded file vs PyTorch eval, float32: atol 1e-4
     np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_convert_sample_net_to_caffe_matches_pytorch(tmp_path, capsys) -> None:
+    code, out, err = _run(
+        ["convert", "workbench.samples:sample_net", "--to", "caffe", "-o", str(tmp_path), "--fold-bn",
+         "--report", str(tmp_path / "report.json")],
+        capsys,
+    )
+    assert code == 0, err
+    x = RNG.standard_normal(samples.sample_net.input_shape).astype(np.float32)
+    with torch.no_grad():
+        expected = samples.sample_net()(torch.from_numpy(x)).numpy()
+    actual = _opencv_output(tmp_path / "sample_net.prototxt", tmp_path / "sample_net.caffemodel", x)
+    # OpenCV DNN on the written Caffe files (BatchNorm folded) vs PyTorch eval, float32: atol 1e-4
+    np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["name_map"]["layer1.0.conv1"] == ["layer1.0.conv1", "layer1.0.bn1"]
 
 
 @pytest.mark.slow
