@@ -59,8 +59,9 @@ def flat(expr: Expr) -> str:
 
 
 def render(prefix: str, expr: Expr, indent: str, suffix: str = "") -> list[str]:
-    """Lines for ``prefix + expr + suffix`` at ``indent``, exploding the outermost
-    call or list one item per line when the single line would be too long."""
+    """Lines for ``prefix + expr + suffix`` at ``indent``. A line too long breaks
+    inside the outermost call or list: all items on one indented line if they
+    fit, else one item per line (each broken the same way if need be)."""
     line = f"{indent}{prefix}{flat(expr)}{suffix}"
     if len(line) <= LINE_LIMIT or isinstance(expr, str):
         return [line]
@@ -69,8 +70,12 @@ def render(prefix: str, expr: Expr, indent: str, suffix: str = "") -> list[str]:
     else:
         opening, closing = f"{expr.function}(", ")"
         items = list(expr.args) + [(key, value) for key, value in expr.kwargs]
-    lines = [f"{indent}{prefix}{opening}"]
     inner = indent + INDENT
+    parts = [f"{item[0]}={flat(item[1])}" if isinstance(item, tuple) else flat(item) for item in items]
+    hugged = f"{inner}{', '.join(parts)}"
+    if len(hugged) <= LINE_LIMIT:
+        return [f"{indent}{prefix}{opening}", hugged, f"{indent}{closing}{suffix}"]
+    lines = [f"{indent}{prefix}{opening}"]
     for item in items:
         if isinstance(item, tuple):
             lines += render(f"{item[0]}=", item[1], inner, ",")

@@ -95,6 +95,10 @@ class Program:
         self._expressions: dict[int, str] = {}
         self._by_source: dict[str, list[ModuleRecord]] = {}
         self._buffer_of_value: dict[int, str] = {}
+        self.nodes_per_source: dict[str, int] = {}
+        for node in graph:
+            for source in provenance.sources(node):
+                self.nodes_per_source[source] = self.nodes_per_source.get(source, 0) + 1
         # files from before ONNX IR 4 also list their initializers as graph inputs
         self.arguments = [self.variable(v) for v in graph.inputs if v.const_value is None]
 
@@ -182,6 +186,12 @@ class NodeContext:
 
     def sources(self) -> list[str]:
         return [name for node in self.nodes for name in provenance.sources(node)]
+
+    def whole_layer(self) -> bool:
+        """True when the node is all there is of its source layer(s), so a helper
+        layer (a flatten) does not take the name the layer's main submodule needs."""
+        counts = self.program.nodes_per_source
+        return all(counts.get(source, 0) <= 1 for source in provenance.sources(self.node))
 
     def value(self, index: int) -> ir.Value | None:
         inputs = self.node.inputs
@@ -340,7 +350,11 @@ class NodeContext:
 
     def unsupported(self, message: str, remedy: str = "") -> None:
         """An attribute value or input form this writer cannot express."""
-        self.problem("unsupported-attribute", message, remedy)
+        self.problem(
+            "unsupported-attribute",
+            message,
+            remedy or "express this layer differently in the source model, or convert it by hand",
+        )
 
     def _final_outputs(self) -> Sequence[ir.Value]:
         return self.nodes[-1].outputs

@@ -79,7 +79,8 @@ def emit_reshape(ctx: NodeContext) -> None:
 
 @EMITTERS.register("Flatten")
 def emit_flatten(ctx: NodeContext) -> None:
-    """nn.Flatten() for axis 1; reshape / torch.flatten for other axes"""
+    """nn.Flatten() for axis 1 (torch.flatten inside a larger layer); reshape /
+    torch.flatten for other axes"""
     axis = _axis(ctx, int(ctx.attr("axis", 1)), ctx.rank(0))
     if axis is None:
         return
@@ -87,8 +88,10 @@ def emit_flatten(ctx: NodeContext) -> None:
     rank = ctx.rank(0)
     if axis == 0:
         ctx.assign(call(f"{source}.reshape", "1", "-1"))
-    elif axis == 1 and rank != 1:
+    elif axis == 1 and rank != 1 and ctx.whole_layer():
         ctx.assign(call(ctx.module(call("nn.Flatten")), source))
+    elif axis == 1 and rank != 1:
+        ctx.assign(call("torch.flatten", source, "1"))
     elif rank is not None and axis == rank:
         ctx.assign(call(f"{source}.reshape", "-1", "1"))
     else:
@@ -324,9 +327,6 @@ def emit_resize(ctx: NodeContext) -> None:
         ctx.unsupported("Resize with axes or keep_aspect_ratio_policy", "resize all axes with explicit sizes")
         return
     rank = ctx.rank(0)
-    if rank not in (3, 4, 5):
-        ctx.unsupported(f"Resize of a rank-{rank} input; nn.Upsample takes 3-d to 5-d inputs")
-        return
     scales = ctx.const(scales_index) if ctx.has_input(scales_index) else None
     sizes = ctx.const(sizes_index) if sizes_index is not None and ctx.has_input(sizes_index) else None
     scales = scales if scales is not None and scales.size else None
@@ -336,6 +336,13 @@ def emit_resize(ctx: NodeContext) -> None:
         return
     mode = _upsample_mode(ctx, scales, rank)
     if mode is None:
+        return
+    if rank not in (3, 4, 5) or (mode["mode"] == '"bicubic"' and rank != 4):
+        ctx.unsupported(
+            f"Resize ({mode['mode']}) of an input of rank {rank}; nn.Upsample takes 3-d to 5-d inputs "
+            "(bicubic: 4-d)",
+            "run shape inference or simplify the model first" if rank is None else "",
+        )
         return
     arguments = {}
     if sizes is not None:
@@ -369,8 +376,8 @@ def _upsample_mode(ctx: NodeContext, scales: np.ndarray | None, rank: int) -> di
         if half_pixel and nearest_mode == "round_prefer_floor" and whole:
             return {"mode": '"nearest"'}
     elif mode == "linear" and (half_pixel or transform == "align_corners"):
-        return {"mode": string(_LINEAR_MODES[rank]), "align_corners": str(transform == "align_corners")}
-    elif mode == "cubic" and rank == 4 and (half_pixel or transform == "align_corners"):
+        return {"mode": string(_LINEAR_MODES.get(rank, "linear")), "align_corners": str(transform == "align_corners")}
+    elif mode == "cubic" and (half_pixel or transform == "align_corners"):
         # PyTorch's bicubic kernel is a = -0.75 over all neighbours, inside the image or not
         if np.isclose(float(ctx.attr("cubic_coeff_a", -0.75)), -0.75) and not ctx.attr("exclude_outside", 0):
             return {"mode": '"bicubic"', "align_corners": str(transform == "align_corners")}

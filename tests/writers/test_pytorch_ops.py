@@ -1,0 +1,311 @@
+"""PyTorch writer, one op family at a time: a one-node (or tiny) ONNX graph built
+here, written as model.py + weights.pt, imported and run, against onnxruntime
+on the same graph."""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from workbench import UnsupportedError
+from workbench.graph import Model
+from workbench.readers import read_onnx
+from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
+from workbench.writers.pytorch import find_problems, write_pytorch
+
+RNG = np.random.default_rng(0)
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def weights(*shape: int, positive: bool = False) -> np.ndarray:
+    data = RNG.standard_normal(shape).astype(np.float32)
+    return np.abs(data) + 0.5 if positive else data
+
+
+def ints(*values: int) -> np.ndarray:
+    return np.array(values, dtype=np.int64)
+
+
+@dataclass
+class Case:
+    """A tiny graph: ``nodes`` over graph inputs ``x0, x1, ...`` (shapes) and
+    initializers ``c0, c1, ...``; the last node's first output is ``y``."""
+
+    id: str
+    nodes: list
+    inputs: list[tuple[int, ...]]
+    constants: list[np.ndarray] = field(default_factory=list)
+    opset: int = 17
+    atol: float = 1e-5
+    expect: str = ""  # text the generated model.py must contain
+    positive: bool = False
+    output_type: int = TensorProto.FLOAT
+
+
+def one(op: str, args: list, *, outputs: int = 1, expect: str = "", opset: int = 17, atol: float = 1e-5,
+        positive: bool = False, output_type: int = TensorProto.FLOAT, **attributes) -> Case:
+    """A one-node case; each argument is a graph input (a shape tuple), an
+    initializer (an array) or absent (None)."""
+    names, shapes, constants = [], [], []
+    for arg in args:
+        if arg is None:
+            names.append("")
+        elif isinstance(arg, tuple):
+            names.append(f"x{len(shapes)}")
+            shapes.append(arg)
+        else:
+            names.append(f"c{len(constants)}")
+            constants.append(arg)
+    output_names = ["y"] + [f"extra{i}" for i in range(1, outputs)]
+    node = helper.make_node(op, names, output_names, name=f"{op.lower()}_node", **attributes)
+    return Case("", [node], shapes, constants, opset, atol, expect, positive, output_type)
+
+
+def case(id: str, built: Case) -> Case:
+    built.id = id
+    return built
+
+
+def build(case: Case, path: Path) -> Model:
+    inputs = [helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, s) for i, s in enumerate(case.inputs)]
+    last = case.nodes[-1]
+    outputs = [helper.make_tensor_value_info(name, case.output_type, None) for name in last.output if name]
+    initializers = [onnx.numpy_helper.from_array(a, f"c{i}") for i, a in enumerate(case.constants)]
+    graph = helper.make_graph(case.nodes, "op_case", inputs, outputs, initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", case.opset)])
+    proto.ir_version = 8
+    onnx.save(proto, path)
+    return read_onnx(path)
+
+
+def load_generated(folder: Path):
+    """Import model.py by path and load weights.pt as a user would."""
+    spec = importlib.util.spec_from_file_location(f"generated_{abs(hash(folder))}", folder / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    network = module.Model()
+    network.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
+    return network
+
+
+def silu(shape) -> Case:
+    nodes = [helper.make_node("Sigmoid", ["x0"], ["s"], name="act"), helper.make_node("Mul", ["x0", "s"], ["y"], name="act_mul")]
+    return Case("", nodes, [shape], expect="nn.SiLU()")
+
+
+def matmul_add(shape, weight, bias) -> Case:
+    nodes = [helper.make_node("MatMul", ["x0", "c0"], ["m"], name="fc"), helper.make_node("Add", ["m", "c1"], ["y"], name="fc_bias")]
+    return Case("", nodes, [shape], [weight, bias], expect="nn.Linear(8, 5)")
+
+
+def where_greater(shape) -> Case:
+    nodes = [
+        helper.make_node("Greater", ["x0", "x1"], ["mask"], name="compare"),
+        helper.make_node("Where", ["mask", "x0", "c0"], ["y"], name="select"),
+    ]
+    return Case("", nodes, [shape, shape], [np.array(0.5, dtype=np.float32)])
+
+
+def cast_round_trip(shape) -> Case:
+    nodes = [
+        helper.make_node("Cast", ["x0"], ["as_int"], to=TensorProto.INT64, name="to_int"),
+        helper.make_node("Cast", ["as_int"], ["y"], to=TensorProto.FLOAT, name="to_float"),
+    ]
+    return Case("", nodes, [shape], expect=".to(torch.int64)")
+
+
+X = (1, 3, 8, 8)
+CASES = [
+    # convolution
+    case("conv_3x3_pad1", one("Conv", [X, weights(4, 3, 3, 3), weights(4)], pads=[1, 1, 1, 1], expect="nn.Conv2d(3, 4, kernel_size=3, padding=1)")),
+    case("conv_no_bias_stride2", one("Conv", [X, weights(5, 3, 3, 3)], strides=[2, 2], expect="bias=False")),
+    case("conv_groups_dilation", one("Conv", [(1, 6, 9, 9), weights(6, 2, 3, 3), weights(6)], group=3, dilations=[2, 2], expect="groups=3")),
+    case("conv_asymmetric_pads", one("Conv", [X, weights(4, 3, 3, 3), weights(4)], pads=[0, 1, 1, 2], expect="F.pad(")),
+    case("conv_same_upper", one("Conv", [(1, 3, 7, 7), weights(4, 3, 4, 4)], auto_pad="SAME_UPPER", strides=[2, 2])),
+    case("conv_1d", one("Conv", [(1, 3, 10), weights(4, 3, 3), weights(4)], pads=[1, 1], expect="nn.Conv1d")),
+    case("conv_transpose_stride2", one("ConvTranspose", [X, weights(3, 4, 3, 3), weights(4)], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1], expect="nn.ConvTranspose2d(")),
+    case("conv_transpose_asymmetric", one("ConvTranspose", [X, weights(3, 2, 3, 3)], strides=[2, 2], pads=[0, 1, 1, 0])),
+    case("conv_transpose_output_shape", one("ConvTranspose", [X, weights(3, 2, 3, 3), weights(2)], strides=[2, 2], output_shape=[16, 16])),
+    case("conv_transpose_groups", one("ConvTranspose", [(1, 4, 5, 5), weights(4, 3, 2, 2)], group=2, strides=[2, 2])),
+    # pooling
+    case("maxpool_3x3_s2_pad1", one("MaxPool", [X], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], expect="nn.MaxPool2d")),
+    case("maxpool_ceil", one("MaxPool", [(1, 3, 10, 10)], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, expect="ceil_mode=True")),
+    case("maxpool_asymmetric_pads", one("MaxPool", [X], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1], expect='value=-float("inf")')),
+    case("maxpool_dilated", one("MaxPool", [(1, 3, 11, 11)], kernel_shape=[3, 3], dilations=[2, 2])),
+    case("avgpool_exclude_pad", one("AveragePool", [X], kernel_shape=[3, 3], pads=[1, 1, 1, 1], expect="count_include_pad=False")),
+    case("avgpool_include_pad", one("AveragePool", [X], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)),
+    case("avgpool_ceil", one("AveragePool", [(1, 3, 10, 10)], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
+    case("avgpool_asymmetric_include_pad", one("AveragePool", [X], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 0, 0], count_include_pad=1)),
+    case("global_average_pool", one("GlobalAveragePool", [X], expect="nn.AdaptiveAvgPool2d(1)")),
+    case("global_max_pool", one("GlobalMaxPool", [X], expect="nn.AdaptiveMaxPool2d(1)")),
+    # normalization
+    case("batchnorm_eps", one("BatchNormalization", [X, weights(3), weights(3), weights(3), weights(3, positive=True)], epsilon=1e-3, expect="nn.BatchNorm2d(3, eps=0.001)")),
+    case("batchnorm_1d", one("BatchNormalization", [(2, 3), weights(3), weights(3), weights(3), weights(3, positive=True)], expect="nn.BatchNorm1d(3)")),
+    case("instance_norm", one("InstanceNormalization", [X, weights(3), weights(3)], epsilon=1e-4, expect="nn.InstanceNorm2d")),
+    case("layer_norm", one("LayerNormalization", [(2, 4, 6), weights(6), weights(6)], axis=-1, expect="nn.LayerNorm((6,)")),
+    case("lrn", one("LRN", [(1, 8, 5, 5)], size=5, alpha=1e-2, beta=0.75, bias=2.0, expect="nn.LocalResponseNorm(5")),
+    # activations
+    case("relu", one("Relu", [X], expect="nn.ReLU()")),
+    case("leaky_relu", one("LeakyRelu", [X], alpha=0.2, expect="nn.LeakyReLU(negative_slope=0.2)")),
+    case("elu", one("Elu", [X], alpha=0.5, expect="nn.ELU")),
+    case("selu", one("Selu", [X], expect="nn.SELU()")),
+    case("sigmoid", one("Sigmoid", [X], expect="nn.Sigmoid()")),
+    case("silu_from_sigmoid_mul", silu(X)),
+    case("tanh", one("Tanh", [X], expect="nn.Tanh()")),
+    case("prelu_per_channel", one("PRelu", [X, weights(3, 1, 1)], expect="nn.PReLU(num_parameters=3)")),
+    case("prelu_single", one("PRelu", [X, weights(1)], expect="nn.PReLU()")),
+    case("prelu_other_axis", one("PRelu", [X, weights(8)], expect="torch.where")),
+    case("clip_relu6", one("Clip", [X, np.array(0, np.float32), np.array(6, np.float32)], expect="nn.ReLU6()")),
+    case("clip_hardtanh", one("Clip", [X, np.array(-0.5, np.float32), np.array(0.5, np.float32)], expect="nn.Hardtanh")),
+    case("clip_min_only", one("Clip", [X, np.array(0.1, np.float32)], expect="torch.clamp")),
+    case("clip_opset6_attributes", one("Clip", [X], opset=6, min=-1.0, max=1.0)),
+    case("hard_sigmoid_onnx_default", one("HardSigmoid", [X], expect="torch.clamp")),
+    case("hard_sigmoid_torch", one("HardSigmoid", [X], alpha=1 / 6, beta=0.5, expect="nn.Hardsigmoid()")),
+    case("hard_swish", one("HardSwish", [X], expect="nn.Hardswish()")),
+    case("gelu_tanh", one("Gelu", [X], opset=20, approximate="tanh", expect='approximate="tanh"')),
+    case("softplus", one("Softplus", [X], expect="nn.Softplus()")),
+    case("softmax_axis1", one("Softmax", [X], axis=1, opset=13, expect="nn.Softmax(dim=1)")),
+    case("softmax_opset11_flattening", one("Softmax", [X], axis=1, opset=11)),
+    case("log_softmax", one("LogSoftmax", [(2, 7)], axis=-1, opset=13, expect="nn.LogSoftmax")),
+    # linear
+    case("gemm_transposed_weight", one("Gemm", [(2, 8), weights(5, 8), weights(5)], transB=1, expect="nn.Linear(8, 5)")),
+    case("gemm_alpha_beta", one("Gemm", [(2, 8), weights(8, 5), weights(1, 5)], alpha=0.5, beta=2.0, expect="nn.Linear(8, 5)")),
+    case("gemm_transposed_input", one("Gemm", [(8, 2), weights(8, 5)], transA=1)),
+    case("gemm_computed_weight", one("Gemm", [(2, 8), (8, 5), weights(2, 5)], expect="torch.matmul")),
+    case("matmul_constant", one("MatMul", [(2, 3, 8), weights(8, 5)], expect="nn.Linear(8, 5, bias=False)")),
+    case("matmul_add_bias", matmul_add((2, 3, 8), weights(8, 5), weights(5))),
+    case("matmul_batched", one("MatMul", [(2, 3, 4), (2, 4, 5)], expect="torch.matmul")),
+    # elementwise
+    case("add_broadcast_buffer", one("Add", [X, weights(3, 1, 1)], expect="self.c0")),
+    case("sub_scalar", one("Sub", [X, np.array([0.5], np.float32)], expect="x0 - 0.5")),
+    case("mul_tensors", one("Mul", [X, X])),
+    case("div_scalar_first", one("Div", [np.array(2.0, np.float32), X], positive=True, expect="2.0 / x0")),
+    case("pow_scalar", one("Pow", [X, np.array(2.0, np.float32)])),
+    case("sqrt", one("Sqrt", [X], positive=True)),
+    case("exp", one("Exp", [X])),
+    case("log", one("Log", [X], positive=True)),
+    case("abs", one("Abs", [X])),
+    case("neg", one("Neg", [X])),
+    case("erf", one("Erf", [X])),
+    case("reciprocal", one("Reciprocal", [X], positive=True)),
+    case("max_three", one("Max", [X, X, weights(3, 1, 1)])),
+    case("min_two", one("Min", [X, X])),
+    case("sum_three", one("Sum", [X, X, X])),
+    case("mean_two", one("Mean", [X, X])),
+    case("where_greater", where_greater(X)),
+    case("cast_round_trip", cast_round_trip(X)),
+    # reductions
+    case("reduce_mean_attribute_axes", one("ReduceMean", [X], axes=[2, 3], keepdims=0, opset=13)),
+    case("reduce_sum_input_axes", one("ReduceSum", [X, ints(1)], opset=13, expect="torch.sum")),
+    case("reduce_max_opset18", one("ReduceMax", [X, ints(-1)], keepdims=1, opset=18, expect="torch.amax")),
+    case("reduce_min_all_axes", one("ReduceMin", [X], opset=13)),
+    case("reduce_l2", one("ReduceL2", [X], axes=[1], opset=13)),
+    case("argmax", one("ArgMax", [X], axis=1, keepdims=0, output_type=TensorProto.INT64)),
+    # layout
+    case("reshape_zero_and_infer", one("Reshape", [X, ints(0, -1, 4)], expect="x0.reshape(1, -1, 4)")),
+    case("flatten_axis1", one("Flatten", [X], expect="nn.Flatten()")),
+    case("flatten_axis2", one("Flatten", [X], axis=2)),
+    case("flatten_axis0", one("Flatten", [X], axis=0)),
+    case("transpose", one("Transpose", [X], perm=[0, 2, 3, 1], expect=".permute(0, 2, 3, 1)")),
+    case("squeeze", one("Squeeze", [(1, 3, 1, 4), ints(0, 2)], opset=13)),
+    case("unsqueeze_negative", one("Unsqueeze", [(3, 4), ints(0, -1)], opset=13)),
+    case("concat_order", one("Concat", [(1, 2, 4, 4), weights(1, 3, 4, 4), (1, 1, 4, 4)], axis=1, expect="torch.cat([x0, self.c0, x1], dim=1)")),
+    case("split_sizes", one("Split", [(1, 6, 4, 4), ints(1, 2, 3)], axis=1, outputs=3, opset=13)),
+    case("split_num_outputs", one("Split", [(1, 7, 4, 4)], axis=1, outputs=2, num_outputs=2, opset=18)),
+    case("split_opset11_equal", one("Split", [(1, 6, 4, 4)], axis=1, outputs=3, opset=11)),
+    case("slice_open_end_step", one("Slice", [X, ints(1, -6), ints(INT64_MAX, 7), ints(1, 3), ints(1, 2)], expect="x0[:, 1:, :, -6:7:2]")),
+    case("slice_opset9", one("Slice", [X], starts=[1], ends=[3], axes=[2], opset=9)),
+    case("pad_constant_value", one("Pad", [X, ints(0, 0, 1, 2, 0, 0, 3, 0), np.array(0.5, np.float32)], expect="value=0.5")),
+    case("pad_reflect", one("Pad", [X, ints(0, 0, 2, 1, 0, 0, 1, 2)], mode="reflect", expect='mode="reflect"')),
+    case("pad_edge", one("Pad", [X, ints(0, 0, 1, 1, 0, 0, 1, 1)], mode="edge", expect='mode="replicate"')),
+    case("gather_indices", one("Gather", [X, ints(2, 0, -1)], axis=1, expect="x0[:, [2, 0, -1]]")),
+    case("gather_scalar", one("Gather", [X, np.array(1, np.int64)], axis=3)),
+    case("expand", one("Expand", [(3, 1), ints(2, 1, 4)])),
+    case("tile", one("Tile", [X, ints(1, 2, 1, 3)])),
+    case("depth_to_space_dcr", one("DepthToSpace", [(1, 8, 3, 3)], blocksize=2)),
+    case("depth_to_space_crd", one("DepthToSpace", [(1, 8, 3, 3)], blocksize=2, mode="CRD", expect="nn.PixelShuffle(2)")),
+    case("resize_nearest_asymmetric", one("Resize", [X, None, np.array([1, 1, 2, 2], np.float32)], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor", expect="nn.Upsample")),
+    case("resize_nearest_half_pixel", one("Resize", [X, None, np.array([1, 1, 3, 3], np.float32)], mode="nearest")),
+    case("resize_nearest_exact", one("Resize", [X, None, np.array([1, 1, 1.5, 1.5], np.float32)], mode="nearest", nearest_mode="round_prefer_ceil", expect="nearest-exact")),
+    case("resize_bilinear", one("Resize", [X, None, np.array([1, 1, 2, 2], np.float32)], mode="linear", expect='mode="bilinear", align_corners=False')),
+    case("resize_align_corners_sizes", one("Resize", [X, None, None, ints(1, 3, 13, 11)], mode="linear", coordinate_transformation_mode="align_corners", expect="size=(13, 11)")),
+    case("resize_bicubic", one("Resize", [X, None, np.array([1, 1, 2, 2], np.float32)], mode="cubic", cubic_coeff_a=-0.75, atol=1e-4)),
+    case("identity", one("Identity", [X])),
+    case("dropout", one("Dropout", [X], opset=13)),
+]
+
+
+@pytest.mark.parametrize("spec", CASES, ids=[c.id for c in CASES])
+def test_generated_module_matches_onnxruntime(spec: Case, tmp_path: Path) -> None:
+    model = build(spec, tmp_path / "case.onnx")
+    write_pytorch(model, tmp_path / "out")
+    source = (tmp_path / "out" / "model.py").read_text()
+    assert spec.expect in source, source
+    feeds = []
+    for shape in spec.inputs:
+        data = RNG.standard_normal(shape).astype(np.float32)
+        feeds.append(np.abs(data) + 0.1 if spec.positive else data)
+    expected = list(OnnxRuntimeRunner(model).run(feeds).values())
+    network = load_generated(tmp_path / "out")
+    with torch.no_grad():
+        actual = network(*(torch.from_numpy(f) for f in feeds))
+    actual = list(actual) if isinstance(actual, tuple) else [actual]
+    assert [tuple(a.shape) for a in actual] == [e.shape for e in expected]
+    for got, want in zip(actual, expected):
+        # generated PyTorch vs onnxruntime, float32: atol 1e-5 (1e-4 for bicubic), per case
+        np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=spec.atol)
+
+
+def _unsupported_graph(path: Path) -> Model:
+    """Relu, then ops the writer cannot emit: a TopK, a custom-domain op, a Resize
+    with a coordinate mode PyTorch lacks, and a Reshape to a computed shape."""
+    nodes = [
+        helper.make_node("Relu", ["x0"], ["r"], name="relu"),
+        helper.make_node("TopK", ["r", "k"], ["top", "top_index"], axis=3, name="topk"),
+        helper.make_node("Frobnicate", ["top"], ["f"], domain="com.example", name="custom"),
+        helper.make_node("Resize", ["f", "", "scales"], ["up"], mode="linear",
+                         coordinate_transformation_mode="asymmetric", name="resize"),
+        helper.make_node("Shape", ["up"], ["shape"], name="shape"),
+        helper.make_node("Reshape", ["up", "shape"], ["y"], name="reshape"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "bad",
+        [helper.make_tensor_value_info("x0", TensorProto.FLOAT, (1, 3, 4, 4))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(ints(2), "k"), onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    proto.ir_version = 8
+    onnx.save(proto, path)
+    return read_onnx(path)
+
+
+def test_every_problem_is_listed_at_once_and_nothing_is_written(tmp_path: Path) -> None:
+    model = _unsupported_graph(tmp_path / "bad.onnx")
+    out = tmp_path / "out"
+    with pytest.raises(UnsupportedError) as raised:
+        write_pytorch(model, out)
+    found = {(p.node, p.kind) for p in raised.value.problems}
+    assert found == {
+        ("topk", "unsupported-op"),
+        ("custom", "unsupported-op"),
+        ("resize", "unsupported-attribute"),
+        ("shape", "unsupported-op"),
+        ("reshape", "dynamic-shape"),
+    }
+    assert "com.example" in str(raised.value)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_find_problems_matches_what_write_refuses(tmp_path: Path) -> None:
+    model = _unsupported_graph(tmp_path / "bad.onnx")
+    problems = find_problems(model)
+    assert sorted(p.node for p in problems if p.severity == "error") == ["custom", "reshape", "resize", "shape", "topk"]
+    assert all(p.remedy for p in problems)
