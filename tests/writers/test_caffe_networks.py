@@ -1,0 +1,87 @@
+"""Whole sample networks: PyTorch -> export -> simplify -> write_caffe -> OpenCV DNN,
+compared with PyTorch and onnxruntime, final outputs and every layer.
+
+MTCNN's ``x.permute(0, 3, 2, 1).view(n, -1)`` before its Linear is written in the
+bvlc dialect without a Permute layer: the writer moves the permutation into the
+InnerProduct weights. MobileNet's ReLU6 is five exact layers in bvlc and one ReLU6
+in the opencv dialect."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench import samples
+from workbench.readers import export
+from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
+from workbench.runners.opencv_runner import OpenCVCaffeRunner
+from workbench.steps.simplify import simplify
+from workbench.writers.caffe import write_caffe
+
+pytestmark = pytest.mark.slow
+
+NETWORKS = {
+    # factory, dialect, Caffe layer types that must appear
+    "resnet_tiny": ("resnet_tiny", "bvlc", {"BatchNorm", "Scale", "Eltwise", "Slice", "InnerProduct"}),
+    "mobilenet_tiny-bvlc": ("mobilenet_tiny", "bvlc", {"Power", "Eltwise"}),
+    "mobilenet_tiny-opencv": ("mobilenet_tiny", "opencv", {"ReLU6"}),
+    "squeezenet_tiny": ("squeezenet_tiny", "bvlc", {"Concat", "Pooling"}),
+    "inception_tiny": ("inception_tiny", "bvlc", {"Concat"}),
+    "mtcnn_tiny": ("mtcnn_tiny", "bvlc", {"PReLU", "Softmax", "InnerProduct"}),
+}
+
+
+@pytest.fixture(scope="module", params=NETWORKS.values(), ids=NETWORKS.keys())
+def converted(request, tmp_path_factory):
+    factory_name, dialect, types = request.param
+    factory = getattr(samples, factory_name)
+    module = factory()
+    x = np.random.default_rng(0).standard_normal(factory.input_shape).astype(np.float32)
+    model = simplify(export(module, [x], name=factory_name))
+    written = write_caffe(model, tmp_path_factory.mktemp(factory_name), dialect=dialect)
+    runner = OpenCVCaffeRunner(written.path(".prototxt"), written.path(".caffemodel"))
+    return module, model, written, runner, x, types
+
+
+def test_final_outputs_match_pytorch(converted) -> None:
+    module, model, written, runner, x, types = converted
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x))
+    expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+    actual = runner.run([x])
+    blobs = [written.details["outputs"][name] for name in model.output_names]
+    for want, blob in zip(expected, blobs):
+        assert actual[blob].shape == want.shape
+        np.testing.assert_allclose(actual[blob], want, rtol=1e-4, atol=1e-4)  # OpenCV DNN vs PyTorch, float32: atol 1e-4
+    assert types <= {layer["type"] for layer in written.details["layers"]}
+
+
+def test_every_layer_matches_onnxruntime(converted) -> None:
+    """Each Caffe top that equals a graph value is compared with that value."""
+    _, model, written, runner, x, _ = converted
+    values = {}
+    for layer in written.details["layers"]:
+        for top, value in zip(layer["top"], layer["values"]):
+            if value is not None and layer["type"] != "Input":
+                values[layer["name"] if len(layer["top"]) == 1 else top] = value
+    probe = model.copy()
+    by_name = {v.name: v for node in probe.graph for v in node.outputs}
+    probe.graph.outputs.extend(by_name[name] for name in set(values.values()) if not by_name[name].is_graph_output())
+    reference = OnnxRuntimeRunner(probe).run([x])
+    compared = 0
+    for key, actual in runner.run_layers([x]):
+        if key in values:
+            want = reference[values[key]]
+            # OpenCV DNN vs onnxruntime per layer, float32: atol 1e-4 relative to the layer's scale
+            np.testing.assert_allclose(actual, want, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(want).max()), err_msg=key)
+            compared += 1
+    assert compared == len(values) >= len(model.graph) // 2
+
+
+def test_layer_names_come_from_the_pytorch_modules(converted) -> None:
+    module, _, written, _, _, _ = converted
+    module_names = {name for name, _ in module.named_modules() if name}
+    sources = {source for layer in written.details["layers"] for source in layer["sources"]}
+    convolutions = [layer for layer in written.details["layers"] if layer["type"] == "Convolution"]
+    assert convolutions and all(layer["name"] in module_names for layer in convolutions)
+    assert {name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)} <= sources
