@@ -2,6 +2,7 @@
 output, and converted files that run like their source."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -133,6 +134,25 @@ def test_convert_onnx_to_caffe_runs_in_opencv(tmp_path, capsys) -> None:
     actual = _opencv_output(tmp_path / "out" / "small.prototxt", tmp_path / "out" / "small.caffemodel", x)
     # OpenCV DNN on the written Caffe files vs onnxruntime on the source, float32: atol 1e-5
     np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_convert_onnx_to_pytorch_gives_a_loadable_module(tmp_path, capsys) -> None:
+    source = _save_graph(tmp_path / "small.onnx", ["Relu", "Sigmoid"])
+    out_dir, report = tmp_path / "out", tmp_path / "report.json"
+    code, _, err = _run(["convert", str(source), "--to", "pytorch", "-o", str(out_dir), "--report", str(report)], capsys)
+    assert code == 0, err
+    spec = importlib.util.spec_from_file_location("generated_small", out_dir / "model.py")
+    generated = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generated)
+    network = generated.Model()
+    network.load_state_dict(torch.load(out_dir / "weights.pt", weights_only=True))
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    (expected,) = OnnxRuntimeRunner(source).run([x]).values()
+    with torch.no_grad():
+        actual = network.eval()(torch.from_numpy(x)).numpy()
+    # generated PyTorch module vs onnxruntime on the source, float32: atol 1e-5
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+    assert ["conv"] in json.loads(report.read_text())["name_map"].values()
 
 
 def test_check_caffe_lists_every_unsupported_op(tmp_path, capsys) -> None:

@@ -36,10 +36,10 @@ DEFAULT_KERNEL = "python3"  # for notebooks saved without kernel metadata
 
 def progress(report: StepReport, *, shown: Collection[str] = ()) -> None:
     """One line per step, then its warnings (those not in ``shown`` already)."""
-    print(f"{report.step:<12} {report.summary}  ({report.seconds:.2f} s)", flush=True)
+    print(f"{report.step:<14} {report.summary}  ({report.seconds:.2f} s)", flush=True)
     for warning in report.warnings:
         if warning not in shown:
-            print(f"{'':<12} ! {warning}", flush=True)
+            print(f"{'':<14} ! {warning}", flush=True)
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -164,10 +164,19 @@ def print_comparison(comparison: Any) -> None:
 
 
 def _name_map(source: Model, written: WrittenFiles) -> dict[str, Any]:
-    """``name_map`` (target layer -> source layers) and the full map with blobs and parameters."""
+    """``name_map`` (target layer -> source layers) and the full map with blobs and
+    parameters. For files ``map_names`` cannot read back, the writer's own records
+    (``details["layers"]`` or ``details["modules"]``: name and sources) give the map."""
     from .steps.map_names import map_names
 
-    names = map_names(source, written)
+    try:
+        names = map_names(source, written)
+    except WorkbenchError as error:
+        records = written.details.get("layers") or written.details.get("modules") or []
+        return {
+            "name_map": {record["name"]: list(record.get("sources", ())) for record in records},
+            "name_map_details": {"from": "writer records", "map_names": error.what},
+        }
     return {
         "name_map": {entry.target: list(entry.sources) for entry in names if entry.kind == "layer"},
         "name_map_details": names.to_dict(),
@@ -210,7 +219,7 @@ def run_convert(args: argparse.Namespace) -> int:
                 "comparison": comparison.to_report(),
             },
         )
-        print(f"report       {args.report}")
+        print(f"{'report':<14} {args.report}")
     return EXIT_OK if comparison.ok else EXIT_DIFFERENT
 
 
@@ -251,15 +260,15 @@ def run_compare(args: argparse.Namespace) -> int:
     print_comparison(comparison)
     if comparison.layers:
         failing = sum(not pair.ok for pair in comparison.layers)
-        print(f"layers       {len(comparison.layers)} compared, {failing} beyond tolerance")
+        print(f"{'layers':<14} {len(comparison.layers)} compared, {failing} beyond tolerance")
     if comparison.first_divergence is not None:
-        print(f"divergence   {comparison.first_divergence.explanation}")
+        print(f"{'divergence':<14} {comparison.first_divergence.explanation}")
     if args.report:
         _write_json(args.report, comparison.to_report())
-        print(f"report       {args.report}")
+        print(f"{'report':<14} {args.report}")
     if args.plot:
         comparison.plot(args.plot)
-        print(f"plot         {args.plot}")
+        print(f"{'plot':<14} {args.plot}")
     return EXIT_OK if comparison.ok else EXIT_DIFFERENT
 
 
@@ -304,7 +313,7 @@ def run_record(args: argparse.Namespace) -> int:
     if args.html:
         html_path = output.with_suffix(".html")
         _export_html(output, html_path)
-        print(f"html         {html_path}")
+        print(f"{'html':<14} {html_path}")
     return EXIT_OK
 
 
@@ -330,7 +339,7 @@ def run_lab(args: argparse.Namespace) -> int:
     folder = notebooks_folder()
     for module in ("jupyterlab", "notebook"):
         if importlib.util.find_spec(module) is not None:
-            print(f"lab          starting {module} on {folder}", flush=True)
+            print(f"{'lab':<14} starting {module} on {folder}", flush=True)
             return subprocess.call([sys.executable, "-m", module, f"--notebook-dir={folder}"])
     raise WorkbenchError(
         "neither JupyterLab nor Jupyter Notebook is installed",
