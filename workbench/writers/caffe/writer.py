@@ -1,7 +1,7 @@
 """``write_caffe`` and ``find_problems``: a graph -> ``NAME.prototxt`` + ``NAME.caffemodel``.
 
-Both run the same conversion (``CaffeNet``) on a copy of the model with inferred
-shapes, so ``find_problems`` lists exactly what ``write_caffe`` would refuse
+Both run the same conversion (``CaffeNet``) on a clone of the graph with
+inferred shapes, so ``find_problems`` lists exactly what ``write_caffe`` would refuse
 (severity "error") or write around (severity "warning"). Nothing is written
 while an error remains; the files appear together through ``staged_output``.
 
@@ -39,9 +39,10 @@ def _check_dialect(dialect: str) -> None:
 
 
 def build_caffe_net(model: Model, dialect: str = "bvlc") -> CaffeNet:
-    """Convert ``model`` (a copy with inferred shapes) to an in-memory Caffe net."""
+    """Convert ``model`` to an in-memory Caffe net (the model itself is not changed)."""
     _check_dialect(dialect)
-    working = infer_shapes(model.copy().ir)
+    # a structural clone shares the weight tensors, so a 100 MB model costs no copy
+    working = infer_shapes(model.ir.clone())
     net = CaffeNet(working.graph, dialect)
     net.convert()
     return net
