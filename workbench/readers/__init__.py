@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -103,7 +104,10 @@ def load(
                 remedy="give --input-shape, e.g. 1,3,224,224",
             )
         example = np.zeros(tuple(int(d) for d in shape), dtype=np.float32)
-        return export(module, [example], name=names[0].rpartition(":")[2])
+        model = export(module, [example], name=names[0].rpartition(":")[2])
+        # the spec (and weights) let a runner rebuild the module as the reference
+        model.source = replace(model.source, paths=(names[0], *([str(weights)] if weights else [])))
+        return model
     raise InputError(
         f"reading {kind} models is not available in this version",
         expected="onnx, caffe, mxnet or pytorch sources",
