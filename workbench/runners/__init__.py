@@ -141,10 +141,10 @@ def torch_folder_runner(folder: str | Path) -> TorchRunner:
 
 def _written_files_runner(written: Any) -> Runner:
     paths = [Path(p) for p in written.paths]
-    if written.target == "caffe":
+    if written.target.startswith("caffe"):
         records = caffe_layer_records(written.details) if written.details.get("layers") else None
         return opencv_runner(written.path(".prototxt"), written.path(".caffemodel"), records)
-    if written.target == "pytorch":
+    if written.target.startswith("pytorch"):
         return torch_folder_runner(written.path("model.py").parent)
     onnx_files = [p for p in paths if p.suffix == ".onnx"]
     if onnx_files:

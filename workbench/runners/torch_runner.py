@@ -62,6 +62,11 @@ class TorchRunner:
         self.input_names = list(input_names) if input_names else self._forward_parameters()
         self.output_names = ["output"]
 
+    @property
+    def layer_sources(self) -> dict[str, tuple[str, ...]]:
+        """Each submodule's output stands for the source layer of its own path."""
+        return {name: (name,) for name, _ in self.module.named_modules() if name}
+
     def _forward_parameters(self) -> list[str]:
         parameters = inspect.signature(self.module.forward).parameters.values()
         positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
