@@ -14,6 +14,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 import pytest
+import torch
 from google.protobuf import text_format
 
 from workbench.errors import InputError, WorkbenchError
@@ -196,6 +197,7 @@ LAYER_CASES = {
     "scale-two-axes": single("Scale", "scale_param { axis: 1 num_axes: 2 }", blobs=[(4, 8)]),
     "scale-two-bottoms": two_inputs("Scale", "scale_param { axis: 0 }", second=(2, 4)),
     "relu": single("ReLU"),
+    "relu6": single("ReLU6"),
     "relu-leaky": single("ReLU", "relu_param { negative_slope: 0.1 }"),
     "prelu": single("PReLU", blobs=[(4,)]),
     "prelu-shared": single("PReLU", "prelu_param { channel_shared: true }", blobs=[(1,)]),
@@ -224,6 +226,9 @@ LAYER_CASES = {
     "softmax": single("Softmax"),
     "softmax-axis": single("Softmax", "softmax_param { axis: 3 }"),
     "dropout": single("Dropout").layer("ReLU", "relu", ["layer"]),
+    "silence": NetSpec().input("data", X).layer(
+        "Slice", "layer", ["data"], tops=["s0", "s1"], params="slice_param { axis: 1 }"
+    ).layer("Silence", "discard", ["s1"], tops=[]).layer("ReLU", "relu", ["s0"]),
     "lrn-across": single("LRN", "lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 }"),
     "lrn-within": single("LRN", "lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL }"),
     "crop": two_inputs("Crop", "crop_param { axis: 2 offset: 1 offset: 2 }", second=(2, 4, 5, 4)),
@@ -267,31 +272,39 @@ def test_spelling_matches_opencv_on_equivalent_net(case: NetSpec, reference: Net
                                rtol=1e-5, atol=1e-5)
 
 
-def test_lrn_bias_k_matches_pytorch(tmp_path: Path) -> None:
-    """OpenCV DNN ignores LRN's k; PyTorch's LocalResponseNorm is Caffe's formula."""
-    torch = pytest.importorskip("torch")
-    case = single("LRN", "lrn_param { local_size: 5 alpha: 0.3 beta: 0.6 k: 2.5 }")
-    inputs = random_inputs(case.inputs)
-    outputs = OnnxRuntimeRunner(read_caffe(*case.save(tmp_path))).run(inputs)
-    expected = torch.nn.LocalResponseNorm(5, alpha=0.3, beta=0.6, k=2.5)(torch.from_numpy(inputs["data"]))
-    # onnxruntime vs PyTorch, float32: rtol 1e-5, atol 1e-6
-    np.testing.assert_allclose(outputs["layer"], expected.numpy(), rtol=1e-5, atol=1e-6)
+def blobs_of(case: NetSpec) -> list[np.ndarray]:
+    """The blobs of the case's first layer, as stored."""
+    return [np.asarray(blob.data, np.float32).reshape(tuple(blob.shape.dim)) for blob in case.net.layer[0].blobs]
 
 
-def test_inner_product_transpose_matches_pytorch(tmp_path: Path) -> None:
-    """``transpose: true`` stores the weight as (inputs, outputs); OpenCV DNN ignores the flag."""
-    torch = pytest.importorskip("torch")
-    weight, bias = np.random.default_rng(5).standard_normal((256, 5)), np.arange(5.0)
-    case = single("InnerProduct", "inner_product_param { num_output: 5 transpose: true }", blobs=[weight, bias])
+# Layers OpenCV DNN lacks or reads differently from Caffe, each with the PyTorch
+# expression of Caffe's definition: (net, f(inputs, blobs) -> expected output).
+PYTORCH_CASES = {
+    "bias": (single("Bias", "", blobs=[(4,)]), lambda x, b: x["data"] + b[0].view(4, 1, 1)),
+    "bias-two-axes": (single("Bias", "bias_param { axis: 2 num_axes: 2 }", blobs=[(8, 8)]),
+                      lambda x, b: x["data"] + b[0]),
+    "bias-two-bottoms": (two_inputs("Bias", "bias_param { axis: 1 }", second=(4, 8)),
+                         lambda x, b: x["a"] + x["b"].view(1, 4, 8, 1)),
+    "clip": (single("Clip", "clip_param { min: -0.5 max: 0.25 }"), lambda x, b: x["data"].clamp(-0.5, 0.25)),
+    # OpenCV DNN ignores k; torch's LocalResponseNorm is Caffe's formula
+    "lrn-k": (single("LRN", "lrn_param { local_size: 5 alpha: 0.3 beta: 0.6 k: 2.5 }"),
+              lambda x, b: torch.nn.LocalResponseNorm(5, alpha=0.3, beta=0.6, k=2.5)(x["data"])),
+    # transpose: true stores the weight as (inputs, outputs); OpenCV DNN ignores the flag
+    "innerproduct-transpose": (
+        single("InnerProduct", "inner_product_param { num_output: 5 transpose: true }", blobs=[(256, 5), (5,)]),
+        lambda x, b: x["data"].flatten(1) @ b[0] + b[1]),
+}
+
+
+@pytest.mark.parametrize("case, expression", PYTORCH_CASES.values(), ids=PYTORCH_CASES.keys())
+def test_layer_matches_pytorch(case: NetSpec, expression, tmp_path: Path) -> None:
     inputs = random_inputs(case.inputs)
     outputs = OnnxRuntimeRunner(read_caffe(*case.save(tmp_path))).run(inputs)
-    expected = torch.nn.functional.linear(
-        torch.from_numpy(inputs["data"]).flatten(1),
-        torch.from_numpy(weight.T.astype(np.float32)),
-        torch.from_numpy(bias.astype(np.float32)),
-    )
-    # onnxruntime vs PyTorch, float32 sums of 256 products: rtol 1e-5, atol 1e-4
-    np.testing.assert_allclose(outputs["layer"], expected.numpy(), rtol=1e-5, atol=1e-4)
+    with torch.no_grad():
+        expected = expression({k: torch.from_numpy(v) for k, v in inputs.items()},
+                              [torch.from_numpy(b) for b in blobs_of(case)])
+    # onnxruntime vs PyTorch, float32 (sums of up to 256 products): rtol 1e-5, atol 1e-5
+    np.testing.assert_allclose(outputs["layer"], expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------
@@ -584,3 +597,60 @@ def test_unknown_bottom_blob(tmp_path: Path) -> None:
     text = 'input: "data" input_shape { dim: 1 dim: 2 }\nlayer { name: "relu" type: "ReLU" bottom: "date" top: "relu" }'
     with pytest.raises(InputError, match="layer relu \\(ReLU\\) reads blob\\(s\\) date that no earlier layer makes"):
         read_caffe(*save_net(net_from_text(text, {}), tmp_path))
+
+
+# ---------------------------------------------------------------------------
+# round trips through the Caffe writer
+
+# Layer cases the Caffe writer expresses with one network output (it has no Abs
+# or LRN layer, no two-bottom Scale, and writes Caffe's AVE pooling with a
+# hanging last window as ONNX asymmetric pads, which it refuses).
+ROUND_TRIP_CASES = [
+    name for name in LAYER_CASES
+    if name not in {"pool-ave-ceil-overhang", "pool-ave-pad-overhang", "pool-ave-rect-overhang",
+                    "scale-two-bottoms", "absval", "lrn-across", "silence", "crop"}
+]
+
+
+def assert_same_after_caffe_round_trip(model: Model, tmp_path: Path, rtol: float, atol: float) -> Model:
+    from workbench.writers.caffe import write_caffe
+
+    written = write_caffe(model, tmp_path / "written", dialect="opencv")
+    again = read_caffe(written.path(".prototxt"), written.path(".caffemodel"))
+    inputs = random_inputs(model.input_shapes())
+    before, after = OnnxRuntimeRunner(model).run(inputs), OnnxRuntimeRunner(again).run(inputs)
+    blob_of = written.details["outputs"]
+    assert [blob_of[name] for name in before] == list(after)
+    for name, value in before.items():
+        np.testing.assert_allclose(after[blob_of[name]], value, rtol=rtol, atol=atol, err_msg=name)
+    return again
+
+
+@pytest.mark.parametrize("name", ROUND_TRIP_CASES)
+def test_layer_round_trip_through_caffe_writer(name: str, tmp_path: Path) -> None:
+    model = read_caffe(*LAYER_CASES[name].save(tmp_path))
+    # onnxruntime vs onnxruntime, float32, the same arithmetic re-read: rtol 1e-6, atol 1e-6
+    assert_same_after_caffe_round_trip(model, tmp_path, rtol=1e-6, atol=1e-6)
+
+
+def test_in_place_net_round_trip_through_caffe_writer(tmp_path: Path) -> None:
+    model = read_caffe(*save_net(in_place_net(), tmp_path))
+    # onnxruntime vs onnxruntime, float32 (BatchNorm may be rewritten as a scale): rtol 1e-5, atol 1e-5
+    again = assert_same_after_caffe_round_trip(model, tmp_path, rtol=1e-5, atol=1e-5)
+    assert {"conv1", "bn1", "scale1", "relu1", "fc7", "relu7"} <= {
+        layer for node in again.graph for layer in provenance.sources(node)
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factory", ["resnet_tiny", "mobilenet_tiny", "squeezenet_tiny", "inception_tiny"])
+def test_sample_network_round_trip_through_caffe(factory: str, tmp_path: Path) -> None:
+    """PyTorch sample -> graph -> Caffe files -> graph: the same outputs in onnxruntime."""
+    from workbench import samples
+    from workbench.readers import export
+    from workbench.steps.simplify import simplify
+
+    build = getattr(samples, factory)
+    model = simplify(export(build(), [np.zeros(build.input_shape, np.float32)], name=factory))
+    # onnxruntime vs onnxruntime, float32 through a whole network: rtol 1e-4, atol 1e-5
+    assert_same_after_caffe_round_trip(model, tmp_path, rtol=1e-4, atol=1e-5)

@@ -114,7 +114,13 @@ class _NetConverter:
 
     # ---- names and nodes ---------------------------------------------------
     def _initializer(self, name: str, array: np.ndarray) -> ir.Value:
-        return self.builder.add_initializer(_fresh(name, self.taken), array)
+        value = self.builder.add_initializer(_fresh(name, self.taken), array)
+        if array.ndim == 0:
+            # GraphBuilder's np.ascontiguousarray turns scalars into shape (1,); ONNX wants
+            # some (Clip bounds) 0-d, so the scalar is put back
+            value.const_value = ir.tensor(array, name=value.name)
+            value.shape = ir.Shape([])
+        return value
 
     def _emit(self, layer: str, op_type: str, inputs: list[ir.Value | None], attributes: dict,
               params: dict[int, list[str]], shapes: list[tuple[int, ...]], tops: list[int] | None) -> list[ir.Value]:

@@ -336,6 +336,27 @@ def _trailing_ones(array: np.ndarray, trailing: int) -> np.ndarray:
     return array.reshape(array.shape + (1,) * trailing)
 
 
+def _axes_span(shape: Shape, axis: int, num_axes: int) -> tuple[Shape, int]:
+    """The shape of a Scale/Bias parameter over ``num_axes`` axes from ``axis``
+    (-1: to the end), and how many trailing axes it is broadcast over."""
+    count = len(shape) - axis if num_axes == -1 else num_axes
+    if count < 0 or axis + count > len(shape):
+        raise LayerProblem(f"num_axes {num_axes} does not fit a {len(shape)}-d input from axis {axis}")
+    return shape[axis : axis + count], len(shape) - axis - count
+
+
+def _broadcast_input(ctx: LayerContext, index: int, axis: int) -> ir.Value:
+    """Bottom ``index`` (matching bottom 0 from ``axis``) unsqueezed to broadcast over it."""
+    shape, operand_shape = ctx.shape(0), ctx.shape(index)
+    if shape[axis : axis + len(operand_shape)] != operand_shape:
+        raise LayerProblem(f"second input {list(operand_shape)} does not match {list(shape)} from axis {axis}")
+    trailing = len(shape) - axis - len(operand_shape)
+    if not trailing:
+        return ctx.inputs[index]
+    axes = ctx.constant("unsqueeze_axes", np.arange(len(operand_shape), len(operand_shape) + trailing))
+    return ctx.node("Unsqueeze", [ctx.inputs[index], axes], operand_shape + (1,) * trailing)
+
+
 @LAYERS.register("Scale")
 def convert_scale(ctx: LayerContext) -> None:
     """Mul (+ Add for the bias) broadcast over axis..axis+num_axes; two-bottom form."""
@@ -344,21 +365,11 @@ def convert_scale(ctx: LayerContext) -> None:
     shape = ctx.shape()
     axis = ctx.axis(param.axis, len(shape))
     if len(ctx.inputs) == 2:
-        factor_shape = ctx.shape(1)
-        if shape[axis : axis + len(factor_shape)] != factor_shape:
-            raise LayerProblem(f"scale input {list(factor_shape)} does not match {list(shape)} from axis {axis}")
-        trailing = len(shape) - axis - len(factor_shape)
-        factor = ctx.inputs[1]
-        if trailing:
-            axes = ctx.constant("unsqueeze_axes", np.arange(len(factor_shape), len(factor_shape) + trailing))
-            factor = ctx.node("Unsqueeze", [factor, axes], factor_shape + (1,) * trailing)
+        factor = _broadcast_input(ctx, 1, axis)
+        factor_shape, trailing = ctx.shape(1), len(shape) - axis - len(ctx.shape(1))
         bias_blob = 0
     else:
-        count = len(shape) - axis if param.num_axes == -1 else param.num_axes
-        if count < 0 or axis + count > len(shape):
-            raise LayerProblem(f"num_axes {param.num_axes} does not fit a {len(shape)}-d input from axis {axis}")
-        factor_shape = shape[axis : axis + count]
-        trailing = len(shape) - axis - count
+        factor_shape, trailing = _axes_span(shape, axis, param.num_axes)
         factor = ctx.weight(_trailing_ones(ctx.blob(0, factor_shape), trailing), [0])
         bias_blob = 1
     if not param.bias_term:
@@ -367,6 +378,20 @@ def convert_scale(ctx: LayerContext) -> None:
     scaled = ctx.node("Mul", [ctx.inputs[0], factor], shape)
     bias = ctx.weight(_trailing_ones(ctx.blob(bias_blob, factor_shape), trailing), [bias_blob])
     ctx.output("Add", [scaled, bias], shape)
+
+
+@LAYERS.register("Bias")
+def convert_bias(ctx: LayerContext) -> None:
+    """Add, broadcast over axis..axis+num_axes; the bias is blob 0 or the second bottom."""
+    ctx.expect_bottoms(1, 2)
+    param = ctx.layer.bias_param
+    shape = ctx.shape()
+    axis = ctx.axis(param.axis, len(shape))
+    if len(ctx.inputs) == 2:
+        ctx.output("Add", [ctx.inputs[0], _broadcast_input(ctx, 1, axis)], shape)
+        return
+    bias_shape, trailing = _axes_span(shape, axis, param.num_axes)
+    ctx.output("Add", [ctx.inputs[0], ctx.weight(_trailing_ones(ctx.blob(0, bias_shape), trailing), [0])], shape)
 
 
 @LAYERS.register("ReLU")
@@ -378,6 +403,15 @@ def convert_relu(ctx: LayerContext) -> None:
         ctx.output("LeakyRelu", [ctx.inputs[0]], ctx.shape(), alpha=float(slope))
     else:
         ctx.output("Relu", [ctx.inputs[0]], ctx.shape())
+
+
+@LAYERS.register("ReLU6", "Clip")
+def convert_clip(ctx: LayerContext) -> None:
+    """Clip to [0, 6] (ReLU6, OpenCV's Caffe) or to clip_param's [min, max]."""
+    ctx.expect_bottoms(1)
+    low, high = (0.0, 6.0) if ctx.layer.type == "ReLU6" else (ctx.layer.clip_param.min, ctx.layer.clip_param.max)
+    bounds = [ctx.constant("min", np.float32(low)), ctx.constant("max", np.float32(high))]
+    ctx.output("Clip", [ctx.inputs[0], *bounds], ctx.shape())
 
 
 @LAYERS.register("PReLU")
@@ -515,6 +549,13 @@ def convert_split(ctx: LayerContext) -> None:
     """Every top is the bottom (no node)."""
     ctx.expect_bottoms(1)
     ctx.alias([ctx.inputs[0]] * len(ctx.layer.top))
+
+
+@LAYERS.register("Silence")
+def convert_silence(ctx: LayerContext) -> None:
+    """Consumes its bottoms so they are not network outputs (no node)."""
+    ctx.expect_bottoms(1, 1 << 16)
+    ctx.alias([])
 
 
 @LAYERS.register("Dropout")
