@@ -7,7 +7,7 @@ import numpy as np
 import onnx_ir as ir
 import pytest
 
-from workbench import Model, SourceInfo
+from workbench import Model, SourceInfo, load
 from workbench.graph.builder import GraphBuilder
 from workbench.graph.shapes import infer_shapes
 
@@ -43,5 +43,6 @@ def conv_bn_relu_file(tmp_path) -> Path:
 
 
 @pytest.fixture
-def conv_bn_relu_model() -> Model:
-    return conv_bn_relu()
+def conv_bn_relu_model(conv_bn_relu_file) -> Model:
+    """The model as read from its file (the reader records parameter provenance)."""
+    return load(conv_bn_relu_file)

@@ -1,14 +1,26 @@
 """The panels' table logic, and the widgets built and clicked without a frontend."""
 from __future__ import annotations
 
+import onnx_ir as ir
 import pytest
 
+from workbench import Model
+from workbench.graph import provenance
+from workbench.steps.compare import compare
+from workbench.steps.fold_bn import fold_bn
+from workbench.steps.map_names import NameMap, map_names
 from workbench.ui.panels import (
+    DIVERGENCE_STYLE,
+    ComparisonExplorer,
     LayerRow,
+    NameMapEditor,
+    apply_edits,
     first_divergence_index,
     graph_positions,
     layer_rows,
     layer_table_html,
+    name_map_rows,
+    parse_sources,
     pipeline_stepper,
     step_title,
 )
@@ -64,6 +76,20 @@ def test_a_failed_step_shows_the_error(tmp_path):
     assert "no such file" in stepper.step_views["load"].value
 
 
+def test_stepper_compares_any_two_kept_artifacts(stepper):
+    stepper.compare_button.click()
+    assert "run a step" in stepper.comparison_view.children[0].value
+    for step in ("load", "simplify", "fold_bn"):
+        stepper.run(step)
+    stepper.reference_choice.value = "load #1"
+    stepper.candidate_choice.value = "fold_bn #1"
+    stepper.compare_button.click()
+    (explorer,) = stepper.comparison_view.children
+    assert isinstance(explorer, ComparisonExplorer)
+    assert explorer.rows
+    assert explorer.comparison.ok  # folding keeps the outputs (onnxruntime on both sides)
+
+
 REPORT = {
     "ok": False,
     "outputs": [],
@@ -99,3 +125,101 @@ def test_layer_table_highlights_only_the_first_divergence():
     highlighted = table.split("background:#ffd7d7")[1].split("</tr>")[0]
     assert "bn_out" in highlighted
     assert isinstance(layer_rows(REPORT)[0], LayerRow)
+
+
+# ---------------------------------------------------------------- comparison explorer
+
+
+def with_wrong_epsilon(model: Model) -> Model:
+    """The same network with the BatchNormalization epsilon a framework default
+    away (1e-3 instead of 1e-5): the classic eps pitfall, in one known layer."""
+    broken = model.copy()
+    bn = next(node for node in broken.graph if node.op_type == "BatchNormalization")
+    bn.attributes["epsilon"] = ir.AttrFloat32("epsilon", 0.5)
+    return broken
+
+
+@pytest.fixture
+def diverging(conv_bn_relu_model):
+    reference, candidate = conv_bn_relu_model, with_wrong_epsilon(conv_bn_relu_model)
+    return reference, candidate, compare(reference, candidate, per_layer=True)
+
+
+def test_explorer_opens_on_the_first_divergence(diverging):
+    reference, candidate, comparison = diverging
+    explorer = ComparisonExplorer(comparison, reference=reference, candidate=candidate)
+    bn_output = next(n for n in reference.graph if n.op_type == "BatchNormalization").outputs[0].name
+    chosen = explorer.rows[explorer.layer_choice.value]
+    assert chosen.first_divergence and chosen.target == bn_output
+    assert explorer.table.value.count(DIVERGENCE_STYLE) == 1
+    histogram = explorer.figure.axes[0]
+    # every element of the [1, 4, 8, 8] BatchNormalization output is counted once
+    assert sum(patch.get_height() for patch in histogram.patches) == 1 * 4 * 8 * 8
+
+
+def test_explorer_without_the_artifacts_marks_the_layer_on_the_error_curve(diverging):
+    _, _, comparison = diverging
+    explorer = ComparisonExplorer(comparison)
+    explorer.layer_choice.value = 0
+    axes = explorer.figure.axes[0]
+    assert any(text.get_text() == explorer.rows[0].target for text in axes.texts)
+
+
+# ---------------------------------------------------------------- name-map editor
+
+
+@pytest.fixture
+def name_map(conv_bn_relu_model) -> NameMap:
+    """Folded conv (matched), a Relu without provenance (unmatched) and a node
+    naming two source layers with no transform (ambiguous)."""
+    converted = fold_bn(conv_bn_relu_model)
+    relu = next(node for node in converted.graph if node.op_type == "Relu")
+    relu.metadata_props.pop(provenance.SOURCE_KEY)
+    extra = ir.node("Neg", [relu.outputs[0]], name="negate")
+    provenance.set_sources(extra, ["relu", "conv"])
+    converted.graph.append(extra)
+    return map_names(conv_bn_relu_model, converted)
+
+
+def test_rows_show_layers_and_parameters_with_their_status(name_map):
+    rows = {row.target: row for row in name_map_rows(name_map)}
+    assert {row.kind for row in rows.values()} == {"layer", "parameter"}
+    folded = next(row for row in rows.values() if row.op == "Conv" and row.kind == "layer")
+    assert folded.sources == "conv, bn" and "folded" in folded.transforms
+    relu = next(row for row in rows.values() if row.op == "Relu")
+    assert relu.status == "unmatched" and relu.needs_attention
+    assert rows["negate"].status == "ambiguous" and rows["negate"].suggestions == ("relu", "conv")
+    attention = name_map_rows(name_map, only_attention=True)
+    assert sorted(row.status for row in attention) == ["ambiguous", "unmatched"]
+
+
+def test_apply_edits_sets_only_what_changed(name_map):
+    assert parse_sources(" relu ,, conv ") == ["relu", "conv"]
+    edits = {row.target: row.sources for row in name_map_rows(name_map)}
+    edits["negate"] = "relu"
+    assert apply_edits(name_map, edits) == ["negate"]
+    assert name_map["negate"].sources == ["relu"] and name_map["negate"].status == "corrected"
+
+
+def test_editor_edits_saves_and_loads(name_map, tmp_path):
+    path = tmp_path / "names.json"
+    editor = NameMapEditor(name_map, path=path)
+    assert len(editor.table.children) == 5 * (1 + len(name_map_rows(name_map)))
+    assert editor.source_fields["negate"].layout.border == "1px solid #b35900"
+    editor.source_fields["negate"].value = "conv"
+    editor.save_button.click()
+    assert NameMap.load(path)["negate"].sources == ["conv"]
+    editor.source_fields["negate"].value = "relu"
+    editor.load_button.click()
+    assert editor.source_fields["negate"].value == "conv"
+    assert "corrected" in editor.summary.value
+    editor.only_attention.value = True
+    assert len(editor.source_fields) == 1
+
+
+def test_editor_reports_a_bad_file_without_raising(name_map, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    editor = NameMapEditor(name_map, path=bad)
+    assert editor.load() is None
+    assert "cannot read the name map" in editor.message.value

@@ -9,17 +9,27 @@ call them when a button is clicked.
 from __future__ import annotations
 
 import html
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import ipywidgets as widgets
+from IPython.display import display
+from matplotlib.figure import Figure
 
+from ..errors import WorkbenchError
 from ..graph import Model, provenance
+from ..steps.compare import Comparison, layer_tensors
+from ..steps.map_names import AMBIGUOUS, CORRECTED, UNMATCHED, NameEntry, NameMap
+from ..steps.plots import plot_difference, plot_layer_errors
 from .pipeline import STEPS, Artifact, Pipeline
 
 BUTTON_STYLES = {"pending": "", "skipped": "", "done": "success", "stale": "warning", "failed": "danger"}
 DIVERGENCE_STYLE = "background:#ffd7d7;font-weight:bold"
+STATUS_COLOURS = {UNMATCHED: "#b00", AMBIGUOUS: "#b35900", CORRECTED: "#06c"}
+EDITABLE_KINDS = ("layer", "parameter")  # a layer's blobs follow it (NameMap.set)
+MAX_EDITOR_ROWS = 300  # one row is five widgets; more than this slows the browser
 
 
 def rich_html(value: Any) -> str:
@@ -30,12 +40,16 @@ def rich_html(value: Any) -> str:
     return f"<pre>{html.escape(repr(value))}</pre>"
 
 
+def error_html(error: WorkbenchError) -> str:
+    return f"<pre style='color:#b00020;white-space:pre-wrap'>{html.escape(str(error))}</pre>"
+
+
 def artifact_html(artifact: Artifact) -> str:
     """One step's output: what it was made from, how long it took, its result or error."""
     made_from = f" from {html.escape(artifact.made_from)}" if artifact.made_from else ""
     header = f"<div><b>{html.escape(artifact.label)}</b>{made_from} <small>({artifact.seconds:.2f} s)</small></div>"
     if artifact.error is not None:
-        return header + f"<pre style='color:#b00020;white-space:pre-wrap'>{html.escape(str(artifact.error))}</pre>"
+        return header + error_html(artifact.error)
     return header + rich_html(artifact.value)
 
 
@@ -71,7 +85,7 @@ class PipelineStepper(widgets.VBox):
         self.candidate_choice = widgets.Dropdown(description="candidate")
         self.compare_button = widgets.Button(description="compare")
         self.compare_button.on_click(lambda _: self.compare_chosen())
-        self.comparison_view = widgets.HTML()
+        self.comparison_view = widgets.VBox()
         source = " ".join(str(s) for s in pipeline.source)
         title = widgets.HTML(
             f"<b>{html.escape(source)}</b> → <b>{html.escape(pipeline.target)}</b> "
@@ -99,17 +113,25 @@ class PipelineStepper(widgets.VBox):
         self.refresh(opened=ran[-1].step if ran else None)
         return ran
 
-    def compare_chosen(self) -> Any:
-        """Compare the two artifacts chosen in the dropdowns and show the result."""
+    def compare_chosen(self) -> ComparisonExplorer | None:
+        """Compare the two artifacts chosen in the dropdowns, layer by layer, and
+        show the comparison explorer for them."""
         reference, candidate = self.reference_choice.value, self.candidate_choice.value
         if not reference or not candidate:
-            self.comparison_view.value = "<i>run at least one step that makes a model first</i>"
+            self.comparison_view.children = [widgets.HTML("<i>run a step that makes a model first</i>")]
             return None
-        comparison = self.pipeline.compare(reference, candidate)
-        self.comparison_view.value = (
-            f"<b>{html.escape(candidate)}</b> against <b>{html.escape(reference)}</b>" + rich_html(comparison)
+        try:
+            comparison = self.pipeline.compare(reference, candidate)
+        except WorkbenchError as error:
+            self.comparison_view.children = [widgets.HTML(error_html(error))]
+            return None
+        explorer = ComparisonExplorer(
+            comparison,
+            reference=self.pipeline.artifact(reference).value,
+            candidate=self.pipeline.artifact(candidate).value,
         )
-        return comparison
+        self.comparison_view.children = [explorer]
+        return explorer
 
     def _switch(self, step: str, enabled: bool) -> None:
         self.pipeline.enabled[step] = enabled
@@ -153,22 +175,32 @@ def pipeline_stepper(
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One compared layer, in graph order."""
+    """One compared layer of a comparison report."""
 
-    position: int  # index of the layer's first node in the reference graph; -1 if unknown
+    reported: int  # index in the report's "layers" (the comparison's own order)
+    position: int  # topological position in the reference graph; -1 if unknown
     source: str
     target: str
-    max_abs: float
+    max_abs: float  # inf when the shapes differ
     mean_abs: float
     max_rel: float
     cosine: float
     first_divergence: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.source} → {self.target} (max abs {self.max_abs:.3g})"
 
 
 def _names(value: Any) -> list[str]:
     if value is None:
         return []
     return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _statistic(value: Any) -> float:
+    # the report writes a non-finite error (shapes that differ) as null
+    return math.inf if value is None else float(value)
 
 
 def graph_positions(model: Model) -> dict[str, int]:
@@ -183,27 +215,31 @@ def graph_positions(model: Model) -> dict[str, int]:
 
 
 def layer_rows(report: Mapping[str, Any], positions: Mapping[str, int] | None = None) -> list[LayerRow]:
-    """The rows of a comparison report (``Comparison.to_report()``), in topological
-    order when ``positions`` (from ``graph_positions``) are given, else as reported;
-    the first divergence flagged. A row naming several layers (a fused layer) sits
-    at the latest of them, where its output is."""
+    """The rows of a comparison report (``Comparison.to_report()`` or a saved
+    ``compare --report`` JSON) in topological order when ``positions`` (from
+    ``graph_positions``) are given, else as reported; the first divergence flagged.
+    A row naming several layers (a fused layer) sits at the latest of them, where
+    its output is."""
     divergence = report.get("first_divergence") or {}
     diverging = (_names(divergence.get("source")), _names(divergence.get("target")))
+    flagged = False
     rows = []
-    for layer in report.get("layers", []):
-        names = [*_names(layer.get("source")), *_names(layer.get("target"))]
-        known = [positions[n] for n in names if positions and n in positions]
+    for reported, layer in enumerate(report.get("layers", [])):
+        names = (_names(layer.get("source")), _names(layer.get("target")))
+        known = [positions[n] for n in (*names[0], *names[1]) if positions and n in positions]
+        is_divergence = bool(divergence) and not flagged and names == diverging
+        flagged |= is_divergence
         rows.append(
             LayerRow(
+                reported=reported,
                 position=max(known) if known else -1,
-                source=", ".join(_names(layer.get("source"))),
-                target=", ".join(_names(layer.get("target"))),
-                max_abs=float(layer["max_abs"]),
-                mean_abs=float(layer["mean_abs"]),
-                max_rel=float(layer["max_rel"]),
-                cosine=float(layer["cosine"]),
-                first_divergence=bool(divergence)
-                and (_names(layer.get("source")), _names(layer.get("target"))) == diverging,
+                source=", ".join(names[0]),
+                target=", ".join(names[1]),
+                max_abs=_statistic(layer.get("max_abs")),
+                mean_abs=_statistic(layer.get("mean_abs")),
+                max_rel=_statistic(layer.get("max_rel")),
+                cosine=float(layer.get("cosine", math.nan)),
+                first_divergence=is_divergence,
             )
         )
     if positions:
@@ -229,3 +265,277 @@ def layer_table_html(rows: Sequence[LayerRow]) -> str:
         "<table><tr><th>#</th><th>source</th><th>target</th><th>max abs</th><th>mean abs</th>"
         f"<th>max rel</th><th>cosine</th></tr>{body}</table>"
     )
+
+
+def comparison_summary_html(comparison: Comparison) -> str:
+    """One line of verdict, counts and the first divergence's explanation."""
+    verdict = "agree" if comparison.ok else "differ"
+    colour = "#070" if comparison.ok else "#b00"
+    failing = sum(not pair.ok for pair in comparison.layers)
+    divergence = comparison.first_divergence
+    explanation = f"<br>{html.escape(divergence.explanation)}" if divergence else ""
+    return (
+        f"<div><b>{html.escape(comparison.candidate)}</b> against <b>{html.escape(comparison.reference)}</b>: "
+        f"<span style='color:{colour}'>outputs {verdict}</span>; {len(comparison.layers)} layers compared, "
+        f"{failing} beyond tolerance (atol {comparison.atol:g}, rtol {comparison.rtol:g}){explanation}</div>"
+    )
+
+
+def layer_figure(
+    comparison: Comparison,
+    row: LayerRow,
+    reference: Any = None,
+    candidate: Any = None,
+    inputs: Any = None,
+) -> Figure:
+    """The figure for one layer: the histogram and map of its difference when both
+    artifacts are at hand to run again, else the per-layer error curve with the
+    layer marked."""
+    if reference is not None and candidate is not None:
+        expected, found = layer_tensors(reference, candidate, row.source, row.target, inputs)
+        return plot_difference(expected, found, title=f"{row.target} against {row.source}")
+    figure = plot_layer_errors(comparison)
+    axes = figure.axes[0]
+    axes.axvline(row.reported, color="#06c", linestyle=":")
+    axes.annotate(row.target, (row.reported, 1.0), xycoords=("data", "axes fraction"), color="#06c",
+                  textcoords="offset points", xytext=(4, -14))
+    return figure
+
+
+class ComparisonExplorer(widgets.VBox):
+    """A comparison's per-layer table in graph order, the first divergence
+    highlighted, and a layer selector showing that layer's error figure.
+
+    With the ``reference`` and ``candidate`` artifacts (and the ``inputs``) that
+    were compared, the selected layer is run again to plot its difference
+    histogram; without them, its place on the error curve is shown."""
+
+    def __init__(
+        self,
+        comparison: Comparison,
+        *,
+        reference: Any = None,
+        candidate: Any = None,
+        inputs: Any = None,
+        model: Model | None = None,
+    ) -> None:
+        self.comparison = comparison
+        self.reference, self.candidate, self.inputs = reference, candidate, inputs
+        graph = model if model is not None else reference if isinstance(reference, Model) else None
+        self.rows = layer_rows(comparison.to_report(), graph_positions(graph) if graph is not None else None)
+        self.figure: Figure | None = None
+        self.table = widgets.HTML(
+            f"<div style='max-height:320px;overflow:auto'>{layer_table_html(self.rows)}</div>"
+        )
+        self.layer_choice = widgets.Dropdown(
+            options=[(f"{index}. {row.label}", index) for index, row in enumerate(self.rows)],
+            description="layer",
+            layout=widgets.Layout(width="90%"),
+        )
+        self.figure_view = widgets.Output()
+        super().__init__([widgets.HTML(comparison_summary_html(comparison)), self.table, self.layer_choice,
+                          self.figure_view])
+        if self.rows:
+            self.layer_choice.value = first_divergence_index(self.rows) or 0
+            self.show_layer(self.layer_choice.value)
+        self.layer_choice.observe(lambda change: self.show_layer(change["new"]), names="value")
+
+    def show_layer(self, index: int) -> Figure:
+        """Draw the figure of the row at ``index`` into the output area."""
+        self.figure = layer_figure(self.comparison, self.rows[index], self.reference, self.candidate, self.inputs)
+        self.figure_view.clear_output(wait=True)
+        with self.figure_view:
+            display(self.figure)
+        return self.figure
+
+
+
+@dataclass(frozen=True)
+class NameMapRow:
+    """One editable entry of a name map."""
+
+    kind: str
+    target: str
+    op: str
+    sources: str  # comma-separated, as edited
+    shapes: str
+    transforms: str
+    status: str
+    note: str
+    suggestions: tuple[str, ...]  # source layers offered in the editor's drop-down
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.status in (UNMATCHED, AMBIGUOUS)
+
+
+def parse_sources(text: str) -> list[str]:
+    """Source layer names from an edited field: comma-separated, blanks dropped."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _shapes_text(entry: NameEntry) -> str:
+    target = f"{entry.target_shape}" if entry.target_shape is not None else "?"
+    sources = "; ".join(f"{name} {shape}" for name, shape in entry.source_shapes.items())
+    return f"{target} ← {sources}" if sources else target
+
+
+def name_map_rows(
+    name_map: NameMap,
+    *,
+    kinds: Sequence[str] = EDITABLE_KINDS,
+    only_attention: bool = False,
+) -> list[NameMapRow]:
+    """The entries to show: layers and parameters (a layer's blob follows its
+    layer), optionally only the unmatched and ambiguous ones. Suggestions for an
+    ambiguous entry are its own sources one by one; for an unmatched entry, the
+    source layers whose parameters nothing claims."""
+    rows = []
+    for entry in name_map:
+        if entry.kind not in kinds:
+            continue
+        row = NameMapRow(
+            kind=entry.kind,
+            target=entry.target,
+            op=entry.op,
+            sources=", ".join(entry.sources),
+            shapes=_shapes_text(entry),
+            transforms="; ".join(entry.transforms),
+            status=entry.status,
+            note=entry.note,
+            suggestions=tuple(
+                entry.sources if entry.status == AMBIGUOUS
+                else name_map.unmatched_sources if entry.status == UNMATCHED
+                else ()
+            ),
+        )
+        if row.needs_attention or not only_attention:
+            rows.append(row)
+    return rows
+
+
+def apply_edits(name_map: NameMap, edits: Mapping[str, str]) -> list[str]:
+    """Set every entry whose edited sources (target name -> comma-separated text)
+    differ from the map's; returns the targets changed."""
+    changed = []
+    for target, text in edits.items():
+        sources = parse_sources(text)
+        if list(name_map[target].sources) != sources:
+            name_map.set(target, sources)
+            changed.append(target)
+    return changed
+
+
+def name_map_counts_html(name_map: NameMap) -> str:
+    counts = name_map.to_dict()["counts"]
+    parts = [
+        f"<span style='color:{STATUS_COLOURS.get(status, 'inherit')}'>{n} {status}</span>"
+        for status, n in counts.items()
+    ]
+    lost = (
+        f"<br><span style='color:#b00'>source layers whose parameters nothing claims: "
+        f"{html.escape(', '.join(name_map.unmatched_sources))}</span>"
+        if name_map.unmatched_sources
+        else ""
+    )
+    return f"<div><b>Name map</b> ({html.escape(name_map.target_format)}): {', '.join(parts)}{lost}</div>"
+
+
+class NameMapEditor(widgets.VBox):
+    """A table of name-map entries whose source layers can be edited, unmatched and
+    ambiguous entries highlighted, with apply, save and load."""
+
+    def __init__(self, name_map: NameMap, path: str | Path = "name_map.json", max_rows: int = MAX_EDITOR_ROWS) -> None:
+        self.name_map = name_map
+        self.max_rows = max_rows
+        self.source_fields: dict[str, widgets.Combobox] = {}
+        self.summary = widgets.HTML()
+        self.only_attention = widgets.Checkbox(description="only unmatched / ambiguous", indent=False)
+        self.only_attention.observe(lambda _: self.refresh(), names="value")
+        self.table = widgets.GridBox(layout=widgets.Layout(grid_template_columns="1.2fr 2fr 1.4fr 1.2fr 0.6fr"))
+        self.apply_button = widgets.Button(description="apply edits", icon="check")
+        self.apply_button.on_click(lambda _: self.apply())
+        self.path = widgets.Text(value=str(path), description="file")
+        self.save_button = widgets.Button(description="save", icon="save")
+        self.save_button.on_click(lambda _: self.save())
+        self.load_button = widgets.Button(description="load", icon="folder-open")
+        self.load_button.on_click(lambda _: self.load())
+        self.message = widgets.HTML()
+        super().__init__(
+            [
+                self.summary,
+                self.only_attention,
+                self.table,
+                widgets.HBox([self.apply_button, self.path, self.save_button, self.load_button]),
+                self.message,
+            ]
+        )
+        self.refresh()
+
+    def edits(self) -> dict[str, str]:
+        """The source fields as currently typed, by target name."""
+        return {target: field.value for target, field in self.source_fields.items()}
+
+    def apply(self) -> list[str]:
+        try:
+            changed = apply_edits(self.name_map, self.edits())
+        except WorkbenchError as error:
+            self.message.value = error_html(error)
+            return []
+        self.refresh()
+        self.message.value = f"set by hand: {html.escape(', '.join(changed))}" if changed else "nothing changed"
+        return changed
+
+    def save(self) -> Path:
+        """Apply the edits, then write the map as JSON to the file named in the panel."""
+        self.apply()
+        path = Path(self.path.value)
+        self.name_map.save(path)
+        self.message.value = f"saved {len(self.name_map)} entries to {html.escape(str(path))}"
+        return path
+
+    def load(self) -> NameMap | None:
+        """Replace the map with the one in the file named in the panel."""
+        try:
+            self.name_map = NameMap.load(self.path.value)
+        except WorkbenchError as error:
+            self.message.value = error_html(error)
+            return None
+        self.refresh()
+        self.message.value = f"loaded {len(self.name_map)} entries from {html.escape(self.path.value)}"
+        return self.name_map
+
+    def refresh(self) -> None:
+        rows = name_map_rows(self.name_map, only_attention=self.only_attention.value)
+        shown = rows[: self.max_rows]
+        cells: list[widgets.Widget] = [
+            widgets.HTML(f"<b>{title}</b>") for title in ("target", "source layers", "shapes", "transforms", "status")
+        ]
+        self.source_fields = {}
+        for row in shown:
+            colour = STATUS_COLOURS.get(row.status, "inherit")
+            field = widgets.Combobox(
+                value=row.sources,
+                options=row.suggestions,
+                placeholder="source layer names, comma-separated",
+                ensure_option=False,
+                layout=widgets.Layout(border=f"1px solid {colour}" if row.needs_attention else ""),
+            )
+            self.source_fields[row.target] = field
+            cells += [
+                widgets.HTML(f"{html.escape(row.target)} <small>{html.escape(row.kind)} {html.escape(row.op)}</small>"),
+                field,
+                widgets.HTML(f"<small>{html.escape(row.shapes)}</small>"),
+                widgets.HTML(f"<small>{html.escape(row.transforms)}</small>"),
+                widgets.HTML(
+                    f"<span style='color:{colour}' title='{html.escape(row.note)}'>{html.escape(row.status)}</span>"
+                ),
+            ]
+        self.table.children = cells
+        cut = (
+            f"<br><i>showing {len(shown)} of {len(rows)} entries; tick 'only unmatched / ambiguous' "
+            "or edit the rest with NameMap.set</i>"
+            if len(rows) > len(shown)
+            else ""
+        )
+        self.summary.value = name_map_counts_html(self.name_map) + cut

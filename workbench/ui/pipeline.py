@@ -17,8 +17,11 @@ from typing import Any, Callable, Mapping, Sequence
 from ..errors import InputError, WorkbenchError
 from ..graph import Model, StepReport
 from ..readers import load
+from ..steps.check import check
+from ..steps.compare import Comparison, compare
 from ..steps.fold_bn import fold_bn
 from ..steps.simplify import simplify
+from ..writers import write
 
 STEPS = ("load", "simplify", "fold_bn", "check", "write", "compare")
 OPTIONAL_STEPS = ("simplify", "fold_bn")
@@ -155,15 +158,12 @@ class Pipeline:
             found=label,
         )
 
-    def compare(self, reference: str, candidate: str, *, per_layer: bool = True) -> Any:
+    def compare(self, reference: str, candidate: str, *, per_layer: bool = True) -> Comparison:
         """Compare two kept artifacts (by label), layer by layer by default."""
-        from ..steps.compare import compare
-
         return compare(self.artifact(reference).value, self.artifact(candidate).value, per_layer=per_layer)
 
     def _step_function(self, step: str) -> Callable[[Any], Any]:
-        # check, write and compare are imported when run: they pull in the writers'
-        # runtimes (OpenCV, code generation), which opening the panel does not need
+        """The step as a function of the model before it."""
         if step == "load":
             return lambda _: load(*self.source, input_shape=self.input_shape)
         if step == "simplify":
@@ -171,14 +171,8 @@ class Pipeline:
         if step == "fold_bn":
             return fold_bn
         if step == "check":
-            from ..steps.check import check
-
             return lambda model: check(model, self.target, **self.options)
         if step == "write":
-            from ..writers import write
-
             return lambda model: write(model, self.outdir, self.target, **self.options)
-        from ..steps.compare import compare
-
         written = self.current["write"].value
         return lambda model: compare(model, written, per_layer=True)
