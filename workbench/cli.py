@@ -201,7 +201,7 @@ def run_convert(args: argparse.Namespace) -> int:
     progress(
         StepReport(
             "verify",
-            f"{verdict}: source ({source.source.format}, onnxruntime) against the written {args.to} files",
+            f"{verdict}: {comparison.reference} against {' + '.join(p.name for p in written.paths)}",
             seconds=time.perf_counter() - start,
         )
     )
@@ -288,6 +288,7 @@ def run_record(args: argparse.Namespace) -> int:
         raise InputError("the record would overwrite the notebook it runs", found=str(output), remedy="choose another -o")
     import nbformat
     import papermill
+    from jupyter_client.kernelspec import NoSuchKernel
 
     try:
         kernelspec = nbformat.read(notebook, as_version=4).metadata.get("kernelspec", {})
@@ -304,6 +305,11 @@ def run_record(args: argparse.Namespace) -> int:
             language=None if kernelspec.get("language") else "python",
             progress_bar=False,
         )
+    except NoSuchKernel as error:
+        raise WorkbenchError(
+            f"the notebook's kernel {error.args[0] if error.args else ''!s} is not installed",
+            remedy=f"{sys.executable} -m ipykernel install --sys-prefix --name python3",
+        ) from error
     except papermill.PapermillExecutionError as error:
         print(f"error: {notebook} failed in cell {error.exec_count}: {error.ename}: {error.evalue}", file=sys.stderr)
         print(f"the executed notebook with the error is in {output}", file=sys.stderr)
