@@ -66,6 +66,7 @@ def test_layers_run_in_place_and_keep_their_own_outputs(written) -> None:
     assert layers["relu1"]["top"] == layers["relu1"]["bottom"] == ["conv1"]  # written in place
     outputs = list(runner.run_layers({"x": x}))
     assert [name for name, _ in outputs] == ["conv1", "relu1", "conv2", "split_0", "split_1", "relu2"]
+    assert runner.layer_names() == [name for name, _ in outputs]
     by_name = dict(outputs)
     for layer, value in [("conv1", "c"), ("relu1", "r"), ("conv2", "c2"), ("split_0", "a"), ("split_1", "b"), ("relu2", "ra")]:
         # OpenCV DNN vs onnxruntime, float32: atol 1e-5

@@ -64,7 +64,7 @@ def _read_structure(prototxt: Path) -> tuple[str, list[_Layer], list[str]]:
 class OpenCVCaffeRunner:
     """A Caffe model in OpenCV DNN; outputs keyed by Caffe top (blob) and layer names."""
 
-    name = "opencv-dnn"
+    name = "opencv"
 
     def __init__(self, prototxt: str | Path, caffemodel: str | Path) -> None:
         prototxt, caffemodel = Path(prototxt), Path(caffemodel)
@@ -123,11 +123,21 @@ class OpenCVCaffeRunner:
         results = self._forward(layer_names)
         return {top: results[layer][index] for top, (layer, index) in self._outputs.items()}
 
+    def _computing_layers(self) -> list[_Layer]:
+        return [layer for layer in self._layers if layer.type not in _NO_OUTPUT_TYPES and layer.tops]
+
+    def layer_names(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None = None) -> list[str]:
+        """The names ``run_layers`` yields, in order (known from the prototxt alone)."""
+        names = []
+        for layer in self._computing_layers():
+            names += [layer.name] if len(layer.tops) == 1 else list(layer.tops)
+        return names
+
     def run_layers(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
         """Every computing layer's output in prototxt order, keyed by layer name
         (by top name for the tops of a layer with several)."""
         self._feed(inputs)
-        computing = [layer for layer in self._layers if layer.type not in _NO_OUTPUT_TYPES and layer.tops]
+        computing = self._computing_layers()
         results = self._forward([layer.name for layer in computing])
         for layer in computing:
             blobs = results[layer.name]
