@@ -102,6 +102,30 @@ def test_bad_input_exits_2_with_a_message_and_writes_nothing(argv, message, tmp_
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
 
 
+def test_an_open_batch_dimension_is_fixed_by_input_shape(tmp_path, capsys) -> None:
+    source = _save_graph(tmp_path / "dynamic.onnx", ["Relu"], shape=("batch", 3, 8, 8))
+    code, _, err = _run(["convert", str(source), "--to", "onnx", "-o", str(tmp_path / "open")], capsys)
+    assert code == 2 and "--input-shape" in err
+    assert not (tmp_path / "open").exists()
+    code, _, err = _run(
+        ["convert", str(source), "--to", "onnx", "-o", str(tmp_path / "fixed"), "--input-shape", "2,3,8,8"], capsys
+    )
+    assert code == 0, err
+    x = RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    (expected,) = OnnxRuntimeRunner(source).run([x]).values()
+    (actual,) = OnnxRuntimeRunner(tmp_path / "fixed" / "dynamic.onnx").run([x]).values()
+    # onnxruntime, source with an open batch vs converted with batch 2: atol 1e-6
+    np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+def test_convert_never_overwrites_its_source(tmp_path, capsys) -> None:
+    source = _save_graph(tmp_path / "small.onnx", ["Relu"])
+    before = source.read_bytes()
+    code, _, err = _run(["convert", str(source), "--to", "onnx", "-o", str(tmp_path)], capsys)
+    assert code == 2 and "overwrite" in err
+    assert source.read_bytes() == before
+
+
 def test_check_lists_every_unsupported_op(tmp_path, capsys) -> None:
     source = _save_graph(tmp_path / "odd.onnx", ["Frobnicate", "Relu", "Twiddle", "Wobble"])
     code, out, err = _run(["check", str(source), "--to", "onnx", "--no-simplify"], capsys)

@@ -186,6 +186,7 @@ def _name_map(source: Model, written: WrittenFiles) -> dict[str, Any]:
 def run_convert(args: argparse.Namespace) -> int:
     options = _target_options(args)
     source = _load(args)
+    inputs = example_inputs(source)  # before writing: an open input shape is bad input
     model = _prepare(args, source, options)
     problems = _check(model, args.to, options)
     problems.raise_for_errors()
@@ -195,7 +196,6 @@ def run_convert(args: argparse.Namespace) -> int:
     from .steps.compare import compare
 
     start = time.perf_counter()
-    inputs = example_inputs(source)
     comparison = compare(source, written, inputs, atol=args.atol, rtol=args.rtol)
     verdict = "outputs match" if comparison.ok else "outputs DIFFER"
     progress(
