@@ -93,7 +93,7 @@ def caffe_layer_records(details_or_path: Mapping | Sequence | str | Path) -> lis
     return [dict(record) for record in data]
 
 
-def opencv_runner(prototxt: str | Path, caffemodel: str | Path, records: Sequence[Mapping] | None = None) -> Runner:
+def open_caffe_runner(prototxt: str | Path, caffemodel: str | Path, records: Sequence[Mapping] | None = None) -> Runner:
     """A Caffe net in OpenCV DNN, with provenance from the writer's records (or from
     ``NAME.provenance.json`` beside the prototxt) when there are any."""
     from .opencv_runner import OpenCVCaffeRunner
@@ -143,7 +143,7 @@ def _written_files_runner(written: Any) -> Runner:
     paths = [Path(p) for p in written.paths]
     if written.target.startswith("caffe"):
         records = caffe_layer_records(written.details) if written.details.get("layers") else None
-        return opencv_runner(written.path(".prototxt"), written.path(".caffemodel"), records)
+        return open_caffe_runner(written.path(".prototxt"), written.path(".caffemodel"), records)
     if written.target.startswith("pytorch"):
         return torch_folder_runner(written.path("model.py").parent)
     onnx_files = [p for p in paths if p.suffix == ".onnx"]
@@ -189,7 +189,7 @@ def open_runner(*sources: Any) -> Runner:
         for path in (prototxt, caffemodel):
             if not Path(path).is_file():
                 raise InputError(f"no such file: {path}", remedy="check the path")
-        return opencv_runner(prototxt, caffemodel)
+        return open_caffe_runner(prototxt, caffemodel)
     if len(names) == 1 and Path(names[0]).is_dir():
         return torch_folder_runner(names[0])
     factories = [n for n in names if ":" in n and not Path(n).exists()]
@@ -217,6 +217,6 @@ __all__ = [
     "TorchRunner",
     "caffe_layer_records",
     "open_runner",
-    "opencv_runner",
+    "open_caffe_runner",
     "torch_folder_runner",
 ]
