@@ -116,3 +116,15 @@ def test_params_are_read_as_views_of_the_file_bytes():
     assert weight.shape == (8, 3, 3, 3) and weight.dtype == np.float32
     assert weight.base is not None  # np.frombuffer over the file's bytes, no per-element copy
     assert isinstance(ir.tensor(weight).numpy(), np.ndarray)
+
+
+def test_simplified_mxnet_model_still_matches_mxnet():
+    from workbench.steps.simplify import simplify
+
+    model = simplify(read_mxnet(*_files("mobilefacenet_tiny"), input_shapes=(1, 3, 28, 28)))
+    x = np.load(DATA / "mobilefacenet_tiny-input.npy")
+    got = OnnxRuntimeRunner(model).run({"data": x})["fc1_output"]
+    # simplified graph in onnxruntime vs recorded MXNet 1.9.1: atol 1e-5 + rtol 1e-4
+    np.testing.assert_allclose(got, np.load(DATA / "mobilefacenet_tiny-reference.npz")["fc1_output"], atol=1e-5, rtol=1e-4)
+    # the preprocessing scale was folded into conv_1 by onnxsim: the report says so
+    assert "_mulscalar0" in model.report.counts.get("sources_folded", [])

@@ -1,5 +1,7 @@
 """Build a graph node by node, with provenance, for readers of non-ONNX formats.
 
+The built model has every value typed and shaped by ONNX shape inference.
+
 Weights enter as NumPy arrays and are wrapped without copying element by element
 (``ir.tensor`` keeps the array's buffer).
 """
@@ -11,6 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from . import provenance
+from .shapes import infer_shapes
 
 DEFAULT_OPSET = 17
 
@@ -94,4 +97,5 @@ class GraphBuilder:
             opset_imports={"": self.opset},
             name=self.name,
         )
-        return ir.Model(graph, ir_version=8, producer_name="workbench")
+        # typed values everywhere: tools such as onnxsim reject untyped graph outputs
+        return infer_shapes(ir.Model(graph, ir_version=8, producer_name="workbench"))

@@ -71,6 +71,14 @@ def simplify(model: Model, *, input_shapes: Mapping[str, Sequence[int]] | None =
         "census_before": dict(sorted(before.items())),
         "census_after": dict(sorted(census_after.items())),
     }
+    vanished = sorted(
+        {name for node in model.graph for name in provenance.sources(node)}
+        - {name for node in after for name in provenance.sources(node)}
+    )
+    if vanished:
+        # e.g. a scalar Mul folded into the next convolution's weights by onnxsim
+        report.changes.append(f"source layers folded into others: {', '.join(vanished)}")
+        report.counts["sources_folded"] = vanished
     if not check_ok:
         report.warnings.append("onnxsim's own check found different outputs after simplifying")
     if unmatched:
