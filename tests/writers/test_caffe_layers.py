@@ -384,6 +384,22 @@ def test_arithmetic_with_a_constant(op, const, const_first, types, tmp_path) -> 
     assert layer_types(written) == types
 
 
+BROADCAST_PRODUCTS = {
+    "squeeze-excitation": ((1, 4, 5, 3), (1, 4, 1, 1)),
+    "per-channel-and-row": ((1, 4, 5, 3), (1, 4, 5, 1)),
+    "batch-and-channel": ((2, 4, 5, 3), (2, 4, 1, 1)),
+    "last-axis": ((1, 4, 5, 3), (3,)),
+}
+
+
+@pytest.mark.parametrize("data_shape,factor_shape", BROADCAST_PRODUCTS.values(), ids=BROADCAST_PRODUCTS.keys())
+def test_product_with_a_broadcast_computed_factor(data_shape, factor_shape, tmp_path) -> None:
+    """x * s where s is computed and smaller than x (the squeeze-excitation gate)."""
+    model = graph([helper.make_node("Mul", ["s", "x"], ["y"], name="gate")], {"x": data_shape, "s": factor_shape}, ["y"])
+    written = assert_matches_onnxruntime(model, tmp_path)
+    assert layer_types(written) == (["Scale"] if len(factor_shape) == 1 else ["Reshape", "Scale"])
+
+
 def test_sqrt_is_power(tmp_path) -> None:
     model = graph([helper.make_node("Sqrt", ["x"], ["y"], name="sqrt")], {"x": (1, 3, 2, 2)}, ["y"])
     inputs = {"x": np.abs(example_inputs(model)["x"])}

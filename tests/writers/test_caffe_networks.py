@@ -4,7 +4,8 @@ compared with PyTorch and onnxruntime, final outputs and every layer.
 MTCNN's ``x.permute(0, 3, 2, 1).view(n, -1)`` before its Linear is written in the
 bvlc dialect without a Permute layer: the writer moves the permutation into the
 InnerProduct weights. MobileNet's ReLU6 is five exact layers in bvlc and one ReLU6
-in the opencv dialect."""
+in the opencv dialect. EfficientNet's squeeze-excitation gate is a two-bottom
+Scale; the segmentation net's nearest upsampling a fixed Deconvolution."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,6 +29,8 @@ NETWORKS = {
     "squeezenet_tiny": ("squeezenet_tiny", "bvlc", {"Concat", "Pooling"}),
     "inception_tiny": ("inception_tiny", "bvlc", {"Concat"}),
     "mtcnn_tiny": ("mtcnn_tiny", "bvlc", {"PReLU", "Softmax", "InnerProduct"}),
+    "efficientnet_tiny": ("efficientnet_tiny", "bvlc", {"Sigmoid", "Scale", "Reshape"}),
+    "segmentation_tiny": ("segmentation_tiny", "bvlc", {"Deconvolution", "Slice"}),
 }
 
 

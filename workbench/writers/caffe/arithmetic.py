@@ -8,6 +8,10 @@
   axes: ``Mul`` stores the constant as the scale, ``Add``/``Sub`` store ones as
   the scale and the (negated) constant as the bias (``bias_term``). Scale is
   used for biases because OpenCV's Caffe importer has no Bias layer.
+* A computed tensor times a smaller computed one that varies along a
+  contiguous run of its axes (squeeze-and-excitation: ``x * s`` with ``s`` of
+  shape ``(N, C, 1, 1)``) -> Scale with two bottoms; ``s`` is first reshaped to
+  exactly those axes (``(C,)`` or ``(N, C)``), as BVLC Caffe requires.
 * A tensor and a single constant -> Power, ``y = (shift + scale * x) ^ power``:
   ``x*c``, ``x+c``, ``x-c``, ``c-x``, ``x/c`` (scale ``1/c``, within one rounding
   of the division), ``Pow(x, p)``, ``Sqrt``, ``Neg``, ``Reciprocal``.
@@ -97,6 +101,27 @@ def _with_constant(node: ir.Node, net: CaffeNet, data: ir.Value, const: np.ndarr
     layer.scale_param.bias_term = op != "Mul"
 
 
+def _broadcast_scale(node: ir.Node, net: CaffeNet) -> bool:
+    """``x * s`` with a computed ``s`` broadcast over some axes of ``x`` as a Scale
+    layer with two bottoms; False (nothing written) when the shapes do not allow it."""
+    output = net.shape(node.outputs[0])
+    large, small = sorted(node.inputs, key=lambda value: net.shape(value) != output)
+    large_shape, small_shape = net.shape(large), net.shape(small)
+    axes = scale_axes(large_shape, small_shape) if large_shape == output else None
+    if axes is None or axes[1] == 0:
+        return False
+    axis, num_axes = axes
+    factor = net.bottom(node, small)
+    if small_shape != large_shape[axis : axis + num_axes]:
+        reshape = net.add_layer(node, "Reshape", [factor], [None], role="factor")
+        reshape.reshape_param.shape.dim.extend(large_shape[axis : axis + num_axes])
+        factor = reshape.top[0]
+    layer = net.add_layer(node, "Scale", [net.bottom(node, large), factor])
+    if axis != 1:
+        layer.scale_param.axis = axis
+    return True
+
+
 @CAFFE_LAYERS.register("Add", "Sub", "Mul", "Div", "Max", "Sum", "Pow")
 def convert_arithmetic(node: ir.Node, net: CaffeNet) -> None:
     """Eltwise SUM/PROD/MAX; Scale with a per-axis constant; Power with a scalar constant"""
@@ -115,6 +140,8 @@ def convert_arithmetic(node: ir.Node, net: CaffeNet) -> None:
         )
         return
     shapes = {net.shape(value) for value in node.inputs}
+    if node.op_type == "Mul" and len(shapes) == 2 and None not in shapes and _broadcast_scale(node, net):
+        return
     if len(shapes) != 1 or None in shapes:
         net.problem(
             node,
