@@ -123,7 +123,7 @@ def main() -> int:
         generated = load_generated(work / name)
         converted = onnx2torch.convert(str(simplified_path)).eval()
         tensor = torch.from_numpy(x)
-        (reference, *_) = OnnxRuntimeRunner(model).run([x]).values()
+        reference, *_ = OnnxRuntimeRunner(model).run([x]).values()
         with torch.inference_mode():
             for module in (generated, converted):
                 # both must compute the network before their speed means anything

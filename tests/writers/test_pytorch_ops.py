@@ -48,8 +48,18 @@ class Case:
     output_type: int = TensorProto.FLOAT
 
 
-def one(op: str, args: list, *, outputs: int = 1, expect: str = "", opset: int = 17, atol: float = 1e-5,
-        positive: bool = False, output_type: int = TensorProto.FLOAT, **attributes) -> Case:
+def one(
+    op: str,
+    args: list,
+    *,
+    outputs: int = 1,
+    expect: str = "",
+    opset: int = 17,
+    atol: float = 1e-5,
+    positive: bool = False,
+    output_type: int = TensorProto.FLOAT,
+    **attributes,
+) -> Case:
     """A one-node case; each argument is a graph input (a shape tuple), an
     initializer (an array) or absent (None)."""
     names, shapes, constants = [], [], []
@@ -95,12 +105,18 @@ def load_generated(folder: Path):
 
 
 def silu(shape) -> Case:
-    nodes = [helper.make_node("Sigmoid", ["x0"], ["s"], name="act"), helper.make_node("Mul", ["x0", "s"], ["y"], name="act_mul")]
+    nodes = [
+        helper.make_node("Sigmoid", ["x0"], ["s"], name="act"),
+        helper.make_node("Mul", ["x0", "s"], ["y"], name="act_mul"),
+    ]
     return Case("", nodes, [shape], expect="nn.SiLU()")
 
 
 def matmul_add(shape, weight, bias) -> Case:
-    nodes = [helper.make_node("MatMul", ["x0", "c0"], ["m"], name="fc"), helper.make_node("Add", ["m", "c1"], ["y"], name="fc_bias")]
+    nodes = [
+        helper.make_node("MatMul", ["x0", "c0"], ["m"], name="fc"),
+        helper.make_node("Add", ["m", "c1"], ["y"], name="fc_bias"),
+    ]
     return Case("", nodes, [shape], [weight, bias], expect="nn.Linear(8, 5)")
 
 
@@ -123,33 +139,133 @@ def cast_round_trip(shape) -> Case:
 X = (1, 3, 8, 8)
 CASES = [
     # convolution
-    case("conv_3x3_pad1", one("Conv", [X, weights(4, 3, 3, 3), weights(4)], pads=[1, 1, 1, 1], expect="nn.Conv2d(3, 4, kernel_size=3, padding=1)")),
+    case(
+        "conv_3x3_pad1",
+        one(
+            "Conv",
+            [X, weights(4, 3, 3, 3), weights(4)],
+            pads=[1, 1, 1, 1],
+            expect="nn.Conv2d(3, 4, kernel_size=3, padding=1)",
+        ),
+    ),
     case("conv_no_bias_stride2", one("Conv", [X, weights(5, 3, 3, 3)], strides=[2, 2], expect="bias=False")),
-    case("conv_groups_dilation", one("Conv", [(1, 6, 9, 9), weights(6, 2, 3, 3), weights(6)], group=3, dilations=[2, 2], expect="groups=3")),
-    case("conv_asymmetric_pads", one("Conv", [X, weights(4, 3, 3, 3), weights(4)], pads=[0, 1, 1, 2], expect="F.pad(")),
-    case("conv_same_upper", one("Conv", [(1, 3, 7, 7), weights(4, 3, 4, 4)], auto_pad="SAME_UPPER", strides=[2, 2])),
+    case(
+        "conv_groups_dilation",
+        one(
+            "Conv",
+            [(1, 6, 9, 9), weights(6, 2, 3, 3), weights(6)],
+            group=3,
+            dilations=[2, 2],
+            expect="groups=3",
+        ),
+    ),
+    case(
+        "conv_asymmetric_pads",
+        one("Conv", [X, weights(4, 3, 3, 3), weights(4)], pads=[0, 1, 1, 2], expect="F.pad("),
+    ),
+    case(
+        "conv_same_upper",
+        one("Conv", [(1, 3, 7, 7), weights(4, 3, 4, 4)], auto_pad="SAME_UPPER", strides=[2, 2]),
+    ),
     case("conv_1d", one("Conv", [(1, 3, 10), weights(4, 3, 3), weights(4)], pads=[1, 1], expect="nn.Conv1d")),
-    case("conv_transpose_stride2", one("ConvTranspose", [X, weights(3, 4, 3, 3), weights(4)], strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1], expect="nn.ConvTranspose2d(")),
-    case("conv_transpose_asymmetric", one("ConvTranspose", [X, weights(3, 2, 3, 3)], strides=[2, 2], pads=[0, 1, 1, 0])),
-    case("conv_transpose_output_shape", one("ConvTranspose", [X, weights(3, 2, 3, 3), weights(2)], strides=[2, 2], output_shape=[16, 16])),
-    case("conv_transpose_groups", one("ConvTranspose", [(1, 4, 5, 5), weights(4, 3, 2, 2)], group=2, strides=[2, 2])),
+    case(
+        "conv_transpose_stride2",
+        one(
+            "ConvTranspose",
+            [X, weights(3, 4, 3, 3), weights(4)],
+            strides=[2, 2],
+            pads=[1, 1, 1, 1],
+            output_padding=[1, 1],
+            expect="nn.ConvTranspose2d(",
+        ),
+    ),
+    case(
+        "conv_transpose_asymmetric",
+        one("ConvTranspose", [X, weights(3, 2, 3, 3)], strides=[2, 2], pads=[0, 1, 1, 0]),
+    ),
+    case(
+        "conv_transpose_output_shape",
+        one("ConvTranspose", [X, weights(3, 2, 3, 3), weights(2)], strides=[2, 2], output_shape=[16, 16]),
+    ),
+    case(
+        "conv_transpose_groups",
+        one("ConvTranspose", [(1, 4, 5, 5), weights(4, 3, 2, 2)], group=2, strides=[2, 2]),
+    ),
     # pooling
-    case("maxpool_3x3_s2_pad1", one("MaxPool", [X], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], expect="nn.MaxPool2d")),
-    case("maxpool_ceil", one("MaxPool", [(1, 3, 10, 10)], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1, expect="ceil_mode=True")),
-    case("maxpool_asymmetric_pads", one("MaxPool", [X], kernel_shape=[2, 2], strides=[2, 2], pads=[0, 0, 1, 1], expect='value=-float("inf")')),
+    case(
+        "maxpool_3x3_s2_pad1",
+        one("MaxPool", [X], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], expect="nn.MaxPool2d"),
+    ),
+    case(
+        "maxpool_ceil",
+        one(
+            "MaxPool",
+            [(1, 3, 10, 10)],
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            ceil_mode=1,
+            expect="ceil_mode=True",
+        ),
+    ),
+    case(
+        "maxpool_asymmetric_pads",
+        one(
+            "MaxPool",
+            [X],
+            kernel_shape=[2, 2],
+            strides=[2, 2],
+            pads=[0, 0, 1, 1],
+            expect='value=-float("inf")',
+        ),
+    ),
     case("maxpool_dilated", one("MaxPool", [(1, 3, 11, 11)], kernel_shape=[3, 3], dilations=[2, 2])),
-    case("avgpool_exclude_pad", one("AveragePool", [X], kernel_shape=[3, 3], pads=[1, 1, 1, 1], expect="count_include_pad=False")),
-    case("avgpool_include_pad", one("AveragePool", [X], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1)),
-    case("avgpool_ceil", one("AveragePool", [(1, 3, 10, 10)], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
-    case("avgpool_asymmetric_include_pad", one("AveragePool", [X], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 0, 0], count_include_pad=1)),
+    case(
+        "avgpool_exclude_pad",
+        one("AveragePool", [X], kernel_shape=[3, 3], pads=[1, 1, 1, 1], expect="count_include_pad=False"),
+    ),
+    case(
+        "avgpool_include_pad",
+        one("AveragePool", [X], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
+    ),
+    case(
+        "avgpool_ceil", one("AveragePool", [(1, 3, 10, 10)], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    ),
+    case(
+        "avgpool_asymmetric_include_pad",
+        one("AveragePool", [X], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 0, 0], count_include_pad=1),
+    ),
     case("global_average_pool", one("GlobalAveragePool", [X], expect="nn.AdaptiveAvgPool2d(1)")),
     case("global_max_pool", one("GlobalMaxPool", [X], expect="nn.AdaptiveMaxPool2d(1)")),
     # normalization
-    case("batchnorm_eps", one("BatchNormalization", [X, weights(3), weights(3), weights(3), weights(3, positive=True)], epsilon=1e-3, expect="nn.BatchNorm2d(3, eps=0.001)")),
-    case("batchnorm_1d", one("BatchNormalization", [(2, 3), weights(3), weights(3), weights(3), weights(3, positive=True)], expect="nn.BatchNorm1d(3)")),
-    case("instance_norm", one("InstanceNormalization", [X, weights(3), weights(3)], epsilon=1e-4, expect="nn.InstanceNorm2d")),
-    case("layer_norm", one("LayerNormalization", [(2, 4, 6), weights(6), weights(6)], axis=-1, expect="nn.LayerNorm((6,)")),
-    case("lrn", one("LRN", [(1, 8, 5, 5)], size=5, alpha=1e-2, beta=0.75, bias=2.0, expect="nn.LocalResponseNorm(5")),
+    case(
+        "batchnorm_eps",
+        one(
+            "BatchNormalization",
+            [X, weights(3), weights(3), weights(3), weights(3, positive=True)],
+            epsilon=1e-3,
+            expect="nn.BatchNorm2d(3, eps=0.001)",
+        ),
+    ),
+    case(
+        "batchnorm_1d",
+        one(
+            "BatchNormalization",
+            [(2, 3), weights(3), weights(3), weights(3), weights(3, positive=True)],
+            expect="nn.BatchNorm1d(3)",
+        ),
+    ),
+    case(
+        "instance_norm",
+        one("InstanceNormalization", [X, weights(3), weights(3)], epsilon=1e-4, expect="nn.InstanceNorm2d"),
+    ),
+    case(
+        "layer_norm",
+        one("LayerNormalization", [(2, 4, 6), weights(6), weights(6)], axis=-1, expect="nn.LayerNorm((6,)"),
+    ),
+    case(
+        "lrn",
+        one("LRN", [(1, 8, 5, 5)], size=5, alpha=1e-2, beta=0.75, bias=2.0, expect="nn.LocalResponseNorm(5"),
+    ),
     # activations
     case("relu", one("Relu", [X], expect="nn.ReLU()")),
     case("leaky_relu", one("LeakyRelu", [X], alpha=0.2, expect="nn.LeakyReLU(negative_slope=0.2)")),
@@ -161,8 +277,13 @@ CASES = [
     case("prelu_per_channel", one("PRelu", [X, weights(3, 1, 1)], expect="nn.PReLU(num_parameters=3)")),
     case("prelu_single", one("PRelu", [X, weights(1)], expect="nn.PReLU()")),
     case("prelu_other_axis", one("PRelu", [X, weights(8)], expect="torch.where")),
-    case("clip_relu6", one("Clip", [X, np.array(0, np.float32), np.array(6, np.float32)], expect="nn.ReLU6()")),
-    case("clip_hardtanh", one("Clip", [X, np.array(-0.5, np.float32), np.array(0.5, np.float32)], expect="nn.Hardtanh")),
+    case(
+        "clip_relu6", one("Clip", [X, np.array(0, np.float32), np.array(6, np.float32)], expect="nn.ReLU6()")
+    ),
+    case(
+        "clip_hardtanh",
+        one("Clip", [X, np.array(-0.5, np.float32), np.array(0.5, np.float32)], expect="nn.Hardtanh"),
+    ),
     case("clip_min_only", one("Clip", [X, np.array(0.1, np.float32)], expect="torch.clamp")),
     case("clip_opset6_attributes", one("Clip", [X], opset=6, min=-1.0, max=1.0)),
     case("hard_sigmoid_onnx_default", one("HardSigmoid", [X], expect="torch.clamp")),
@@ -174,8 +295,14 @@ CASES = [
     case("softmax_opset11_flattening", one("Softmax", [X], axis=1, opset=11)),
     case("log_softmax", one("LogSoftmax", [(2, 7)], axis=-1, opset=13, expect="nn.LogSoftmax")),
     # linear
-    case("gemm_transposed_weight", one("Gemm", [(2, 8), weights(5, 8), weights(5)], transB=1, expect="nn.Linear(8, 5)")),
-    case("gemm_alpha_beta", one("Gemm", [(2, 8), weights(8, 5), weights(1, 5)], alpha=0.5, beta=2.0, expect="nn.Linear(8, 5)")),
+    case(
+        "gemm_transposed_weight",
+        one("Gemm", [(2, 8), weights(5, 8), weights(5)], transB=1, expect="nn.Linear(8, 5)"),
+    ),
+    case(
+        "gemm_alpha_beta",
+        one("Gemm", [(2, 8), weights(8, 5), weights(1, 5)], alpha=0.5, beta=2.0, expect="nn.Linear(8, 5)"),
+    ),
     case("gemm_transposed_input", one("Gemm", [(8, 2), weights(8, 5)], transA=1)),
     case("gemm_computed_weight", one("Gemm", [(2, 8), (8, 5), weights(2, 5)], expect="torch.matmul")),
     case("matmul_constant", one("MatMul", [(2, 3, 8), weights(8, 5)], expect="nn.Linear(8, 5, bias=False)")),
@@ -215,27 +342,98 @@ CASES = [
     case("transpose", one("Transpose", [X], perm=[0, 2, 3, 1], expect=".permute(0, 2, 3, 1)")),
     case("squeeze", one("Squeeze", [(1, 3, 1, 4), ints(0, 2)], opset=13)),
     case("unsqueeze_negative", one("Unsqueeze", [(3, 4), ints(0, -1)], opset=13)),
-    case("concat_order", one("Concat", [(1, 2, 4, 4), weights(1, 3, 4, 4), (1, 1, 4, 4)], axis=1, expect="torch.cat([x0, self.c0, x1], dim=1)")),
+    case(
+        "concat_order",
+        one(
+            "Concat",
+            [(1, 2, 4, 4), weights(1, 3, 4, 4), (1, 1, 4, 4)],
+            axis=1,
+            expect="torch.cat([x0, self.c0, x1], dim=1)",
+        ),
+    ),
     case("split_sizes", one("Split", [(1, 6, 4, 4), ints(1, 2, 3)], axis=1, outputs=3, opset=13)),
     case("split_num_outputs", one("Split", [(1, 7, 4, 4)], axis=1, outputs=2, num_outputs=2, opset=18)),
     case("split_opset11_equal", one("Split", [(1, 6, 4, 4)], axis=1, outputs=3, opset=11)),
-    case("slice_open_end_step", one("Slice", [X, ints(1, -6), ints(INT64_MAX, 7), ints(1, 3), ints(1, 2)], expect="x0[:, 1:, :, -6:7:2]")),
+    case(
+        "slice_open_end_step",
+        one(
+            "Slice",
+            [X, ints(1, -6), ints(INT64_MAX, 7), ints(1, 3), ints(1, 2)],
+            expect="x0[:, 1:, :, -6:7:2]",
+        ),
+    ),
     case("slice_opset9", one("Slice", [X], starts=[1], ends=[3], axes=[2], opset=9)),
-    case("pad_constant_value", one("Pad", [X, ints(0, 0, 1, 2, 0, 0, 3, 0), np.array(0.5, np.float32)], expect="value=0.5")),
-    case("pad_reflect", one("Pad", [X, ints(0, 0, 2, 1, 0, 0, 1, 2)], mode="reflect", expect='mode="reflect"')),
+    case(
+        "pad_constant_value",
+        one("Pad", [X, ints(0, 0, 1, 2, 0, 0, 3, 0), np.array(0.5, np.float32)], expect="value=0.5"),
+    ),
+    case(
+        "pad_reflect", one("Pad", [X, ints(0, 0, 2, 1, 0, 0, 1, 2)], mode="reflect", expect='mode="reflect"')
+    ),
     case("pad_edge", one("Pad", [X, ints(0, 0, 1, 1, 0, 0, 1, 1)], mode="edge", expect='mode="replicate"')),
     case("gather_indices", one("Gather", [X, ints(2, 0, -1)], axis=1, expect="x0[:, [2, 0, -1]]")),
     case("gather_scalar", one("Gather", [X, np.array(1, np.int64)], axis=3)),
     case("expand", one("Expand", [(3, 1), ints(2, 1, 4)])),
     case("tile", one("Tile", [X, ints(1, 2, 1, 3)])),
     case("depth_to_space_dcr", one("DepthToSpace", [(1, 8, 3, 3)], blocksize=2)),
-    case("depth_to_space_crd", one("DepthToSpace", [(1, 8, 3, 3)], blocksize=2, mode="CRD", expect="nn.PixelShuffle(2)")),
-    case("resize_nearest_asymmetric", one("Resize", [X, None, np.array([1, 1, 2, 2], np.float32)], mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor", expect="nn.Upsample")),
-    case("resize_nearest_half_pixel", one("Resize", [X, None, np.array([1, 1, 3, 3], np.float32)], mode="nearest")),
-    case("resize_nearest_exact", one("Resize", [X, None, np.array([1, 1, 1.5, 1.5], np.float32)], mode="nearest", nearest_mode="round_prefer_ceil", expect="nearest-exact")),
-    case("resize_bilinear", one("Resize", [X, None, np.array([1, 1, 2, 2], np.float32)], mode="linear", expect='mode="bilinear", align_corners=False')),
-    case("resize_align_corners_sizes", one("Resize", [X, None, None, ints(1, 3, 13, 11)], mode="linear", coordinate_transformation_mode="align_corners", expect="size=(13, 11)")),
-    case("resize_bicubic", one("Resize", [X, None, np.array([1, 1, 2, 2], np.float32)], mode="cubic", cubic_coeff_a=-0.75, atol=1e-4)),
+    case(
+        "depth_to_space_crd",
+        one("DepthToSpace", [(1, 8, 3, 3)], blocksize=2, mode="CRD", expect="nn.PixelShuffle(2)"),
+    ),
+    case(
+        "resize_nearest_asymmetric",
+        one(
+            "Resize",
+            [X, None, np.array([1, 1, 2, 2], np.float32)],
+            mode="nearest",
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="floor",
+            expect="nn.Upsample",
+        ),
+    ),
+    case(
+        "resize_nearest_half_pixel",
+        one("Resize", [X, None, np.array([1, 1, 3, 3], np.float32)], mode="nearest"),
+    ),
+    case(
+        "resize_nearest_exact",
+        one(
+            "Resize",
+            [X, None, np.array([1, 1, 1.5, 1.5], np.float32)],
+            mode="nearest",
+            nearest_mode="round_prefer_ceil",
+            expect="nearest-exact",
+        ),
+    ),
+    case(
+        "resize_bilinear",
+        one(
+            "Resize",
+            [X, None, np.array([1, 1, 2, 2], np.float32)],
+            mode="linear",
+            expect='mode="bilinear", align_corners=False',
+        ),
+    ),
+    case(
+        "resize_align_corners_sizes",
+        one(
+            "Resize",
+            [X, None, None, ints(1, 3, 13, 11)],
+            mode="linear",
+            coordinate_transformation_mode="align_corners",
+            expect="size=(13, 11)",
+        ),
+    ),
+    case(
+        "resize_bicubic",
+        one(
+            "Resize",
+            [X, None, np.array([1, 1, 2, 2], np.float32)],
+            mode="cubic",
+            cubic_coeff_a=-0.75,
+            atol=1e-4,
+        ),
+    ),
     case("identity", one("Identity", [X])),
     case("dropout", one("Dropout", [X], opset=13)),
 ]
@@ -269,8 +467,14 @@ def _unsupported_graph(path: Path) -> Model:
         helper.make_node("Relu", ["x0"], ["r"], name="relu"),
         helper.make_node("TopK", ["r", "k"], ["top", "top_index"], axis=3, name="topk"),
         helper.make_node("Frobnicate", ["top"], ["f"], domain="com.example", name="custom"),
-        helper.make_node("Resize", ["f", "", "scales"], ["up"], mode="linear",
-                         coordinate_transformation_mode="asymmetric", name="resize"),
+        helper.make_node(
+            "Resize",
+            ["f", "", "scales"],
+            ["up"],
+            mode="linear",
+            coordinate_transformation_mode="asymmetric",
+            name="resize",
+        ),
         helper.make_node("Shape", ["up"], ["shape"], name="shape"),
         helper.make_node("Reshape", ["up", "shape"], ["y"], name="reshape"),
     ]
@@ -279,9 +483,14 @@ def _unsupported_graph(path: Path) -> Model:
         "bad",
         [helper.make_tensor_value_info("x0", TensorProto.FLOAT, (1, 3, 4, 4))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [onnx.numpy_helper.from_array(ints(2), "k"), onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")],
+        [
+            onnx.numpy_helper.from_array(ints(2), "k"),
+            onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+        ],
     )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    )
     proto.ir_version = 8
     onnx.save(proto, path)
     return read_onnx(path)
@@ -307,5 +516,70 @@ def test_every_problem_is_listed_at_once_and_nothing_is_written(tmp_path: Path) 
 def test_find_problems_matches_what_write_refuses(tmp_path: Path) -> None:
     model = _unsupported_graph(tmp_path / "bad.onnx")
     problems = find_problems(model)
-    assert sorted(p.node for p in problems if p.severity == "error") == ["custom", "reshape", "resize", "shape", "topk"]
+    assert sorted(p.node for p in problems if p.severity == "error") == [
+        "custom",
+        "reshape",
+        "resize",
+        "shape",
+        "topk",
+    ]
     assert all(p.remedy for p in problems)
+
+
+def test_symbolic_batch_is_a_warning_and_the_module_takes_other_batches(tmp_path: Path) -> None:
+    nodes = [
+        helper.make_node("Conv", ["x0", "c0"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+        helper.make_node("Relu", ["c"], ["y"], name="relu"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "dynamic",
+        [helper.make_tensor_value_info("x0", TensorProto.FLOAT, ("batch", 3, 8, 8))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(weights(4, 3, 3, 3), "c0")],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save(proto, tmp_path / "dynamic.onnx")
+    model = read_onnx(tmp_path / "dynamic.onnx")
+    (warning,) = find_problems(model)
+    assert (warning.severity, warning.kind) == ("warning", "dynamic-shape")
+    written = write_pytorch(model, tmp_path / "out")
+    assert written.report.warnings
+    x = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    (expected,) = OnnxRuntimeRunner(model).run([x]).values()
+    with torch.no_grad():
+        actual = load_generated(tmp_path / "out")(torch.from_numpy(x)).numpy()
+    # generated PyTorch vs onnxruntime at batch 3, float32: atol 1e-5
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5)
+
+
+def test_names_that_are_not_identifiers_or_clash_with_python_are_made_unique(tmp_path: Path) -> None:
+    nodes = [
+        helper.make_node("Relu", ["input"], ["conv1/out"], name="train"),
+        helper.make_node("Sigmoid", ["conv1/out"], ["conv1.out"], name="1x1/relu"),
+        helper.make_node("Add", ["conv1/out", "conv1.out"], ["y"], name="sum"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "names",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, (1, 2))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save(proto, tmp_path / "names.onnx")
+    model = read_onnx(tmp_path / "names.onnx")
+    written = write_pytorch(model, tmp_path / "out")
+    names = [module["name"] for module in written.details["modules"]]
+    # nn.Module.train is a method: the submodule for layer "train" must not shadow it
+    assert names == ["train_1", "layer_1x1_relu"]
+    source = (tmp_path / "out" / "model.py").read_text()
+    assert "def forward(self, input_1):" in source
+    assert "conv1_out_1 = self.layer_1x1_relu(conv1_out)" in source
+    x = RNG.standard_normal((1, 2)).astype(np.float32)
+    (expected,) = OnnxRuntimeRunner(model).run([x]).values()
+    with torch.no_grad():
+        actual = load_generated(tmp_path / "out")(torch.from_numpy(x)).numpy()
+    # generated PyTorch vs onnxruntime, float32: atol 1e-6
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)

@@ -132,6 +132,14 @@ def test_generated_source_is_readable(sample: str, tmp_path: Path) -> None:
     for module in written.details["modules"]:
         assert module["nodes"] and module["sources"], module
         assert f"self.{module['name']} = {module['type']}(" in source
+    record = json.loads((tmp_path / "provenance.json").read_text())
+    covered = {node for entry in [*record["modules"], *record["forward"]] for node in entry["nodes"]}
+    inlined = {entry["node"]: entry["op_type"] for entry in record["inlined"]}
+    assert covered | set(inlined) == {node.name for node in model.graph}  # every node is accounted for
+    assert set(inlined.values()) <= {"Constant", "Identity", "Dropout"}
+    for entry in record["forward"]:
+        # each forward line recorded in provenance.json is where it says
+        assert lines[entry["line"] - 1].strip().startswith(entry["code"].split(" = ")[0] + " = ")
 
 
 @pytest.mark.slow
@@ -146,7 +154,9 @@ def test_submodules_are_named_after_pytorch_module_paths(tmp_path: Path) -> None
     state = torch.load(tmp_path / "weights.pt", weights_only=True)
     source_state = workbench.samples.resnet_tiny().state_dict()
     # the state dict holds the source weights under the flattened names
-    torch.testing.assert_close(state["layer1_0_conv1.weight"], source_state["layer1.0.conv1.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(
+        state["layer1_0_conv1.weight"], source_state["layer1.0.conv1.weight"], rtol=0, atol=0
+    )
 
 
 @pytest.mark.slow
@@ -211,18 +221,25 @@ def googlenet_block(folder: Path) -> tuple[Path, Path]:
         inputs = channels.get(layer.bottom[0], 0) if layer.bottom else 0
         if layer.type == "Convolution":
             param = layer.convolution_param
-            shapes = [(param.num_output, inputs, param.kernel_size[0], param.kernel_size[0]), (param.num_output,)]
+            shapes = [
+                (param.num_output, inputs, param.kernel_size[0], param.kernel_size[0]),
+                (param.num_output,),
+            ]
             channels[layer.top[0]] = param.num_output
         elif layer.type == "InnerProduct":
             outputs = layer.inner_product_param.num_output
             shapes = [(outputs, inputs * 5 * 5), (outputs,)]  # 5 x 5 after the ceil-mode pool
         else:
-            channels[layer.top[0]] = sum(channels[b] for b in layer.bottom) if layer.type == "Concat" else inputs
+            channels[layer.top[0]] = (
+                sum(channels[b] for b in layer.bottom) if layer.type == "Concat" else inputs
+            )
             continue
         for shape in shapes:
             blob = layer.blobs.add()
             blob.shape.dim.extend(shape)
-            blob.data.extend(rng.standard_normal(shape).astype(np.float32).ravel() * 0.3)  # tiny test blobs only
+            blob.data.extend(
+                rng.standard_normal(shape).astype(np.float32).ravel() * 0.3
+            )  # tiny test blobs only
     caffemodel = folder / "net.caffemodel"
     caffemodel.write_bytes(net.SerializeToString())
     return prototxt, caffemodel

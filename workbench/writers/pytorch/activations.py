@@ -163,8 +163,11 @@ def emit_prelu(ctx: NodeContext) -> None:
     # the slope lines up with axis 1 when, aligned to the input's rank from the right,
     # its only dimension larger than one is the channel dimension
     aligned = (1,) * ((rank or 0) - slope.ndim) + slope.shape if rank is not None else None
-    if aligned is not None and rank >= 2 and len(aligned) == rank and all(
-        size == 1 for axis, size in enumerate(aligned) if axis != 1
+    if (
+        aligned is not None
+        and rank >= 2
+        and len(aligned) == rank
+        and all(size == 1 for axis, size in enumerate(aligned) if axis != 1)
     ):
         channels = slope.size
         layer = ctx.module(

@@ -150,8 +150,10 @@ def identifier(text: str, fallback: str) -> str:
 class Namespace:
     """Unique identifiers in one scope: a taken or reserved name gets ``_1``, ``_2``, ..."""
 
-    def __init__(self, reserved: Iterable[str] = ()) -> None:
-        self._taken = set(_PYTHON_NAMES) | set(reserved)
+    def __init__(self, reserved: Iterable[str] = (), *, builtins_too: bool = True) -> None:
+        # locals must not shadow builtins; attributes (self.sum) only avoid keywords
+        python_names = _PYTHON_NAMES if builtins_too else set(keyword.kwlist)
+        self._taken = set(python_names) | set(reserved)
 
     def claim(self, base: str) -> str:
         candidate, counter = base, 0

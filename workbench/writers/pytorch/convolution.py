@@ -119,9 +119,7 @@ def emit_conv(ctx: NodeContext) -> None:
     arguments = conv_arguments(kernel, strides, padding, dilations, groups)
     if bias is None:
         arguments["bias"] = "False"
-    layer = call(
-        f"nn.Conv{spatial}d", str(weight.shape[1] * groups), str(weight.shape[0]), **arguments
-    )
+    layer = call(f"nn.Conv{spatial}d", str(weight.shape[1] * groups), str(weight.shape[0]), **arguments)
     state = {"weight": weight}
     if bias is not None:
         state["bias"] = bias
@@ -195,7 +193,10 @@ def _transpose_pads(
             "give the model fixed input shapes (--input-shape) and simplify it first",
         )
         return None
-    targets = list(output_shape)[-spatial:] if output_shape is not None else [s * t for s, t in zip(sizes, strides)]
+    if output_shape is not None:
+        targets = list(output_shape)[-spatial:]
+    else:
+        targets = [size * stride for size, stride in zip(sizes, strides)]
     begins, ends = [], []
     for size, k, s, d, extra, target in zip(sizes, kernel, strides, dilations, output_padding, targets):
         total = s * (size - 1) + extra + (k - 1) * d + 1 - target

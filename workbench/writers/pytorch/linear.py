@@ -32,7 +32,8 @@ def _linear(ctx: NodeContext, weight: np.ndarray, bias: np.ndarray | None, sourc
     state = {"weight": np.ascontiguousarray(weight)}
     if bias is not None:
         state["bias"] = bias
-    layer = ctx.module(call("nn.Linear", str(in_features), str(out_features), **arguments), state, shared=[1, 2])
+    constructor = call("nn.Linear", str(in_features), str(out_features), **arguments)
+    layer = ctx.module(constructor, state, shared=[1, 2])
     ctx.assign(call(layer, source))
 
 
@@ -49,7 +50,8 @@ def emit_gemm(ctx: NodeContext) -> None:
         weight = weight if trans_b else weight.T
         if alpha != 1.0:
             weight = weight * np.asarray(alpha, dtype=weight.dtype)
-        row = _row_bias(bias * np.asarray(beta, dtype=bias.dtype) if bias is not None else None, weight.shape[0])
+        scaled = bias * np.asarray(beta, dtype=bias.dtype) if bias is not None else None
+        row = _row_bias(scaled, weight.shape[0])
         if not has_bias or row is not None:
             _linear(ctx, weight, row, source)
             return

@@ -67,7 +67,8 @@ def emit_batch_norm(ctx: NodeContext) -> None:
         "running_var": var.reshape(channels),
         "num_batches_tracked": np.zeros((), dtype=np.int64),
     }
-    layer = ctx.module(call(f"nn.BatchNorm{spatial}d", str(channels), **arguments), state, shared=[1, 2, 3, 4])
+    constructor = call(f"nn.BatchNorm{spatial}d", str(channels), **arguments)
+    layer = ctx.module(constructor, state, shared=[1, 2, 3, 4])
     ctx.assign(call(layer, ctx.x(0)))
 
 

@@ -90,7 +90,7 @@ class Program:
         self.problems: list[Problem] = []
         self.absorbed: set[int] = set()
         # attributes of nn.Module (train, eval, forward, ...) would shadow a submodule
-        self.attributes = Namespace(dir(torch.nn.Module))
+        self.attributes = Namespace(dir(torch.nn.Module), builtins_too=False)
         self.variables = Namespace(["self", "torch", "nn", "F"])
         self._expressions: dict[int, str] = {}
         self._by_source: dict[str, list[ModuleRecord]] = {}

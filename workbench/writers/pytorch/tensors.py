@@ -137,7 +137,9 @@ def emit_unsqueeze(ctx: NodeContext) -> None:
     axes_list = [int(a) for a in axes.reshape(-1)]
     rank = ctx.rank(0)
     if any(a < 0 for a in axes_list) and rank is None:
-        ctx.unsupported("Unsqueeze with negative axes on an input of unknown rank", "run shape inference first")
+        ctx.unsupported(
+            "Unsqueeze with negative axes on an input of unknown rank", "run shape inference first"
+        )
         return
     # ONNX axes count in the output's rank; inserting them in increasing order keeps each valid
     out_rank = (rank or 0) + len(axes_list)
@@ -201,7 +203,10 @@ def emit_slice(ctx: NodeContext) -> None:
     if any(a is None for a in normalized):
         return
     if any(step < 1 for step in steps_list):
-        ctx.unsupported(f"Slice with steps {steps_list}; PyTorch slicing needs positive steps", "use torch.flip")
+        ctx.unsupported(
+            f"Slice with steps {steps_list}; PyTorch slicing needs positive steps",
+            "reverse the axis with a separate op (torch.flip) in the source model",
+        )
         return
     bounds = {axis: (s, e, st) for axis, s, e, st in zip(normalized, starts, ends, steps_list)}
     items = []
@@ -304,7 +309,11 @@ def emit_depth_to_space(ctx: NodeContext) -> None:
         return
     shape = ctx.shape(0)
     if shape is None or len(shape) != 4 or any(d is None for d in shape):
-        ctx.problem("dynamic-shape", "DepthToSpace (DCR) needs the input's full shape", "simplify with fixed shapes")
+        ctx.problem(
+            "dynamic-shape",
+            "DepthToSpace (DCR) needs the input's full shape",
+            "give the model fixed input shapes and simplify it first",
+        )
         return
     n, c, h, w = shape
     split = call(f"{ctx.x(0)}.reshape", str(n), str(block), str(block), str(c // block**2), str(h), str(w))
@@ -376,7 +385,8 @@ def _upsample_mode(ctx: NodeContext, scales: np.ndarray | None, rank: int) -> di
         if half_pixel and nearest_mode == "round_prefer_floor" and whole:
             return {"mode": '"nearest"'}
     elif mode == "linear" and (half_pixel or transform == "align_corners"):
-        return {"mode": string(_LINEAR_MODES.get(rank, "linear")), "align_corners": str(transform == "align_corners")}
+        name = _LINEAR_MODES.get(rank, "linear")
+        return {"mode": string(name), "align_corners": str(transform == "align_corners")}
     elif mode == "cubic" and (half_pixel or transform == "align_corners"):
         # PyTorch's bicubic kernel is a = -0.75 over all neighbours, inside the image or not
         if np.isclose(float(ctx.attr("cubic_coeff_a", -0.75)), -0.75) and not ctx.attr("exclude_outside", 0):

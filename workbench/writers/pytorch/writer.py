@@ -22,7 +22,7 @@ import onnx_ir as ir
 import torch
 
 from ...errors import Problem, UnsupportedError, WorkbenchError
-from ...graph import Model, StepReport
+from ...graph import Model, StepReport, provenance
 from ...graph.report import timed
 from ...graph.shapes import infer_shapes
 from ..files import WrittenFiles, staged_output
@@ -167,7 +167,10 @@ def _output_expression(program: Program, value: ir.Value) -> str:
 
 
 def provenance_record(program: Program, lines: dict[int, int]) -> dict:
-    """What provenance.json holds: the origin of every submodule, buffer and forward line."""
+    """What provenance.json holds: the origin of every submodule, buffer and forward
+    line, and the nodes that need no code of their own (constants read as literals or
+    buffers, identities and inference-mode dropouts)."""
+    covered = {name for entry in [*program.modules.values(), *program.statements] for name in entry.nodes}
     return {
         "modules": [_module_entry(record) for record in program.modules.values()],
         "buffers": [
@@ -182,6 +185,11 @@ def provenance_record(program: Program, lines: dict[int, int]) -> dict:
                 "sources": statement.sources,
             }
             for index, statement in enumerate(program.statements)
+        ],
+        "inlined": [
+            {"node": node.name, "op_type": node.op_type, "sources": list(provenance.sources(node))}
+            for node in program.graph
+            if (node.name or node.op_type) not in covered
         ],
         "inputs": [value.name for value in program.graph.inputs],
         "outputs": [value.name for value in program.graph.outputs],
