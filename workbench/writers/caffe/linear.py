@@ -71,10 +71,9 @@ def convert_inner_product(node: ir.Node, net: CaffeNet) -> None:
     if data in net.flattened:
         flat = net.flattened[data]
         bottom, also = flat.blob, flat.nodes
-        if flat.index is not None:
-            permuted = np.empty_like(weight)
-            permuted[:, flat.index] = weight
-            weight = permuted
+        permuted = np.empty_like(weight)
+        permuted[:, flat.index] = weight
+        weight = permuted
     else:
         bottom = net.bottom(node, data)
         if node.op_type == "MatMul":

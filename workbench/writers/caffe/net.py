@@ -63,16 +63,15 @@ class CaffeLayer:
 
 @dataclass
 class Flattened:
-    """A value that is ``flatten(x)`` reordered by ``index`` (``None``: not reordered).
+    """A value that is ``flatten(x)`` reordered by ``index``.
 
     Produced when a Transpose only feeds a flatten that only feeds InnerProducts:
     ``flatten(transpose(x))[j] == flatten(x)[index[j]]``, so the permutation can
     move into the InnerProduct weights and the layer reads ``x`` directly.
     """
 
-    blob: str
-    shape: tuple[int, ...]  # shape of x
-    index: np.ndarray | None
+    blob: str  # holds x
+    index: np.ndarray
     nodes: list[ir.Node]
 
 
@@ -88,7 +87,7 @@ class CaffeNet:
         self._values_in_blob: dict[str, list[ir.Value]] = {}
         self._input_blobs: set[str] = set()
         self._names: set[str] = set()
-        self._base_names: dict[str, str] = {}
+        self._base_names: dict[ir.Node, str] = {}
         self._converted: set[ir.Node] = set()
 
     # names -----------------------------------------------------------------
@@ -102,13 +101,12 @@ class CaffeNet:
         return candidate
 
     def _layer_name(self, node: ir.Node, role: str | None) -> str:
-        key = node.name or str(id(node))
-        if key not in self._base_names:
+        if node not in self._base_names:
             names = provenance.sources(node)
-            self._base_names[key] = self.unique(names[0] if names else node.name or node.op_type)
+            self._base_names[node] = self.unique(names[0] if names else node.name or node.op_type)
             if role is None:
-                return self._base_names[key]
-        base = self._base_names[key]
+                return self._base_names[node]
+        base = self._base_names[node]
         return self.unique(base if role is None else f"{base}/{role}")
 
     # reading the graph -------------------------------------------------------
@@ -119,9 +117,6 @@ class CaffeNet:
     @staticmethod
     def constant(value: ir.Value | None) -> np.ndarray | None:
         return constant(value)
-
-    def has_blob(self, value: ir.Value) -> bool:
-        return value in self._blob_of
 
     def bottom(self, node: ir.Node, value: ir.Value | None) -> str:
         """The blob holding ``value`` as input of ``node`` (a problem if there is none)."""

@@ -71,7 +71,6 @@ def convert_transpose(node: ir.Node, net: CaffeNet) -> None:
         return
     perm = tuple(node.attributes.get_ints("perm", tuple(reversed(range(len(shape))))))
     if _absorbable_transpose(node, net, perm):
-        net.bottom(node, node.inputs[0])  # reports a missing input here rather than downstream
         net.transposed[node.outputs[0]] = (node, perm)
         return
     if not net.require_opencv(
@@ -111,7 +110,7 @@ def convert_reshape(node: ir.Node, net: CaffeNet) -> None:
         source = transpose.inputs[0]
         shape = net.shape(source)
         index = np.arange(math.prod(shape[1:])).reshape(shape[1:]).transpose([p - 1 for p in perm[1:]]).ravel()
-        net.flattened[output] = Flattened(net.bottom(transpose, source), shape, index, [transpose, node])
+        net.flattened[output] = Flattened(net.bottom(transpose, source), index, [transpose, node])
         return
     if node.op_type == "Reshape" and net.constant(node.inputs[1]) is None:
         net.problem(
