@@ -489,22 +489,55 @@ def test_pooling_round_mode_and_ceil_mode(pool: str, ours: str, opencv: str, siz
     np.testing.assert_allclose(outputs, expected, rtol=1e-6, atol=1e-6)
 
 
-def test_double_and_legacy_blobs_read_as_float(tmp_path: Path) -> None:
-    """Blobs stored as double_data or with num/channels/height/width read like float blobs."""
+def unpacked_caffemodel(net: caffe_pb2.NetParameter) -> bytes:
+    """The caffemodel with every float written unpacked (one record per value), which
+    protobuf readers must accept although Caffe writes them packed."""
+    from workbench.writers.caffe.blobs import record_header
+
+    payload = bytearray()
+    for layer in net.layer:
+        header = caffe_pb2.LayerParameter()
+        header.CopyFrom(layer)
+        del header.blobs[:]
+        layer_bytes = bytearray(header.SerializeToString())
+        for blob in layer.blobs:
+            blob_bytes = caffe_pb2.BlobProto(shape=blob.shape).SerializeToString()
+            blob_bytes += b"".join(b"\x2d" + value.tobytes() for value in np.asarray(blob.data, "<f4"))
+            layer_bytes += record_header(7, len(blob_bytes)) + blob_bytes
+        payload += record_header(100, len(layer_bytes)) + layer_bytes
+    return bytes(payload)
+
+
+def as_doubles(blob: caffe_pb2.BlobProto) -> None:
+    blob.double_data.extend(blob.data)
+    del blob.data[:]
+
+
+def as_legacy_dims(blob: caffe_pb2.BlobProto) -> None:
+    dims = [1] * (4 - len(blob.shape.dim)) + list(blob.shape.dim)
+    blob.ClearField("shape")
+    blob.num, blob.channels, blob.height, blob.width = dims
+
+
+@pytest.mark.parametrize("encoding", ["double-data", "legacy-dims", "unpacked"])
+def test_blob_encodings_read_as_float(encoding: str, tmp_path: Path) -> None:
+    """Blobs as double_data, as num/channels/height/width, or unpacked read like packed floats."""
     net = net_from_text(HEADERS["input-shape"] + CONV_NET_BODY, CONV_NET_BLOBS)
     (tmp_path / "reference").mkdir()
     reference = save_net(net, tmp_path / "reference")
-    weight, bias = net.layer[0].blobs
-    weight.double_data.extend(weight.data)
-    del weight.data[:]
-    weight.ClearField("shape")
-    weight.num, weight.channels, weight.height, weight.width = 4, 3, 3, 3
-    bias.double_data.extend(bias.data)
-    del bias.data[:]
+    blobs = [blob for layer in net.layer for blob in layer.blobs]
+    if encoding == "double-data":
+        for blob in blobs:
+            as_doubles(blob)
+    if encoding == "legacy-dims":
+        for blob in blobs:
+            as_legacy_dims(blob)
     prototxt, caffemodel = save_net(net, tmp_path)
+    if encoding == "unpacked":
+        caffemodel.write_bytes(unpacked_caffemodel(net))
     inputs = random_inputs({"data": (1, 3, 8, 8)})
     outputs = OnnxRuntimeRunner(read_caffe(prototxt, caffemodel)).run(inputs)["fc"]
-    # onnxruntime vs OpenCV DNN on the float-blob caffemodel, float32: rtol 1e-4, atol 1e-4
+    # onnxruntime vs OpenCV DNN on the packed-float caffemodel, float32: rtol 1e-4, atol 1e-4
     np.testing.assert_allclose(outputs, opencv_forward(*reference, inputs, ["fc"])["fc"], rtol=1e-4, atol=1e-4)
 
 
@@ -539,11 +572,26 @@ def test_missing_files(tmp_path: Path) -> None:
         read_caffe(prototxt, tmp_path / "absent.caffemodel")
 
 
-def test_corrupt_caffemodel(tmp_path: Path) -> None:
+def test_truncated_caffemodel(tmp_path: Path) -> None:
     prototxt, caffemodel = save_net(in_place_net(), tmp_path)
     caffemodel.write_bytes(caffemodel.read_bytes()[:-7])
-    with pytest.raises(InputError, match="is not a readable caffemodel"):
+    with pytest.raises(InputError, match="is not a readable caffemodel[\\s\\S]*runs past the end"):
         read_caffe(prototxt, caffemodel)
+
+
+def test_caffemodel_that_is_text(tmp_path: Path) -> None:
+    prototxt, caffemodel = save_net(in_place_net(), tmp_path)
+    with pytest.raises(InputError, match="is not a readable caffemodel"):
+        read_caffe(prototxt, prototxt)
+    with pytest.raises(InputError, match="cannot read the caffemodel"):
+        read_caffe(prototxt, tmp_path)
+
+
+def test_blob_whose_values_do_not_fill_its_shape(tmp_path: Path) -> None:
+    net = in_place_net()
+    net.layer[0].blobs[0].shape.dim[0] = 5
+    with pytest.raises(InputError, match=r"layer conv1: a blob of shape \[5, 3, 1, 1\] holds 12 values"):
+        read_caffe(*save_net(net, tmp_path))
 
 
 def test_prototxt_syntax_error_names_the_line(tmp_path: Path) -> None:

@@ -30,7 +30,8 @@ from ...errors import InputError, WorkbenchError
 from ...graph import Model, SourceInfo, StepReport
 from ...graph.builder import GraphBuilder
 from ...graph.report import timed
-from .files import DeployNet, Weights, read_net, read_weights
+from .caffemodel import Weights, read_weights
+from .prototxt import DeployNet, read_net
 from .layers import LAYERS, LayerContext, LayerProblem, WeightsProblem, needs_weights
 
 __all__ = ["read_caffe", "LAYERS"]

@@ -31,7 +31,7 @@ import numpy as np
 import onnx_ir as ir
 
 from ...registry import Registry
-from .files import pooling_rounds_up
+from .prototxt import pooling_rounds_up
 
 Shape = tuple[int, ...]
 

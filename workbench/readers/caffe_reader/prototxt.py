@@ -1,21 +1,15 @@
-"""Caffe's two files as Python objects: the deploy net and the trained blobs.
+"""The deploy net of a Caffe ``.prototxt``, as Caffe would run it.
 
-``read_net`` parses the ``.prototxt`` (protobuf text) into the layers Caffe would
-run in the TEST phase, each as a ``LayerParameter``; the pre-2015 ``layers {
-type: CONVOLUTION }`` form is upgraded the way Caffe's ``upgrade_proto`` does
-(enum type -> type string, the same ``*_param`` messages). ``read_weights`` parses
-the ``.caffemodel`` (binary) into NumPy arrays per layer name.
+``read_net`` parses the protobuf text into the layers Caffe runs in the TEST
+phase, each as a ``LayerParameter``; the pre-2015 ``layers { type: CONVOLUTION }``
+form is upgraded the way Caffe's ``upgrade_proto`` does (enum type -> type
+string, the same ``*_param`` messages).
 
 PoolingParameter field 13 has two meanings in the wild: BVLC's ``round_mode``
 (enum CEIL/FLOOR) and OpenCV's / SSD's ``ceil_mode`` (bool). The shared schema
 omits it; the prototxt is parsed with a variant of the schema that knows both
 spellings by name. Only text is parsed with the variant, so the field number
 given to ``ceil_mode`` is never read or written.
-
-Blob data: protobuf (upb, 4.21+) gives repeated scalar fields an ``__array__``,
-so ``np.array(blob.data, dtype=np.float32)`` is one memory copy, not a walk over
-Python floats; parsing a 100 MB caffemodel this way is about twice the time of
-``np.load`` (see ``benchmarks/read_caffemodel.py``).
 """
 from __future__ import annotations
 
@@ -23,8 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory, text_format
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
 from ...errors import InputError
 from ...formats import caffe_pb2
@@ -159,6 +152,8 @@ def read_net(path: Path) -> DeployNet:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as error:
         raise InputError(f"no such prototxt: {path}", remedy="check the path") from error
+    except OSError as error:
+        raise InputError(f"cannot read the prototxt {path}", found=error.strerror, remedy="check the path") from error
     except UnicodeDecodeError as error:
         raise InputError(
             f"{path} is not a text file",
@@ -186,61 +181,3 @@ def read_net(path: Path) -> DeployNet:
     for layer in [*net.layer, *(_upgrade_v1(v1) for v1 in net.layers)]:
         (layers if _runs_in_test_phase(layer, stages) else skipped).append(layer)
     return DeployNet(net.name or path.stem, _header_inputs(net, path), layers, [l.name for l in skipped])
-
-
-@dataclass
-class Weights:
-    """The trained blobs of a caffemodel by layer name, and every layer name it holds."""
-
-    blobs: dict[str, list[np.ndarray]]
-    layer_names: list[str]
-
-
-def blob_array(blob: Any) -> np.ndarray:
-    """A BlobProto as a float32 array of its declared shape (legacy num/channels/
-    height/width when present, as Caffe's Blob::FromProto reads it)."""
-    if blob.HasField("num") or blob.HasField("channels") or blob.HasField("height") or blob.HasField("width"):
-        shape = (blob.num, blob.channels, blob.height, blob.width)
-    else:
-        shape = tuple(int(d) for d in blob.shape.dim)
-    if len(blob.double_data):
-        data = np.array(blob.double_data, dtype=np.float64).astype(np.float32)
-    else:
-        data = np.array(blob.data, dtype=np.float32)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"a blob of shape {list(shape)} holds {data.size} values")
-    return data.reshape(shape)
-
-
-def read_weights(path: Path) -> Weights:
-    """Parse a ``.caffemodel`` (current or V1 layers) into arrays per layer name."""
-    try:
-        payload = path.read_bytes()
-    except FileNotFoundError as error:
-        raise InputError(f"no such caffemodel: {path}", remedy="check the path") from error
-    net = caffe_pb2.NetParameter()
-    try:
-        net.ParseFromString(payload)
-    except message.DecodeError as error:
-        raise InputError(
-            f"{path} is not a readable caffemodel",
-            expected="a binary NetParameter with trained blobs",
-            found=str(error) or "bytes that do not parse",
-            remedy="check that the file is complete (e.g. the download finished)",
-        ) from error
-    del payload
-    blobs: dict[str, list[np.ndarray]] = {}
-    names: list[str] = []
-    for layer in [*net.layer, *net.layers]:
-        names.append(layer.name)
-        if not layer.blobs:
-            continue
-        try:
-            blobs[layer.name] = [blob_array(blob) for blob in layer.blobs]
-        except ValueError as error:
-            raise InputError(
-                f"{path}: layer {layer.name} has a malformed blob",
-                found=str(error),
-                remedy="check that the caffemodel is complete",
-            ) from error
-    return Weights(blobs, names)

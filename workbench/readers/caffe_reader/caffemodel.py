@@ -1,0 +1,190 @@
+"""The trained blobs of a Caffe ``.caffemodel``, read at disk speed.
+
+A caffemodel is a serialized ``NetParameter``; its weights are ``BlobProto``
+messages whose ``data`` (field 5) is a packed ``repeated float``: one
+length-delimited record holding the little-endian float32 values. This module
+walks the protobuf wire format itself and takes each record with
+``np.frombuffer`` over the memory-mapped file (one copy per blob, as ``np.load``
+makes). Written by hand because protobuf's own parse copies every blob into its
+arena first, and that parse alone costs about three times an ``np.load`` of the
+same arrays (see ``benchmarks/read_caffemodel.py``); only the fields below are
+read, every other field is skipped by its wire type.
+
+Protobuf wire format: a record is ``varint(field << 3 | wire type)`` then the
+value: wire type 0 a varint, 1 eight bytes, 2 ``varint(length)`` and that many
+bytes, 5 four bytes. A varint is little-endian base 128, high bit = more bytes.
+
+Fields read (BVLC numbering): NetParameter ``layer`` 100 and V1 ``layers`` 2;
+LayerParameter ``name`` 1, ``blobs`` 7; V1LayerParameter ``name`` 4, ``blobs`` 6;
+BlobProto ``num``/``channels``/``height``/``width`` 1-4, ``data`` 5, ``shape`` 7,
+``double_data`` 8. A repeated number may also arrive unpacked (one record per
+value, wire type 5 or 1), which protobuf parsers must accept.
+"""
+from __future__ import annotations
+
+import math
+import mmap
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from ...errors import InputError
+from ...formats import caffe_pb2
+
+_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
+_NET_LAYER, _NET_V1_LAYERS = 100, 2
+_LAYER_FIELDS = {_NET_LAYER: (1, 7), _NET_V1_LAYERS: (4, 6)}  # (name, blobs) by layer kind
+_BLOB_LEGACY_DIMS = (1, 2, 3, 4)  # num, channels, height, width
+_BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
+
+
+class _Malformed(ValueError):
+    """The bytes are not a well-formed protobuf message."""
+
+
+@dataclass
+class Weights:
+    """The trained blobs of a caffemodel by layer name, and every layer name it holds."""
+
+    blobs: dict[str, list[np.ndarray]]
+    layer_names: list[str]
+
+
+def _varint(payload: bytes | mmap.mmap, position: int) -> tuple[int, int]:
+    result, shift = 0, 0
+    while True:
+        if position >= len(payload):
+            raise _Malformed("a number runs past the end of the file")
+        byte = payload[position]
+        position += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, position
+        shift += 7
+        if shift > 63:
+            raise _Malformed("a number is longer than 10 bytes")
+
+
+def _fields(payload: bytes | mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """(field number, wire type, value start, value end) of each record in [start, end);
+    for a varint, start is the value itself."""
+    position = start
+    while position < end:
+        key, position = _varint(payload, position)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == _VARINT:
+            value, position = _varint(payload, position)
+            yield number, wire_type, value, position
+            continue
+        if wire_type == _LENGTH:
+            length, position = _varint(payload, position)
+        elif wire_type in (_FIXED64, _FIXED32):
+            length = 8 if wire_type == _FIXED64 else 4
+        else:
+            raise _Malformed(f"field {number} has wire type {wire_type}, which Caffe files do not use")
+        if position + length > end:
+            raise _Malformed(f"field {number} runs past the end of its message")
+        yield number, wire_type, position, position + length
+        position += length
+
+
+def _copy_numbers(payload: bytes | mmap.mmap, pieces: list[tuple[int, int]], dtype: str, shape: tuple[int, ...]
+                  ) -> np.ndarray:
+    """The values of the packed (or unpacked) records ``pieces`` as one float32 array.
+
+    Each piece is viewed in place and copied at once, so no view of the file
+    outlives this function (the mapping can then be closed)."""
+    itemsize = np.dtype(dtype).itemsize
+    if any((end - start) % itemsize for start, end in pieces):
+        raise _Malformed("a packed blob is not a whole number of values")
+    count = sum((end - start) // itemsize for start, end in pieces)
+    if count != math.prod(shape):
+        raise _Malformed(f"a blob of shape {list(shape)} holds {count} values")
+    values = np.empty(count, np.float32)
+    filled = 0
+    for start, end in pieces:
+        size = (end - start) // itemsize
+        values[filled : filled + size] = np.frombuffer(payload, dtype, size, start)
+        filled += size
+    return values.reshape(shape)
+
+
+def _blob(payload: bytes | mmap.mmap, start: int, end: int) -> np.ndarray:
+    """A BlobProto as a float32 array of its declared shape (the legacy num/channels/
+    height/width when present, as Caffe's Blob::FromProto reads it)."""
+    legacy: dict[int, int] = {}
+    shape: tuple[int, ...] = ()
+    floats: list[tuple[int, int]] = []
+    doubles: list[tuple[int, int]] = []
+    for number, wire_type, value, value_end in _fields(payload, start, end):
+        if number in _BLOB_LEGACY_DIMS and wire_type == _VARINT:
+            legacy[number] = value
+        elif number == _BLOB_DATA and wire_type in (_LENGTH, _FIXED32):
+            floats.append((value, value_end))
+        elif number == _BLOB_DOUBLE_DATA and wire_type in (_LENGTH, _FIXED64):
+            doubles.append((value, value_end))
+        elif number == _BLOB_SHAPE and wire_type == _LENGTH:
+            try:
+                shape = tuple(int(d) for d in caffe_pb2.BlobShape.FromString(payload[value:value_end]).dim)
+            except DecodeError as error:
+                raise _Malformed(f"a blob shape does not parse ({error})") from error
+    if legacy:
+        shape = tuple(legacy.get(number, 0) for number in _BLOB_LEGACY_DIMS)
+    if doubles and not floats:
+        return _copy_numbers(payload, doubles, "<f8", shape)
+    return _copy_numbers(payload, floats, "<f4", shape)
+
+
+def read_weights(path: Path) -> Weights:
+    """Read a ``.caffemodel`` (``layer`` or V1 ``layers``) into arrays per layer name.
+
+    When a name occurs twice, the later layer's blobs count, as in Caffe's
+    ``CopyTrainedLayersFrom``.
+    """
+    try:
+        with open(path, "rb") as stream:
+            # mapped, not read: the page cache is the buffer, and each blob is copied once
+            empty = os.fstat(stream.fileno()).st_size == 0
+            payload = b"" if empty else mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ)
+    except FileNotFoundError as error:
+        raise InputError(f"no such caffemodel: {path}", remedy="check the path") from error
+    except OSError as error:
+        raise InputError(f"cannot read the caffemodel {path}", found=error.strerror, remedy="check the path") from error
+    try:
+        return _read_layers(payload)
+    except (_Malformed, UnicodeDecodeError) as error:
+        raise InputError(
+            f"{path} is not a readable caffemodel",
+            expected="a binary NetParameter with trained blobs",
+            found=str(error),
+            remedy="check that the file is complete (e.g. the download finished)",
+        ) from error
+    finally:
+        if isinstance(payload, mmap.mmap):
+            payload.close()
+
+
+def _read_layers(payload: bytes | mmap.mmap) -> Weights:
+    blobs: dict[str, list[np.ndarray]] = {}
+    names: list[str] = []
+    for number, wire_type, start, end in _fields(payload, 0, len(payload)):
+        if number not in _LAYER_FIELDS or wire_type != _LENGTH:
+            continue
+        name_field, blobs_field = _LAYER_FIELDS[number]
+        name, spans = "", []
+        for field, field_type, value, value_end in _fields(payload, start, end):
+            if field == name_field and field_type == _LENGTH:
+                name = payload[value:value_end].decode("utf-8")
+            elif field == blobs_field and field_type == _LENGTH:
+                spans.append((value, value_end))
+        names.append(name)
+        try:
+            if spans:
+                blobs[name] = [_blob(payload, value, value_end) for value, value_end in spans]
+        except _Malformed as error:
+            raise _Malformed(f"layer {name}: {error}") from error
+    return Weights(blobs, names)
