@@ -118,7 +118,8 @@ class Program:
         """A new submodule, or the one already made for the same source layer when it
         is built the same way from the same weights (a layer called twice)."""
         for record in self._by_source.get(base, []):
-            if flat(record.constructor) == flat(constructor) and record.shared_values == shared_values:
+            same_weights = record.shared_values == shared_values and (shared_values or not state)
+            if same_weights and flat(record.constructor) == flat(constructor):
                 return record
         name = self.attributes.claim(base)
         record = ModuleRecord(name, constructor.function, constructor, state, shared_values)
