@@ -1,7 +1,27 @@
-"""Conversion workbench: move trained networks between frameworks, verified layer by layer."""
+"""Conversion workbench: move trained networks between frameworks, verified layer by layer.
+
+The step functions, usable from a notebook, a script or the CLI::
+
+    model = load("mypkg.nets:build", input_shape=(1, 3, 224, 224))   # or .onnx, Caffe, MXNet files
+    simplified = simplify(model)            # constant folding, op census before/after
+    folded = fold_bn(simplified)            # BatchNorm folded into the weights
+    check(folded, "caffe")                  # every unsupported op and pitfall, at once
+    written = write(folded, "out", "caffe") # NAME.prototxt + NAME.caffemodel
+    compare(model, written)                 # source vs written files, output by output
+    compare(folded, written, per_layer=True).first_divergence
+    map_names(model, written)               # target name -> source layers and parameters
+
+Each returns an object that renders in Jupyter and carries a report of what it did.
+"""
 from .errors import InputError, Problem, UnsupportedError, WorkbenchError
 from .graph import Model, SourceInfo, StepReport
 from .readers import example_inputs, export, load
+from .steps.check import check
+from .steps.compare import compare
+from .steps.fold_bn import fold_bn
+from .steps.map_names import map_names
+from .steps.simplify import simplify
+from .writers import write
 
 __all__ = [
     "InputError",
@@ -11,7 +31,13 @@ __all__ = [
     "StepReport",
     "UnsupportedError",
     "WorkbenchError",
+    "check",
+    "compare",
     "example_inputs",
     "export",
+    "fold_bn",
     "load",
+    "map_names",
+    "simplify",
+    "write",
 ]

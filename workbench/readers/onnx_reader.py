@@ -12,7 +12,7 @@ import onnx_ir as ir
 
 from ..errors import InputError
 from ..graph import Model, SourceInfo, provenance
-from .torch_names import torch_source_name
+from .torch_names import drop_exporter_metadata, torch_source_name
 
 
 def annotate_provenance(model: ir.Model) -> None:
@@ -22,6 +22,7 @@ def annotate_provenance(model: ir.Model) -> None:
             name = torch_source_name(node) or node.name or f"{node.op_type}_{index}"
             provenance.set_sources(node, [name])
         provenance.record_initializer_params(node)
+        drop_exporter_metadata(node)
 
 
 def read_onnx(path: str | Path) -> Model:

@@ -14,8 +14,9 @@ import ast
 
 import onnx_ir as ir
 
-_SCOPES = "pkg.torch.onnx.name_scopes"
-_CLASSES = "pkg.torch.onnx.class_hierarchy"
+_PREFIX = "pkg.torch.onnx."
+_SCOPES = _PREFIX + "name_scopes"
+_CLASSES = _PREFIX + "class_hierarchy"
 
 
 def _parse_list(text: str | None) -> list[str]:
@@ -38,3 +39,10 @@ def torch_source_name(node: ir.Node) -> str | None:
     if module_path and innermost_class.startswith("torch.nn.modules."):
         return module_path
     return f"{module_path}.{op_name}" if module_path else op_name
+
+
+def drop_exporter_metadata(node: ir.Node) -> None:
+    """Remove the exporter's own records (stack traces hold local paths) once the
+    source name has been taken from them."""
+    for key in [k for k in node.metadata_props if k.startswith(_PREFIX)]:
+        del node.metadata_props[key]
