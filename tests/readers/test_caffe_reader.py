@@ -372,6 +372,8 @@ def test_input_shape_given_by_caller(tmp_path: Path) -> None:
         read_caffe(prototxt, caffemodel)
     model = read_caffe(prototxt, caffemodel, input_shapes={"data": [1, 3, 8, 8]})
     assert model.input_shapes() == {"data": (1, 3, 8, 8)}
+    with pytest.raises(InputError, match="not network inputs: image"):
+        read_caffe(prototxt, caffemodel, input_shapes={"image": [1, 3, 8, 8]})
 
 
 V1_NET = """

@@ -27,12 +27,12 @@ import numpy as np
 import onnx_ir as ir
 
 from ...errors import InputError, WorkbenchError
-from ...graph import Model, SourceInfo, StepReport
+from ...graph import Model, SourceInfo, StepReport, provenance
 from ...graph.builder import GraphBuilder
 from ...graph.report import timed
 from .caffemodel import Weights, read_weights
-from .prototxt import DeployNet, read_net
 from .layers import LAYERS, LayerContext, LayerProblem, WeightsProblem, needs_weights
+from .prototxt import DeployNet, read_net
 
 __all__ = ["read_caffe", "LAYERS"]
 
@@ -150,9 +150,6 @@ class _NetConverter:
             )
         return tuple(int(d) for d in shape)
 
-    def _add_input(self, blob: str, shape: tuple[int, ...]) -> None:
-        self.values[blob] = self.builder.add_input(blob, shape)
-
     def _input_layer(self, layer: Any) -> None:
         shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
         if len(shapes) not in (0, 1, len(layer.top)):
@@ -162,7 +159,8 @@ class _NetConverter:
             )
         for index, blob in enumerate(layer.top):
             declared = shapes[0] if len(shapes) == 1 else (shapes[index] if shapes else None)
-            self._add_input(blob, self._input_shape(blob, declared))
+            name = self.top_names[(self.layer_index, index)]
+            self.values[blob] = self.builder.add_input(name, self._input_shape(blob, declared))
 
     # ---- the walk ----------------------------------------------------------
     def convert(self, report: StepReport) -> ir.Model:
@@ -172,9 +170,18 @@ class _NetConverter:
             if needs_weights(layer) and not self.weights.blobs.get(layer.name)
         ]
         self._raise_problems()
+        input_blobs = [*self.net.inputs, *(b for layer in self.net.layers if layer.type == "Input" for b in layer.top)]
+        strangers = sorted(set(self.input_shapes) - set(input_blobs))
+        if strangers:
+            raise InputError(
+                f"input shapes were given for blob(s) that are not network inputs: {', '.join(strangers)}",
+                expected=f"input blobs {', '.join(input_blobs) or '(none)'}",
+                remedy="name the input blobs of the prototxt",
+            )
         for blob, declared in self.net.inputs.items():
-            self._add_input(blob, self._input_shape(blob, declared))
-        for self.layer_index, layer in enumerate(self.net.layers):
+            self.values[blob] = self.builder.add_input(blob, self._input_shape(blob, declared))
+        for index, layer in enumerate(self.net.layers):
+            self.layer_index = index
             self._convert_layer(layer)
         self._raise_problems()
         outputs = [self._output_value(blob) for blob in self.outputs]
@@ -251,7 +258,8 @@ class _NetConverter:
 
     def _fill_report(self, report: StepReport, model: ir.Model) -> None:
         layers = self.net.layers
-        in_place = [layer.name for layer in layers if set(layer.top) & set(layer.bottom)]
+        with_nodes = {name for node in model.graph for name in provenance.sources(node)}
+        in_place = [layer.name for layer in layers if set(layer.top) & set(layer.bottom) and layer.name in with_nodes]
         used = {layer.name for layer in layers}
         unused = sorted(name for name in self.weights.blobs if name not in used)
         report.summary = f"{len(layers)} Caffe layers → {len(model.graph)} nodes"

@@ -37,7 +37,7 @@ Shape = tuple[int, ...]
 
 
 class LayerProblem(Exception):
-    """A layer this reader cannot express: its name, what is wrong and a remedy."""
+    """A layer this reader cannot express: what is wrong, and a remedy when there is one."""
 
     def __init__(self, message: str, remedy: str = "") -> None:
         super().__init__(message)
@@ -77,11 +77,12 @@ class LayerContext:
     def shape(self, index: int = 0) -> Shape:
         return tuple(self.inputs[index].shape)
 
-    def expect_bottoms(self, low: int, high: int | None = None) -> None:
+    def expect_bottoms(self, low: int, high: float | None = None) -> None:
+        """Exactly ``low`` bottoms, or ``low`` to ``high`` (``math.inf``: no upper bound)."""
         high = low if high is None else high
         count = len(self.inputs)
         if not low <= count <= high:
-            wanted = str(low) if low == high else f"{low} to {high}"
+            wanted = str(low) if low == high else f"at least {low}" if high == math.inf else f"{low} to {high}"
             raise LayerProblem(f"takes {wanted} bottom blob(s), found {count}")
 
     def axis(self, axis: int, rank: int, *, what: str = "axis") -> int:
@@ -157,24 +158,29 @@ def needs_weights(layer: Any) -> bool:
     return layer.type in _WEIGHTED_TYPES
 
 
-def _geometry(param: Any, spatial: int, name: str, default: int | None) -> list[int]:
-    """A per-axis setting in Caffe's spellings: ``name_h``/``name_w`` (2-d only),
-    else repeated ``name`` (one value for all axes, or one per axis)."""
-    repeated = {"kernel": "kernel_size"}.get(name, name)
-    if param.HasField(f"{name}_h") or param.HasField(f"{name}_w"):
-        if spatial != 2:
-            raise LayerProblem(f"{name}_h/{name}_w apply to 2-d inputs only")
-        return [getattr(param, f"{name}_h"), getattr(param, f"{name}_w")]
-    values = [int(v) for v in getattr(param, repeated)]
+def _per_axis(values: Sequence[int], spatial: int, default: int | None, what: str) -> list[int]:
+    """A repeated per-axis setting: one value for all axes, or one per axis."""
+    values = [int(v) for v in values]
     if not values:
         if default is None:
-            raise LayerProblem(f"sets no {repeated}")
+            raise LayerProblem(f"sets no {what}")
         return [default] * spatial
     if len(values) == 1:
         return values * spatial
     if len(values) != spatial:
-        raise LayerProblem(f"{repeated} has {len(values)} values for {spatial} spatial axes")
+        raise LayerProblem(f"{what} has {len(values)} values for {spatial} spatial axes")
     return values
+
+
+def _geometry(param: Any, spatial: int, name: str, default: int | None) -> list[int]:
+    """A convolution setting in Caffe's spellings: ``name_h``/``name_w`` when either is
+    set (2-d only), else repeated ``kernel_size``/``pad``/``stride``."""
+    repeated = "kernel_size" if name == "kernel" else name
+    if param.HasField(f"{name}_h") or param.HasField(f"{name}_w"):
+        if spatial != 2:
+            raise LayerProblem(f"{name}_h/{name}_w apply to 2-d inputs only")
+        return [getattr(param, f"{name}_h"), getattr(param, f"{name}_w")]
+    return _per_axis(getattr(param, repeated), spatial, default, repeated)
 
 
 @LAYERS.register("Convolution", "Deconvolution")
@@ -189,8 +195,7 @@ def convert_convolution(ctx: LayerContext) -> None:
     kernel = _geometry(param, spatial, "kernel", None)
     pads = _geometry(param, spatial, "pad", 0)
     strides = _geometry(param, spatial, "stride", 1)
-    dilations = [int(d) for d in param.dilation] or [1]
-    dilations = dilations * spatial if len(dilations) == 1 else dilations
+    dilations = _per_axis(param.dilation, spatial, 1, "dilation")
     group, outputs, channels = param.group, param.num_output, shape[1]
     if channels % group or outputs % group:
         raise LayerProblem(f"group {group} does not divide {channels} input and {outputs} output channels")
@@ -293,22 +298,24 @@ def convert_inner_product(ctx: LayerContext) -> None:
     axis = ctx.axis(param.axis, len(shape))
     inner, outputs = math.prod(shape[axis:]), param.num_output
     weight = ctx.blob(0, (inner, outputs) if param.transpose else (outputs, inner))
-    bias = ctx.weight(ctx.blob(1, (outputs,)), [1]) if param.bias_term else None
     out_shape = (*shape[:axis], outputs)
     if axis == 1:
         flat = ctx.inputs[0]
         if len(shape) > 2:
             flat = ctx.node("Flatten", [flat], (shape[0], inner), axis=1)
-        ctx.output("Gemm", [flat, ctx.weight(weight, [0]), bias], out_shape, transB=0 if param.transpose else 1)
+        inputs = [flat, ctx.weight(weight, [0])]
+        if param.bias_term:
+            inputs.append(ctx.weight(ctx.blob(1, (outputs,)), [1]))
+        ctx.output("Gemm", inputs, out_shape, transB=0 if param.transpose else 1)
         return
     rows = ctx.node("Reshape", [ctx.inputs[0], ctx.constant("shape", np.array([*shape[:axis], inner], np.int64))],
                     (*shape[:axis], inner))
-    matrix = weight if param.transpose else np.ascontiguousarray(weight.T)
-    if bias is None:
-        ctx.output("MatMul", [rows, ctx.weight(matrix, [0])], out_shape)
+    matrix = ctx.weight(weight if param.transpose else np.ascontiguousarray(weight.T), [0])
+    if not param.bias_term:
+        ctx.output("MatMul", [rows, matrix], out_shape)
         return
-    product = ctx.node("MatMul", [rows, ctx.weight(matrix, [0])], out_shape)
-    ctx.output("Add", [product, bias], out_shape)
+    product = ctx.node("MatMul", [rows, matrix], out_shape)
+    ctx.output("Add", [product, ctx.weight(ctx.blob(1, (outputs,)), [1])], out_shape)
 
 
 @LAYERS.register("BatchNorm")
@@ -476,7 +483,7 @@ def convert_power(ctx: LayerContext) -> None:
 @LAYERS.register("Eltwise")
 def convert_eltwise(ctx: LayerContext) -> None:
     """SUM (Add/Sub/Sum, coefficients as Mul), PROD (Mul), MAX (Max)."""
-    ctx.expect_bottoms(2, 1 << 16)
+    ctx.expect_bottoms(2, math.inf)
     param = ctx.layer.eltwise_param
     shape = ctx.shape()
     if any(ctx.shape(i) != shape for i in range(len(ctx.inputs))):
@@ -512,7 +519,7 @@ def convert_eltwise(ctx: LayerContext) -> None:
 @LAYERS.register("Concat")
 def convert_concat(ctx: LayerContext) -> None:
     """Concat along axis (or the V1 concat_dim)."""
-    ctx.expect_bottoms(1, 1 << 16)
+    ctx.expect_bottoms(1, math.inf)
     param = ctx.layer.concat_param
     shape = ctx.shape()
     axis = ctx.axis(param.concat_dim if param.HasField("concat_dim") else param.axis, len(shape))
@@ -554,7 +561,7 @@ def convert_split(ctx: LayerContext) -> None:
 @LAYERS.register("Silence")
 def convert_silence(ctx: LayerContext) -> None:
     """Consumes its bottoms so they are not network outputs (no node)."""
-    ctx.expect_bottoms(1, 1 << 16)
+    ctx.expect_bottoms(1, math.inf)
     ctx.alias([])
 
 
