@@ -704,3 +704,58 @@ def test_sample_network_round_trip_through_caffe(factory: str, tmp_path: Path) -
     model = simplify(export(build(), [np.zeros(build.input_shape, np.float32)], name=factory))
     # onnxruntime vs onnxruntime, float32 through a whole network: rtol 1e-4, atol 1e-5
     assert_same_after_caffe_round_trip(model, tmp_path, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------
+# a whole Caffe network to ONNX and to PyTorch
+
+
+def zoo_net() -> NetSpec:
+    """GoogLeNet/ResNet-style: in-place BatchNorm/Scale/ReLU, ceil pooling, LRN, an
+    inception block, a residual sum, global pooling, dropout, classifier."""
+    rng = np.random.default_rng(7)
+    spec = NetSpec("zoo", seed=7).input("data", (1, 3, 32, 32))
+    spec.layer("Convolution", "conv1", ["data"], params="convolution_param { num_output: 16 kernel_size: 3 stride: 2 pad: 1 }",
+               blobs=[(16, 3, 3, 3), (16,)])
+    spec.layer("BatchNorm", "bn1", ["conv1"], ["conv1"],
+               blobs=[rng.standard_normal(16) * 3, (rng.random(16) + 0.5) * 3, np.array([3.0])])
+    spec.layer("Scale", "scale1", ["conv1"], ["conv1"], "scale_param { bias_term: true }", blobs=[(16,), (16,)])
+    spec.layer("ReLU", "relu1", ["conv1"], ["conv1"])
+    spec.layer("Pooling", "pool1", ["conv1"], params="pooling_param { pool: MAX kernel_size: 3 stride: 2 }")
+    spec.layer("LRN", "norm1", ["pool1"], params="lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }")
+    spec.layer("Convolution", "branch_a", ["norm1"], params="convolution_param { num_output: 8 kernel_size: 1 }",
+               blobs=[(8, 16, 1, 1), (8,)])
+    spec.layer("ReLU", "branch_a_relu", ["branch_a"], ["branch_a"])
+    spec.layer("Convolution", "branch_b", ["norm1"], params="convolution_param { num_output: 8 kernel_size: 3 pad: 1 }",
+               blobs=[(8, 16, 3, 3), (8,)])
+    spec.layer("PReLU", "branch_b_prelu", ["branch_b"], ["branch_b"], blobs=[(8,)])
+    spec.layer("Pooling", "branch_c_pool", ["norm1"], params="pooling_param { pool: AVE kernel_size: 3 stride: 1 pad: 1 }")
+    spec.layer("Convolution", "branch_c", ["branch_c_pool"], params="convolution_param { num_output: 8 kernel_size: 1 }",
+               blobs=[(8, 16, 1, 1), (8,)])
+    spec.layer("Concat", "mixed", ["branch_a", "branch_b", "branch_c"])
+    spec.layer("Convolution", "res", ["mixed"], params="convolution_param { num_output: 24 kernel_size: 3 pad: 1 }",
+               blobs=[(24, 24, 3, 3), (24,)])
+    spec.layer("Eltwise", "sum", ["res", "mixed"])
+    spec.layer("ReLU", "sum_relu", ["sum"], ["sum"])
+    spec.layer("Pooling", "pool2", ["sum"], params="pooling_param { pool: AVE global_pooling: true }")
+    spec.layer("Dropout", "drop", ["pool2"], ["pool2"])
+    spec.layer("InnerProduct", "fc", ["pool2"], params="inner_product_param { num_output: 10 }", blobs=[(10, 24), (10,)])
+    spec.layer("Softmax", "prob", ["fc"])
+    return spec
+
+
+@pytest.mark.slow
+def test_caffe_network_to_onnx_and_pytorch_matches_opencv(tmp_path: Path) -> None:
+    from workbench.runners import open_runner
+    from workbench.writers.pytorch import write_pytorch
+
+    spec = zoo_net()
+    prototxt, caffemodel = spec.save(tmp_path)
+    inputs = random_inputs(spec.inputs)
+    # onnxruntime vs OpenCV DNN, layer by layer, float32: rtol 1e-4, atol 1e-5
+    model = assert_matches_opencv(prototxt, caffemodel, inputs, rtol=1e-4, atol=1e-5)
+    assert model.output_names == ["prob"]
+    outputs = open_runner(write_pytorch(model, tmp_path / "pytorch")).run(inputs)
+    expected = opencv_forward(prototxt, caffemodel, inputs, ["prob"])["prob"]
+    # PyTorch (generated model.py) vs OpenCV DNN, float32 softmax outputs: rtol 1e-4, atol 1e-6
+    np.testing.assert_allclose(next(iter(outputs.values())), expected, rtol=1e-4, atol=1e-6)
