@@ -434,6 +434,10 @@ CASES = [
             atol=1e-4,
         ),
     ),
+    case(
+        "resize_nearest_half_pixel_sizes",
+        one("Resize", [X, None, None, ints(1, 3, 16, 24)], mode="nearest", expect="size=(16, 24)"),
+    ),
     case("identity", one("Identity", [X])),
     case("dropout", one("Dropout", [X], opset=13)),
 ]
@@ -583,3 +587,12 @@ def test_names_that_are_not_identifiers_or_clash_with_python_are_made_unique(tmp
         actual = load_generated(tmp_path / "out")(torch.from_numpy(x)).numpy()
     # generated PyTorch vs onnxruntime, float32: atol 1e-6
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+
+
+def test_a_node_missing_a_required_attribute_is_reported_not_raised(tmp_path: Path) -> None:
+    spec = one("LRN", [X])  # LRN requires `size`
+    model = build(spec, tmp_path / "lrn.onnx")
+    with pytest.raises(UnsupportedError) as raised:
+        write_pytorch(model, tmp_path / "out")
+    (problem,) = raised.value.problems
+    assert (problem.op_type, problem.kind) == ("LRN", "malformed-node")

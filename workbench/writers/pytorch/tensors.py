@@ -343,7 +343,11 @@ def emit_resize(ctx: NodeContext) -> None:
     if scales is not None and any(float(s) != 1.0 for s in scales.reshape(-1)[:2]):
         ctx.unsupported(f"Resize scaling the batch or channel axis (scales {scales.tolist()})")
         return
-    mode = _upsample_mode(ctx, scales, rank)
+    factors = scales
+    shape = ctx.shape(0)
+    if factors is None and sizes is not None and shape is not None and None not in shape:
+        factors = sizes.reshape(-1).astype(np.float64) / np.array(shape, dtype=np.float64)
+    mode = _upsample_mode(ctx, factors, rank)
     if mode is None:
         return
     if rank not in (3, 4, 5) or (mode["mode"] == '"bicubic"' and rank != 4):
@@ -366,7 +370,8 @@ def emit_resize(ctx: NodeContext) -> None:
     ctx.assign(call(ctx.module(call("nn.Upsample", **arguments)), ctx.x(0)))
 
 
-def _upsample_mode(ctx: NodeContext, scales: np.ndarray | None, rank: int) -> dict[str, str] | None:
+def _upsample_mode(ctx: NodeContext, factors: np.ndarray | None, rank: int | None) -> dict[str, str] | None:
+    """nn.Upsample's mode arguments for the node, ``factors`` being output / input size per axis."""
     mode = ctx.attr("mode", "nearest")
     transform = ctx.attr("coordinate_transformation_mode", "half_pixel")
     if ctx.opset < 11:
@@ -381,7 +386,7 @@ def _upsample_mode(ctx: NodeContext, scales: np.ndarray | None, rank: int) -> di
             return {"mode": '"nearest"'}
         if half_pixel and nearest_mode == "round_prefer_ceil":
             return {"mode": '"nearest-exact"'}
-        whole = scales is not None and all(float(s).is_integer() and s >= 1 for s in scales.reshape(-1))
+        whole = factors is not None and all(float(f).is_integer() and f >= 1 for f in factors.reshape(-1))
         if half_pixel and nearest_mode == "round_prefer_floor" and whole:
             return {"mode": '"nearest"'}
     elif mode == "linear" and (half_pixel or transform == "align_corners"):

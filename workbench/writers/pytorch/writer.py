@@ -64,7 +64,16 @@ def build_program(model: Model) -> Program:
                 "simplify the model (shape computations fold away), or replace the op in the source",
             )
             continue
-        emitter(context)
+        try:
+            emitter(context)
+        except (TypeError, ValueError, KeyError, IndexError) as error:
+            # a node that breaks the operator's own rules (a required attribute
+            # missing, an input of the wrong rank) is bad input, reported like the rest
+            context.problem(
+                "malformed-node",
+                f"{node.op_type} node does not follow the ONNX operator spec ({error})",
+                "check the model with onnx.checker.check_model(model, full_check=True)",
+            )
     return program
 
 
