@@ -66,20 +66,23 @@ class OnnxRuntimeRunner:
     def __init__(self, model: Model | ir.Model | str | Path, *, segment_nodes: int = DEFAULT_SEGMENT_NODES) -> None:
         if isinstance(model, Model):
             model = model.ir
-        if isinstance(model, ir.Model):
-            self._ir: ir.Model | None = model
-            self._path: Path | None = None
-            payload: bytes | str = ir.to_proto(model).SerializeToString()
-        else:
-            self._ir = None
-            self._path = Path(model)
-            if not self._path.is_file():
-                raise InputError(f"no such ONNX file: {self._path}", remedy="check the path")
-            payload = str(self._path)
+        self._ir: ir.Model | None = model if isinstance(model, ir.Model) else None
+        self._path: Path | None = None if self._ir is not None else Path(model)
+        if self._path is not None and not self._path.is_file():
+            raise InputError(f"no such ONNX file: {self._path}", remedy="check the path")
         self.segment_nodes = segment_nodes
-        self.session = _session(payload)
-        self.input_names = [i.name for i in self.session.get_inputs()]
-        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._session: ort.InferenceSession | None = None
+        self.input_names = [value.name for value in self.model.graph.inputs]
+        self.output_names = [value.name for value in self.model.graph.outputs]
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """One session for the whole graph, made on first use (``run_layers`` does
+        not need it, so a per-layer comparison never holds a second copy of the weights)."""
+        if self._session is None:
+            payload = str(self._path) if self._path is not None else ir.to_proto(self.model).SerializeToString()
+            self._session = _session(payload)
+        return self._session
 
     @property
     def model(self) -> ir.Model:
@@ -116,9 +119,9 @@ class OnnxRuntimeRunner:
                 found=", ".join(inputs) or "nothing",
                 remedy="give one array per model input, by name or in order",
             )
-        dtypes = {i.name: i.type for i in self.session.get_inputs()}
+        dtypes = {value.name: value.dtype for value in self.model.graph.inputs}
         return {
-            name: np.asarray(inputs[name], dtype=onnx.helper.tensor_dtype_to_np_dtype(_ORT_TYPES.get(dtypes[name], 1)))
+            name: np.asarray(inputs[name], dtype=dtypes[name].numpy() if dtypes[name] is not None else np.float32)
             for name in self.input_names
         }
 
@@ -207,15 +210,3 @@ class OnnxRuntimeRunner:
         feed = {name: available[name] for name in inputs}
         return dict(zip(names, session.run(names, feed)))
 
-
-# onnxruntime reports input types as strings; the ONNX element type of each
-_ORT_TYPES = {
-    "tensor(float)": onnx.TensorProto.FLOAT,
-    "tensor(double)": onnx.TensorProto.DOUBLE,
-    "tensor(float16)": onnx.TensorProto.FLOAT16,
-    "tensor(int64)": onnx.TensorProto.INT64,
-    "tensor(int32)": onnx.TensorProto.INT32,
-    "tensor(int8)": onnx.TensorProto.INT8,
-    "tensor(uint8)": onnx.TensorProto.UINT8,
-    "tensor(bool)": onnx.TensorProto.BOOL,
-}

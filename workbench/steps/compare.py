@@ -233,7 +233,7 @@ def _default_inputs(artifacts: Sequence[Any], runners: Sequence[Runner]) -> list
     rng = np.random.default_rng(0)
     for runner in runners:
         if isinstance(runner, OnnxRuntimeRunner):
-            shapes = [tuple(i.shape) for i in runner.session.get_inputs()]
+            shapes = [tuple(value.shape or ("?",)) for value in runner.model.graph.inputs]
             if all(isinstance(d, int) for shape in shapes for d in shape):
                 return [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
     for artifact in artifacts:
