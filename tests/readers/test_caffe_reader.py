@@ -215,7 +215,8 @@ LAYER_CASES = {
     "concat-channels": two_inputs("Concat", second=(2, 3, 8, 8)),
     "concat-axis2": two_inputs("Concat", "concat_param { axis: 2 }", second=(2, 4, 5, 8)),
     "slice-points": NetSpec().input("data", X).layer(
-        "Slice", "layer", ["data"], tops=["s0", "s1", "s2"], params="slice_param { axis: 1 slice_point: 1 slice_point: 3 }"
+        "Slice", "layer", ["data"], tops=["s0", "s1", "s2"],
+        params="slice_param { axis: 1 slice_point: 1 slice_point: 3 }",
     ).layer("Concat", "join", ["s2", "s0", "s1"]),
     "split": NetSpec().input("data", X).layer("Split", "layer", ["data"], tops=["c0", "c1"]).layer(
         "ReLU", "relu", ["c0"]).layer("Eltwise", "join", ["relu", "c1"]),
@@ -715,8 +716,8 @@ def zoo_net() -> NetSpec:
     inception block, a residual sum, global pooling, dropout, classifier."""
     rng = np.random.default_rng(7)
     spec = NetSpec("zoo", seed=7).input("data", (1, 3, 32, 32))
-    spec.layer("Convolution", "conv1", ["data"], params="convolution_param { num_output: 16 kernel_size: 3 stride: 2 pad: 1 }",
-               blobs=[(16, 3, 3, 3), (16,)])
+    spec.layer("Convolution", "conv1", ["data"], blobs=[(16, 3, 3, 3), (16,)],
+               params="convolution_param { num_output: 16 kernel_size: 3 stride: 2 pad: 1 }")
     spec.layer("BatchNorm", "bn1", ["conv1"], ["conv1"],
                blobs=[rng.standard_normal(16) * 3, (rng.random(16) + 0.5) * 3, np.array([3.0])])
     spec.layer("Scale", "scale1", ["conv1"], ["conv1"], "scale_param { bias_term: true }", blobs=[(16,), (16,)])
@@ -729,9 +730,10 @@ def zoo_net() -> NetSpec:
     spec.layer("Convolution", "branch_b", ["norm1"], params="convolution_param { num_output: 8 kernel_size: 3 pad: 1 }",
                blobs=[(8, 16, 3, 3), (8,)])
     spec.layer("PReLU", "branch_b_prelu", ["branch_b"], ["branch_b"], blobs=[(8,)])
-    spec.layer("Pooling", "branch_c_pool", ["norm1"], params="pooling_param { pool: AVE kernel_size: 3 stride: 1 pad: 1 }")
-    spec.layer("Convolution", "branch_c", ["branch_c_pool"], params="convolution_param { num_output: 8 kernel_size: 1 }",
-               blobs=[(8, 16, 1, 1), (8,)])
+    spec.layer("Pooling", "branch_c_pool", ["norm1"],
+               params="pooling_param { pool: AVE kernel_size: 3 stride: 1 pad: 1 }")
+    spec.layer("Convolution", "branch_c", ["branch_c_pool"], blobs=[(8, 16, 1, 1), (8,)],
+               params="convolution_param { num_output: 8 kernel_size: 1 }")
     spec.layer("Concat", "mixed", ["branch_a", "branch_b", "branch_c"])
     spec.layer("Convolution", "res", ["mixed"], params="convolution_param { num_output: 24 kernel_size: 3 pad: 1 }",
                blobs=[(24, 24, 3, 3), (24,)])
@@ -739,7 +741,8 @@ def zoo_net() -> NetSpec:
     spec.layer("ReLU", "sum_relu", ["sum"], ["sum"])
     spec.layer("Pooling", "pool2", ["sum"], params="pooling_param { pool: AVE global_pooling: true }")
     spec.layer("Dropout", "drop", ["pool2"], ["pool2"])
-    spec.layer("InnerProduct", "fc", ["pool2"], params="inner_product_param { num_output: 10 }", blobs=[(10, 24), (10,)])
+    spec.layer("InnerProduct", "fc", ["pool2"], params="inner_product_param { num_output: 10 }",
+               blobs=[(10, 24), (10,)])
     spec.layer("Softmax", "prob", ["fc"])
     return spec
 
