@@ -31,14 +31,9 @@ def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
 
 
 def constant(value: ir.Value | None) -> np.ndarray | None:
-    """The value's data if it is an initializer or a Constant node output, else None."""
+    """The value's data if it is an initializer or a Constant node output (any of
+    Constant's attribute forms: ``value``, ``value_floats``, ``value_int``...), else None."""
     if value is None:
         return None
-    if value.const_value is not None:
-        return value.const_value.numpy()
-    producer = value.producer()
-    if producer is not None and producer.op_type == "Constant":
-        attribute = producer.attributes.get("value")
-        if attribute is not None:
-            return attribute.as_tensor().numpy()
-    return None
+    tensor = ir.convenience.get_const_tensor(value)
+    return None if tensor is None else tensor.numpy()

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from .codegen import call, flat, number
-from .program import EMITTERS, NodeContext, constant_data, single_use
+from ...graph.shapes import constant
+from .program import EMITTERS, NodeContext, single_use
 
 
 def _row_bias(bias: np.ndarray | None, features: int) -> np.ndarray | None:
@@ -75,7 +76,7 @@ def emit_matmul(ctx: NodeContext) -> None:
     add = single_use(ctx.node.outputs[0], "Add")
     if add is not None:
         other = [value for value in add.inputs if value is not ctx.node.outputs[0]]
-        data = constant_data(other[0]) if len(other) == 1 else None
+        data = constant(other[0]) if len(other) == 1 else None
         # a bias of higher rank than the product would broadcast it to a new shape
         fits = data is not None and data.size == features and data.shape[-1] == features
         if fits and data.ndim <= (ctx.rank(0) or 1):

@@ -204,7 +204,7 @@ class NodeContext:
 
     def const(self, index: int) -> np.ndarray | None:
         """The constant data of input ``index``, or None if it is computed or absent."""
-        return constant_data(self.value(index))
+        return constant(self.value(index))
 
     def attr(self, name: str, default: Any = None) -> Any:
         attribute = self.node.attributes.get(name)
@@ -367,26 +367,6 @@ class NodeContext:
         self.program.statements.append(Statement(target, expr, names, self.sources()))
 
 
-_CONSTANT_LISTS = {"value_floats": np.float32, "value_ints": np.int64}
-_CONSTANT_SCALARS = {"value_float": np.float32, "value_int": np.int64}
-
-
-def constant_data(value: ir.Value | None) -> np.ndarray | None:
-    """The data of an initializer or Constant output, including the
-    ``value_float(s)`` / ``value_int(s)`` forms of Constant."""
-    if value is None:
-        return None
-    found = constant(value)
-    producer = value.producer()
-    if found is not None or producer is None or producer.op_type != "Constant":
-        return found
-    for name, dtype in _CONSTANT_LISTS.items():
-        if name in producer.attributes:
-            return np.asarray(producer.attributes[name].value, dtype=dtype)
-    for name, dtype in _CONSTANT_SCALARS.items():
-        if name in producer.attributes:
-            return np.asarray(producer.attributes[name].value, dtype=dtype)
-    return None
 
 
 def _shape_of(value: ir.Value | None) -> tuple[int | None, ...] | None:

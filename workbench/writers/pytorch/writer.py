@@ -27,7 +27,8 @@ from ...graph.report import timed
 from ...graph.shapes import infer_shapes
 from ..files import WrittenFiles, staged_output
 from .codegen import INDENT, call, flat, ints, render
-from .program import EMITTERS, TARGET, NodeContext, Program, constant_data, torch_dtype
+from ...graph.shapes import constant
+from .program import EMITTERS, TARGET, NodeContext, Program, torch_dtype
 
 
 def build_program(model: Model) -> Program:
@@ -168,7 +169,7 @@ def render_source(program: Program, model: Model, title: str) -> tuple[str, dict
 
 
 def _output_expression(program: Program, value: ir.Value) -> str:
-    data = constant_data(value)
+    data = constant(value)
     if data is not None and not value.is_graph_input():
         record = program.add_buffer(value, data, "output_constant")
         return f"self.{record.name}"
