@@ -20,18 +20,23 @@ PARAMS = {
     "w1": RNG.standard_normal((4, 3, 3, 3)).astype(np.float32),
     "b1": RNG.standard_normal(4).astype(np.float32),
     "w2": RNG.standard_normal((6, 4, 1, 1)).astype(np.float32),
+    "w3": RNG.standard_normal((4, 2, 1, 1)).astype(np.float32),
     "sizes": np.array([2, 4]),
 }
 
 
 def _model(outputs: list[str]) -> Model:
-    """conv -> relu -> conv2 -> split(2) -> (relu_a, b); ``outputs`` picks the graph outputs."""
+    """conv1 -> relu1 -> conv2 -> split -> (a -> relu2 -> conv3, b -> sigmoid);
+    ``outputs`` picks the graph outputs. ``b`` is free after the sigmoid, so OpenCV
+    may reuse its memory for conv3."""
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c"], name="conv1", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c"], ["r"], name="relu1"),
         helper.make_node("Conv", ["r", "w2"], ["c2"], name="conv2"),
         helper.make_node("Split", ["c2", "sizes"], ["a", "b"], name="split", axis=1),
+        helper.make_node("Sigmoid", ["b"], ["sb"], name="sigmoid"),
         helper.make_node("Relu", ["a"], ["ra"], name="relu2"),
+        helper.make_node("Conv", ["ra", "w3"], ["c3"], name="conv3"),
     ]
     proto = helper.make_model(
         helper.make_graph(
@@ -51,12 +56,12 @@ def _model(outputs: list[str]) -> Model:
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
-    model = _model(["ra", "b"])
+    model = _model(["sb", "c3"])
     files = write_caffe(model, tmp_path_factory.mktemp("caffe"))
     runner = OpenCVCaffeRunner(files.path(".prototxt"), files.path(".caffemodel"))
     x = RNG.standard_normal((1, 3, 5, 5)).astype(np.float32)
     # every intermediate value, from onnxruntime on the same graph with more outputs
-    reference = OnnxRuntimeRunner(_model(["c", "r", "c2", "a", "b", "ra"])).run({"x": x})
+    reference = OnnxRuntimeRunner(_model(["c", "r", "c2", "a", "b", "sb", "ra", "c3"])).run({"x": x})
     return files, runner, x, reference
 
 
@@ -65,10 +70,11 @@ def test_layers_run_in_place_and_keep_their_own_outputs(written) -> None:
     layers = {layer["name"]: layer for layer in files.details["layers"]}
     assert layers["relu1"]["top"] == layers["relu1"]["bottom"] == ["conv1"]  # written in place
     outputs = list(runner.run_layers({"x": x}))
-    assert [name for name, _ in outputs] == ["conv1", "relu1", "conv2", "split_0", "split_1", "relu2"]
+    names = ["conv1", "relu1", "conv2", "split_0", "split_1", "sigmoid", "relu2", "conv3"]
+    assert [name for name, _ in outputs] == names
     assert runner.layer_names() == [name for name, _ in outputs]
     by_name = dict(outputs)
-    for layer, value in [("conv1", "c"), ("relu1", "r"), ("conv2", "c2"), ("split_0", "a"), ("split_1", "b"), ("relu2", "ra")]:
+    for layer, value in zip(names, ["c", "r", "c2", "a", "b", "sb", "ra", "c3"]):
         # OpenCV DNN vs onnxruntime, float32: atol 1e-5
         np.testing.assert_allclose(by_name[layer], reference[value], rtol=1e-5, atol=1e-5, err_msg=layer)
     assert (by_name["conv1"] < 0).any()  # the convolution's output is from before the in-place ReLU

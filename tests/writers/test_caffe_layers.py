@@ -320,6 +320,33 @@ def test_slice(bounds, types, tmp_path) -> None:
     assert layer_types(written) == types
 
 
+def _shuffle(perm: list[int]) -> Model:
+    nodes = [
+        helper.make_node("Reshape", ["x", "split_shape"], ["groups"], name="view"),
+        helper.make_node("Transpose", ["groups"], ["swapped"], name="transpose", perm=perm),
+        helper.make_node("Reshape", ["swapped", "shape"], ["y"], name="reshape"),
+    ]
+    params = {"split_shape": np.array([2, 2, 3, 2, 2]), "shape": np.array([2, 6, 2, 2])}
+    return graph(nodes, {"x": (2, 6, 2, 2)}, ["y"], params)
+
+
+def test_channel_shuffle_is_an_exact_1x1_convolution(tmp_path) -> None:
+    model = _shuffle([0, 2, 1, 3, 4])
+    written = write_caffe(model, tmp_path)
+    inputs = example_inputs(model)
+    (expected,) = OnnxRuntimeRunner(model).run(inputs).values()
+    (actual,) = OpenCVCaffeRunner(written.path(".prototxt"), written.path(".caffemodel")).run(inputs).values()
+    np.testing.assert_array_equal(actual, expected)  # OpenCV DNN vs onnxruntime: exact (one 1, zeros elsewhere)
+    (layer,) = [layer for layer in written.details["layers"] if layer["type"] != "Input"]
+    assert (layer["type"], layer["nodes"]) == ("Convolution", ["view", "transpose", "reshape"])
+    assert [p.kind for p in find_problems(model)] == ["channel-shuffle"]
+
+
+def test_a_reshape_transpose_chain_that_moves_pixels_is_not_a_shuffle() -> None:
+    problems = find_problems(_shuffle([0, 1, 2, 4, 3]))
+    assert [(p.kind, p.node) for p in problems] == [("dialect", "transpose")]
+
+
 def test_transpose_is_permute_in_the_opencv_dialect(tmp_path) -> None:
     model = one_node("Transpose", (1, 2, 3, 4), perm=[0, 2, 3, 1])
     written = assert_matches_onnxruntime(model, tmp_path, dialect="opencv")

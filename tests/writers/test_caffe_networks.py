@@ -5,7 +5,8 @@ MTCNN's ``x.permute(0, 3, 2, 1).view(n, -1)`` before its Linear is written in th
 bvlc dialect without a Permute layer: the writer moves the permutation into the
 InnerProduct weights. MobileNet's ReLU6 is five exact layers in bvlc and one ReLU6
 in the opencv dialect. EfficientNet's squeeze-excitation gate is a two-bottom
-Scale; the segmentation net's nearest upsampling a fixed Deconvolution."""
+Scale; the segmentation net's nearest upsampling a fixed Deconvolution; ShuffleNet's
+channel shuffle a 1x1 Convolution with a permutation matrix."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,6 +32,7 @@ NETWORKS = {
     "mtcnn_tiny": ("mtcnn_tiny", "bvlc", {"PReLU", "Softmax", "InnerProduct"}),
     "efficientnet_tiny": ("efficientnet_tiny", "bvlc", {"Sigmoid", "Scale", "Reshape"}),
     "segmentation_tiny": ("segmentation_tiny", "bvlc", {"Deconvolution", "Slice"}),
+    "shufflenet_tiny": ("shufflenet_tiny", "bvlc", {"Slice", "Concat", "Convolution"}),
 }
 
 
@@ -86,8 +88,7 @@ def test_every_layer_matches_onnxruntime(converted) -> None:
 
 def test_layer_names_come_from_the_pytorch_modules(converted) -> None:
     module, _, written, _, _, _ = converted
-    module_names = {name for name, _ in module.named_modules() if name}
-    sources = {source for layer in written.details["layers"] for source in layer["sources"]}
-    convolutions = [layer for layer in written.details["layers"] if layer["type"] == "Convolution"]
-    assert convolutions and all(layer["name"] in module_names for layer in convolutions)
-    assert {name for name, m in module.named_modules() if isinstance(m, torch.nn.Conv2d)} <= sources
+    convolutions = {name for name, m in module.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))}
+    layers = {layer["name"]: layer for layer in written.details["layers"]}
+    assert convolutions <= set(layers)
+    assert all(layers[name]["sources"][-1] == name for name in convolutions)

@@ -14,6 +14,10 @@ The structure (layer order, bottoms and tops) is read from the prototxt:
   the top's blob name). An in-place layer (``top == bottom``) yields the value
   after it, and the layer before it still yields its own output: OpenCV keeps a
   separate output for every requested layer.
+
+OpenCV protects only the *first* output of a requested layer from being reused
+by later layers, so the other tops of a multi-top layer (Slice) are read from a
+forward pass that ends at that layer.
 """
 from __future__ import annotations
 
@@ -116,11 +120,17 @@ class OpenCVCaffeRunner:
         results = self.net.forwardAndRetrieve(layer_names)
         return {name: [np.array(blob) for blob in blobs] for name, blobs in zip(layer_names, results)}
 
+    def _all_tops(self, layer_name: str) -> list[np.ndarray]:
+        """Every output of one layer, from a forward pass that stops at it."""
+        return self._forward([layer_name])[layer_name]
+
     def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Final outputs keyed by their Caffe top (blob) names."""
         self._feed(inputs)
         layer_names = list(dict.fromkeys(layer for layer, _ in self._outputs.values()))
         results = self._forward(layer_names)
+        for layer in {layer for layer, index in self._outputs.values() if index > 0}:
+            results[layer] = self._all_tops(layer)
         return {top: results[layer][index] for top, (layer, index) in self._outputs.items()}
 
     def _computing_layers(self) -> list[_Layer]:
@@ -140,8 +150,7 @@ class OpenCVCaffeRunner:
         computing = self._computing_layers()
         results = self._forward([layer.name for layer in computing])
         for layer in computing:
-            blobs = results[layer.name]
             if len(layer.tops) == 1:
-                yield layer.name, blobs[0]
+                yield layer.name, results[layer.name][0]
             else:
-                yield from zip(layer.tops, blobs)
+                yield from zip(layer.tops, self._all_tops(layer.name))

@@ -83,6 +83,7 @@ class CaffeNet:
         self.problems: list[Problem] = []
         self.flattened: dict[ir.Value, Flattened] = {}
         self.transposed: dict[ir.Value, tuple[ir.Node, tuple[int, ...]]] = {}
+        self.absorbed: set[ir.Node] = set()  # nodes already written by an earlier node's layer
         self._blob_of: dict[ir.Value, str] = {}
         self._values_in_blob: dict[str, list[ir.Value]] = {}
         self._input_blobs: set[str] = set()
@@ -271,6 +272,8 @@ class CaffeNet:
                 )
 
     def _convert_node(self, node: ir.Node) -> None:
+        if node in self.absorbed:
+            return
         converter = CAFFE_LAYERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         integer_output = any(
             v.dtype is not None and (v.dtype.is_integer() or v.dtype == ir.DataType.BOOL) for v in node.outputs

@@ -11,6 +11,10 @@
   only feeds flattens that only feed InnerProducts (``x.permute(...).view(n, -1)``
   before a Linear, as in MTCNN) is instead absorbed into the InnerProduct
   weights (see ``linear``), which works in both dialects.
+* A channel shuffle, ``Reshape -> Transpose -> Reshape`` back to the input shape
+  that only reorders channels (ShuffleNet), is a 1x1 Convolution whose weights
+  are the permutation matrix: each output channel is ``1 * x[source] + 0 * ...``,
+  exact in float32, and it runs in both dialects.
 * ``Identity``, ``Dropout`` (inference) -> nothing: the output is the input blob.
 * ``Constant`` -> nothing: constants reach Caffe only as layer weights.
 """
@@ -101,10 +105,56 @@ def _write_reshape(node: ir.Node, net: CaffeNet, in_shape: tuple[int, ...], out_
     layer.reshape_param.shape.dim.extend(dims)
 
 
+def _only_user(value: ir.Value, op_type: str) -> ir.Node | None:
+    users = value.consumers()
+    if len(users) == 1 and users[0].op_type == op_type and not value.is_graph_output():
+        return users[0]
+    return None
+
+
+def _channel_shuffle(node: ir.Node, net: CaffeNet) -> bool:
+    """Write ``node -> Transpose -> Reshape`` as a 1x1 Convolution if the three only
+    reorder the channels of an NCHW tensor; False (nothing written) otherwise."""
+    transpose = _only_user(node.outputs[0], "Transpose")
+    restore = _only_user(transpose.outputs[0], "Reshape") if transpose is not None else None
+    in_shape, middle = net.shape(node.inputs[0]), net.shape(node.outputs[0])
+    if restore is None or in_shape is None or middle is None or len(in_shape) != 4:
+        return False
+    if net.shape(restore.outputs[0]) != in_shape or net.constant(restore.inputs[1]) is None:
+        return False
+    perm = transpose.attributes.get_ints("perm", tuple(reversed(range(len(middle)))))
+    index = np.arange(math.prod(in_shape)).reshape(in_shape)
+    moved = index.reshape(middle).transpose(perm).reshape(in_shape)
+    plane = in_shape[2] * in_shape[3]
+    source = moved[0, :, 0, 0] // plane  # the input channel each output channel reads
+    if not np.array_equal(moved, index[:, source]):
+        return False
+    channels = in_shape[1]
+    permutation = np.zeros((channels, channels, 1, 1), np.float32)
+    permutation[np.arange(channels), source] = 1.0
+    layer = net.add_layer(
+        restore, "Convolution", [net.bottom(node, node.inputs[0])], weights=[permutation], also=[node, transpose]
+    )
+    layer.convolution_param.num_output = channels
+    layer.convolution_param.bias_term = False
+    layer.convolution_param.kernel_size.append(1)
+    net.absorbed.update((transpose, restore))
+    net.problem(
+        transpose,
+        "channel-shuffle",
+        "Reshape -> Transpose -> Reshape that reorders channels written as a 1x1 Convolution "
+        "with a permutation matrix (exact)",
+        severity="warning",
+    )
+    return True
+
+
 @CAFFE_LAYERS.register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 def convert_reshape(node: ir.Node, net: CaffeNet) -> None:
-    """Flatten, or Reshape with the static target shape"""
+    """Flatten, or Reshape with the static target shape; channel shuffles as 1x1 Convolution"""
     data, output = node.inputs[0], node.outputs[0]
+    if node.op_type == "Reshape" and net.constant(node.inputs[1]) is not None and _channel_shuffle(node, net):
+        return
     if data in net.transposed and _is_flatten_to_2d(node, net):
         transpose, perm = net.transposed[data]
         source = transpose.inputs[0]
