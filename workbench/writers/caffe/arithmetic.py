@@ -74,7 +74,12 @@ def _with_constant(node: ir.Node, net: CaffeNet, data: ir.Value, const: np.ndarr
         elif op == "Pow" and not const_first:
             _power(node, net, data, power=value)
         else:
-            net.problem(node, "constant-operand", f"{op} with a constant {'first' if const_first else 'second'} operand", "")
+            net.problem(
+                node,
+                "constant-operand",
+                f"{op} with a constant {'first' if const_first else 'second'} operand has no Power form",
+                "rewrite it as a multiplication or addition in the source model",
+            )
         return
     shape = net.shape(data)
     axes = scale_axes(shape, const.shape) if shape is not None else None

@@ -76,6 +76,9 @@ class Flattened:
 
 
 class CaffeNet:
+    """The layers written so far for ``graph``, the blob of every converted value,
+    and the problems found; ``convert`` fills them in one pass."""
+
     def __init__(self, graph: ir.Graph, dialect: str) -> None:
         self.graph = graph
         self.dialect = dialect
@@ -132,7 +135,12 @@ class CaffeNet:
                 "fold the constant into the neighbouring layer in the source model, or run simplify",
             )
         else:
-            self.problem(node, "missing-input", f"input {name} is not produced by any Caffe layer")
+            self.problem(
+                node,
+                "missing-input",
+                f"input {name} is not produced by any Caffe layer",
+                "check the graph: every data input must be a graph input or a node output",
+            )
         return self.unique(f"missing:{name}")
 
     def bind(self, value: ir.Value, blob: str) -> None:

@@ -137,7 +137,9 @@ def convert_global_pool(node: ir.Node, net: CaffeNet) -> None:
     """Pooling with global_pooling"""
     shape = net.shape(node.inputs[0])
     if shape is not None and len(shape) != 4:
-        net.problem(node, "rank", f"global pooling of a {len(shape)}-D tensor; Caffe pools NCHW", "")
+        net.problem(
+            node, "rank", f"global pooling of a {len(shape)}-D tensor; Caffe pools NCHW", "pool a 4-D NCHW tensor"
+        )
         return
     _global_pool(node, net, node.op_type == "GlobalAveragePool", keepdims=True)
 
