@@ -45,7 +45,9 @@ class GraphBuilder:
         return value
 
     def add_initializer(self, name: str, array: np.ndarray) -> ir.Value:
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array)
+        if not array.flags.c_contiguous:
+            array = np.ascontiguousarray(array)  # keeps 0-d scalars only when already contiguous
         unique = self.unique(name)
         value = ir.Value(
             name=unique,
