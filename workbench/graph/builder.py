@@ -45,9 +45,9 @@ class GraphBuilder:
         return value
 
     def add_initializer(self, name: str, array: np.ndarray) -> ir.Value:
-        array = np.asarray(array)
+        array = np.asarray(array)  # not ascontiguousarray alone: it turns 0-d scalars into shape (1,)
         if not array.flags.c_contiguous:
-            array = np.ascontiguousarray(array)  # keeps 0-d scalars only when already contiguous
+            array = np.ascontiguousarray(array)
         unique = self.unique(name)
         value = ir.Value(
             name=unique,
