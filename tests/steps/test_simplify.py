@@ -35,3 +35,14 @@ def test_simplify_does_not_touch_its_input():
     nodes = len(model.graph)
     simplify(model)
     assert len(model.graph) == nodes
+
+
+def test_exporter_zero_biases_are_dropped_but_real_biases_kept():
+    from workbench.graph import provenance
+
+    simplified = simplify(load("workbench.samples:resnet_tiny"))  # its convolutions have bias=False
+    convs = [n for n in simplified.graph if n.op_type == "Conv"]
+    assert convs and all(len(n.inputs) == 2 for n in convs)
+    squeeze = simplify(load("workbench.samples:squeezenet_tiny"))  # bias=True everywhere
+    for node in (n for n in squeeze.graph if n.op_type == "Conv"):
+        assert len(node.inputs) == 3 and 2 in provenance.params(node)

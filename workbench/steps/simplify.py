@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import numpy as np
 import onnx_ir as ir
 import onnxscript.optimizer
 import onnxsim
@@ -19,6 +20,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from ..errors import WorkbenchError
 from ..graph import Model, StepReport, provenance
+from ..graph.shapes import constant
 from ..graph.report import timed
 
 
@@ -30,6 +32,24 @@ def census_change(before: Mapping[str, int], after: Mapping[str, int]) -> list[s
         if old != new:
             lines.append(f"{op}: {old} → {new}")
     return lines
+
+
+def drop_generated_zero_biases(model: ir.Model) -> int:
+    """Remove all-zero bias inputs that no source parameter stands for.
+
+    The PyTorch exporter gives every convolution without bias a computed zero
+    bias; dropping it lets writers say "no bias" (Caffe ``bias_term: false``)
+    instead of storing zeros. Returns the number of nodes changed."""
+    changed = 0
+    for node in model.graph:
+        if node.op_type not in ("Conv", "ConvTranspose") or len(node.inputs) < 3 or 2 in provenance.params(node):
+            continue
+        bias = constant(node.inputs[2])
+        if bias is not None and not np.any(bias):
+            node.resize_inputs(2)
+            changed += 1
+    RemoveUnusedNodesPass()(model)
+    return changed
 
 
 def simplify(model: Model, *, input_shapes: Mapping[str, Sequence[int]] | None = None) -> Model:
@@ -60,6 +80,7 @@ def simplify(model: Model, *, input_shapes: Mapping[str, Sequence[int]] | None =
         for node in simplified.graph:
             provenance.record_initializer_params(node, source_names)
         provenance.adopt_orphan_params(simplified, source_params)
+        dropped_biases = drop_generated_zero_biases(simplified)
         after = simplified.graph
         result = model.derive(simplified, report)
         census_after = result.census()
@@ -71,6 +92,8 @@ def simplify(model: Model, *, input_shapes: Mapping[str, Sequence[int]] | None =
         "census_before": dict(sorted(before.items())),
         "census_after": dict(sorted(census_after.items())),
     }
+    if dropped_biases:
+        report.changes.append(f"zero biases the exporter added removed from {dropped_biases} layer(s)")
     vanished = sorted(
         {name for node in model.graph for name in provenance.sources(node)}
         - {name for node in after for name in provenance.sources(node)}
