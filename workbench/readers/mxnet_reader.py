@@ -179,7 +179,7 @@ class _Context:
         return self.builder.add_initializer(f"{self.name}_{suffix}", np.asarray(array))
 
 
-CONVERTERS: Registry[Callable[[_Context], ir.Value]] = Registry("MXNet reader")
+CONVERTERS: Registry[Callable[[_Context], ir.Value]] = Registry("MXNet reader: MXNet op → ONNX")
 
 
 @CONVERTERS.register("Convolution")

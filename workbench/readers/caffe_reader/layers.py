@@ -146,7 +146,7 @@ class LayerContext:
 
 
 Converter = Callable[[LayerContext], None]
-LAYERS: Registry[Converter] = Registry("Caffe layers")
+LAYERS: Registry[Converter] = Registry("Caffe reader: Caffe layer → ONNX")
 
 _WEIGHTED_TYPES = {"Convolution", "Deconvolution", "InnerProduct", "BatchNorm", "PReLU"}
 

@@ -31,7 +31,7 @@ from ...registry import Registry
 
 Converter = Callable[[ir.Node, "CaffeNet"], None]
 
-CAFFE_LAYERS: Registry[Converter] = Registry("caffe writer")
+CAFFE_LAYERS: Registry[Converter] = Registry("Caffe writer: ONNX op → Caffe layers")
 """ONNX op type -> function adding the Caffe layers for one node."""
 
 DIALECTS = ("bvlc", "opencv")

@@ -388,4 +388,4 @@ def single_use(value: ir.Value, op_type: str) -> ir.Node | None:
 
 
 Emitter = Callable[[NodeContext], None]
-EMITTERS: Registry[Emitter] = Registry("PyTorch emitters")
+EMITTERS: Registry[Emitter] = Registry("PyTorch writer: ONNX op → torch code")
