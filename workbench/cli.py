@@ -183,6 +183,18 @@ def _name_map(source: Model, written: WrittenFiles) -> dict[str, Any]:
     }
 
 
+def source_reference(source: Model) -> Any:
+    """What the converted files are verified against: the source in its own runtime
+    where this machine has it (the PyTorch module, the Caffe files in OpenCV DNN),
+    else the source graph in onnxruntime (ONNX; MXNet, whose reader is checked
+    against outputs recorded with MXNet itself)."""
+    from .runners import open_runner
+
+    if source.source.format in ("pytorch", "caffe") and source.source.paths:
+        return open_runner(*source.source.paths)
+    return source
+
+
 def run_convert(args: argparse.Namespace) -> int:
     options = _target_options(args)
     source = _load(args)
@@ -196,7 +208,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from .steps.compare import compare
 
     start = time.perf_counter()
-    comparison = compare(source, written, inputs, atol=args.atol, rtol=args.rtol)
+    comparison = compare(source_reference(source), written, inputs, atol=args.atol, rtol=args.rtol)
     verdict = "outputs match" if comparison.ok else "outputs DIFFER"
     progress(
         StepReport(
