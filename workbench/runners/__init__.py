@@ -15,7 +15,9 @@ Two optional members make comparisons cheaper and better aligned:
 * ``layer_sources: Mapping[str, tuple[str, ...]]``: for each name ``run_layers``
   yields, the source layers (provenance) it stands for;
 * ``layer_names(inputs) -> list[str]``: the names ``run_layers(inputs)`` will
-  yield, in order, when known without keeping tensors.
+  yield, in order, when known without keeping tensors;
+* ``run_layers(inputs, names=...)``: yield only these names (and skip computing
+  what nothing needs, where the runtime allows).
 
 ``open_runner`` builds a runner from anything the CLI accepts as a model.
 """

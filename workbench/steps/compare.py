@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import html
+import inspect
 import io
 import json
 import math
@@ -576,14 +577,14 @@ def _side(runner: Runner, feed: list[np.ndarray], entries: list[Entry], pairs, w
     pair_of = {pair[which]: pid for pid, pair in enumerate(pairs)}
     first = min(pair_of, default=len(entries))
     index = {(e.name, e.occurrence): i for i, e in enumerate(entries)}
+    if "names" in inspect.signature(runner.run_layers).parameters:
+        # a runner that can skip outputs fetches only what is compared or probed
+        needed = {entries[i].name for i in [*pair_of, *range(first)]} | set(runner.output_names)
+        stream = runner.run_layers(feed, names=needed)
+    else:
+        stream = runner.run_layers(feed)
     return _Side(
-        runner,
-        feed,
-        entries,
-        pair_of,
-        [pair_of[i] for i in sorted(pair_of)],
-        set(range(first)),
-        _numbered(runner.run_layers(feed), index),
+        runner, feed, entries, pair_of, [pair_of[i] for i in sorted(pair_of)], set(range(first)), _numbered(stream, index)
     )
 
 

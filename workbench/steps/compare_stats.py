@@ -9,6 +9,11 @@ For reference ``a`` and candidate ``b`` (flattened, float64):
 
 A pair passes when ``max_abs <= atol + rtol * max|a|``; ``needed_atol`` is the
 smallest ``atol`` that would have passed with the given ``rtol``.
+
+The second half recognises known conversion pitfalls from the two tensors alone
+(``tensor_cause``): pooling rounding, concat order, layout, and per-channel affine
+differences (BatchNorm eps, fix_gamma, preprocessing); the relations are listed
+where they are implemented.
 """
 from __future__ import annotations
 
