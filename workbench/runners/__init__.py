@@ -60,6 +60,7 @@ class SourcedRunner:
     def __init__(self, runner: Runner, layer_sources: Mapping[str, Sequence[str]], order: Sequence[str] = ()) -> None:
         self.runner = runner
         self.name = runner.name
+        self.description = getattr(runner, "description", runner.name)
         self.layer_sources = {name: tuple(sources) for name, sources in layer_sources.items()}
         self._order = list(order)
 
@@ -110,9 +111,10 @@ def open_caffe_runner(prototxt: str | Path, caffemodel: str | Path, records: Seq
     return SourcedRunner(runner, sources, [record["name"] for record in records])
 
 
-def torch_folder_runner(folder: str | Path) -> TorchRunner:
+def torch_folder_runner(folder: str | Path) -> Runner:
     """The generated PyTorch model in ``folder``: ``model.py`` (imported by path,
-    ``Model()``) with ``weights.pt`` (read with ``weights_only=True``)."""
+    ``Model()``) with ``weights.pt`` (read with ``weights_only=True``); the
+    submodules' source layers come from ``provenance.json`` when it is there."""
     import torch
 
     folder = Path(folder)
@@ -138,7 +140,13 @@ def torch_folder_runner(folder: str | Path) -> TorchRunner:
             found=str(error).splitlines()[0],
             remedy="write the folder again; weights.pt must be a state dict of tensors",
         ) from error
-    return TorchRunner(network)
+    runner = TorchRunner(network)
+    runner.description = f"{folder.name}/model.py + weights.pt"
+    sidecar = folder / "provenance.json"
+    if not sidecar.is_file():
+        return runner
+    modules = json.loads(sidecar.read_text()).get("modules", [])
+    return SourcedRunner(runner, {record["name"]: record.get("sources", ()) for record in modules})
 
 
 def _written_files_runner(written: Any) -> Runner:

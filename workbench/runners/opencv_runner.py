@@ -75,6 +75,7 @@ class OpenCVCaffeRunner:
         for path in (prototxt, caffemodel):
             if not path.is_file():
                 raise InputError(f"no such file: {path}", remedy="check the path")
+        self.description = f"{prototxt.name} + {caffemodel.name}"
         self.model_name, self._layers, self.input_names = _read_structure(prototxt)
         try:
             self.net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))

@@ -59,6 +59,7 @@ class TorchRunner:
         if not isinstance(module, torch.nn.Module):
             raise InputError("TorchRunner needs a torch.nn.Module", found=type(module).__name__)
         self.module = module.eval()
+        self.description = type(module).__name__
         self.input_names = list(input_names) if input_names else self._forward_parameters()
         self.output_names = ["output"]
 

@@ -72,6 +72,15 @@ class PairComparison:
     target: str
     stats: ErrorStats
     ok: bool
+    layers: tuple[str, ...] = ()  # the source layers (provenance) this pair stands for
+
+    @property
+    def label(self) -> str:
+        """The source layers, with the output names when they say something else."""
+        names = self.source if self.target == self.source else f"{self.source} → {self.target}"
+        if not self.layers or self.layers == (self.source,):
+            return names
+        return f"{', '.join(self.layers)} ({names})"
 
     def to_dict(self) -> dict:
         return {
@@ -108,14 +117,21 @@ class Divergence:
         else:
             before = f" (the previous layer agreed to {self.previous.stats.max_abs:.2g})" if self.previous else ""
             where = f"max abs error {stats.max_abs:.3g}{before}"
-        text = f"{self.pair.target} (from {self.pair.source}) diverges: {where}."
+        text = f"layer {self.pair.label} diverges: {where}."
         if self.cause is None:
             return f"{text} No known pitfall fits; inspect this layer's attributes and weights."
         return f"{text} Likely cause: {self.cause.explanation}."
 
+    def __repr__(self) -> str:
+        return f"<Divergence {self.explanation}>"
+
+    def _repr_html_(self) -> str:
+        return f"<p><b>First divergence:</b> {html.escape(self.explanation)}</p>"
+
     def to_dict(self) -> dict:
         data = {
             **self.pair.to_dict(),
+            "layers": list(self.pair.layers),
             "shape_reference": list(self.pair.stats.shape_a),
             "shape_candidate": list(self.pair.stats.shape_b),
             "cause": self.cause.kind if self.cause else None,
@@ -176,13 +192,13 @@ class Comparison:
     def _repr_html_(self) -> str:
         def rows(pairs: Sequence[PairComparison]) -> str:
             return "".join(
-                f"<tr style='{'' if p.ok else 'color:#b00'}'><td>{html.escape(p.source)}</td>"
-                f"<td>{html.escape(p.target)}</td><td>{p.stats.max_abs:.3g}</td><td>{p.stats.mean_abs:.3g}</td>"
+                f"<tr style='{'' if p.ok else 'color:#b00'}'><td>{html.escape(', '.join(p.layers))}</td>"
+                f"<td>{html.escape(p.source)}</td><td>{html.escape(p.target)}</td><td>{p.stats.max_abs:.3g}</td><td>{p.stats.mean_abs:.3g}</td>"
                 f"<td>{p.stats.max_rel:.3g}</td><td>{p.stats.cosine:.6f}</td></tr>"
                 for p in pairs
             )
 
-        head = "<tr><th>reference</th><th>candidate</th><th>max abs</th><th>mean abs</th><th>max rel</th><th>cosine</th></tr>"
+        head = "<tr><th>source layers</th><th>reference</th><th>candidate</th><th>max abs</th><th>mean abs</th><th>max rel</th><th>cosine</th></tr>"
         verdict = "agree" if self.ok else "differ"
         colour = "#070" if self.ok else "#b00"
         divergence = (
@@ -218,11 +234,18 @@ def _as_runner(artifact: Any) -> Runner:
 
 
 def _describe(artifact: Any, runner: Runner) -> str:
+    """Which files or model, in which runtime: ``net.prototxt + net.caffemodel (opencv)``."""
     if isinstance(artifact, (str, Path)):
-        return f"{Path(artifact).name} ({runner.name})"
-    if isinstance(artifact, (tuple, list)):
-        return f"{' + '.join(Path(str(a)).name for a in artifact)} ({runner.name})"
-    return f"{getattr(artifact, 'name', type(artifact).__name__)} ({runner.name})"
+        what = Path(artifact).name
+    elif isinstance(artifact, (tuple, list)):
+        what = " + ".join(Path(str(a)).name for a in artifact)
+    elif hasattr(artifact, "paths") and hasattr(artifact, "target"):  # WrittenFiles
+        what = " + ".join(p.name for p in artifact.paths if not p.name.endswith("provenance.json"))
+    elif isinstance(artifact, Runner):
+        what = getattr(artifact, "description", artifact.name)
+    else:
+        what = getattr(artifact, "name", type(artifact).__name__)
+    return f"{what} ({runner.name})"
 
 
 def _default_inputs(artifacts: Sequence[Any], runners: Sequence[Runner]) -> list[np.ndarray]:
@@ -639,7 +662,8 @@ def compare(
         r, c = pairs[pid]
         values = error_stats(a, b)
         passed = values.passes(atol, rtol)
-        stats[pid] = PairComparison(ref_entries[r].name, cand_entries[c].name, values, passed)
+        layers = ref_entries[r].sources or cand_entries[c].sources
+        stats[pid] = PairComparison(ref_entries[r].name, cand_entries[c].name, values, passed, layers)
         if passed and a.shape not in shapes_seen:
             shapes_seen.append(a.shape)
         if not passed and pid < first_failing:
