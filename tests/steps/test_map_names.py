@@ -120,3 +120,23 @@ def test_caffe_layers_map_through_the_writer_record(tmp_path) -> None:
     assert blobs and blobs[0].target_shape == list(module.stem[0].weight.shape)
     from_files = map_names(exported, [written.path(".prototxt"), written.path(".caffemodel")])
     assert [e.to_dict() for e in from_files] == [e.to_dict() for e in name_map]
+
+
+def test_generated_pytorch_folder_maps_to_caffe_layers(tmp_path) -> None:
+    from pathlib import Path
+
+    import torch
+
+    data = Path(__file__).parents[2] / "data" / "caffe"
+    source = wb.load(data / "zoo_tiny.prototxt", data / "zoo_tiny.caffemodel")
+    written = wb.write(source, tmp_path / "pytorch", "pytorch")
+    name_map = wb.map_names(source, written)
+    assert name_map.sources_of("inception_3x3") == ("inception/3x3",)
+    state = torch.load(tmp_path / "pytorch" / "weights.pt", weights_only=True)
+    parameters = {entry.target: entry for entry in name_map if entry.kind == "parameter"}
+    # every weight tensor of the generated module is accounted for, with its real shape
+    assert {k for k in state if not k.endswith("num_batches_tracked")} <= set(parameters)
+    assert parameters["fc.weight"].target_shape == list(state["fc.weight"].shape) == [10, 24]
+    assert "fc/0" in parameters["fc.weight"].params
+    assert not name_map.unmatched and not name_map.ambiguous
+    assert wb.map_names(source, tmp_path / "pytorch").to_dict() == name_map.to_dict()

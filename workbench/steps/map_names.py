@@ -336,6 +336,47 @@ def _caffe_entries(records: Sequence[Mapping], caffemodel: Path | None, source: 
     return entries + list(producer_of_top.values())
 
 
+def _pytorch_entries(folder: Path, source: SourceLayers) -> list[NameEntry]:
+    """Submodules and state-dict entries of a generated ``model.py`` folder, from the
+    writer's ``provenance.json`` and the shapes in ``weights.pt``."""
+    import torch
+
+    record_file, weights = folder / "provenance.json", folder / "weights.pt"
+    if not record_file.is_file() or not weights.is_file():
+        raise InputError(
+            f"{folder} has no provenance.json and weights.pt",
+            expected="a folder written by `workbench convert ... --to pytorch`",
+            remedy="write the PyTorch files with the workbench, or map names by hand with NameMap.set",
+        )
+    records = json.loads(record_file.read_text())
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    entries: list[NameEntry] = []
+    for record in records.get("modules", []):
+        sources = list(record.get("sources", ()))
+        status, note = _status(sources, [], source)
+        params = [p for layer in sources for p in source.params.get(layer, ())]
+        entries.append(NameEntry("layer", record["name"], record.get("type", ""), sources, params, None, {}, [], status, note))
+        prefix = f"{record['name']}."
+        for key, tensor in state.items():
+            if key.startswith(prefix) and not key.endswith("num_batches_tracked"):
+                entries.append(
+                    NameEntry(
+                        "parameter", key, record.get("type", ""), sources, params, list(tensor.shape),
+                        {p: source.param_shapes[p] for p in params if p in source.param_shapes}, [],
+                        status if params else UNMATCHED, note if params else "no source parameter recorded", record["name"],
+                    )
+                )
+    for record in records.get("buffers", []):
+        sources = list(record.get("sources", ()))
+        params = [p for layer in sources for p in source.params.get(layer, ())]
+        status, note = _status(sources, [], source)
+        entries.append(
+            NameEntry("parameter", record["name"], "buffer", sources, params, record.get("shape"), {}, [],
+                      status if params else UNMATCHED, note if params else "no source parameter recorded")
+        )
+    return entries
+
+
 def _converted_entries(converted: Any, source: SourceLayers) -> tuple[list[NameEntry], str]:
     from ..runners import PROVENANCE_SUFFIX, caffe_layer_records
     from ..writers.files import WrittenFiles
@@ -343,6 +384,10 @@ def _converted_entries(converted: Any, source: SourceLayers) -> tuple[list[NameE
     if isinstance(converted, WrittenFiles) and converted.target.startswith("caffe"):
         records = caffe_layer_records(converted.details)
         return _caffe_entries(records, converted.path(".caffemodel"), source), "caffe"
+    if isinstance(converted, WrittenFiles) and converted.target.startswith("pytorch"):
+        return _pytorch_entries(converted.path("model.py").parent, source), "pytorch"
+    if isinstance(converted, (str, Path)) and Path(converted).is_dir():
+        return _pytorch_entries(Path(converted), source), "pytorch"
     paths = [str(p) for p in converted] if isinstance(converted, (tuple, list)) else None
     if paths and sorted(Path(p).suffix for p in paths) == [".caffemodel", ".prototxt"]:
         prototxt = Path(next(p for p in paths if p.endswith(".prototxt")))
