@@ -8,10 +8,12 @@ module path as provenance and its parameters' state-dict names.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -19,6 +21,19 @@ from ..errors import InputError, WorkbenchError
 from ..graph import Model, SourceInfo, StepReport
 from ..graph.report import timed
 from .onnx_reader import annotate_provenance
+
+
+@contextmanager
+def _quiet_exporter_registry() -> Iterator[None]:
+    """The exporter logs a warning for every torchvision op it cannot register
+    when torchvision is absent (it is, here): noise for every export."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def export(
@@ -37,7 +52,7 @@ def export(
     args = tuple(torch.as_tensor(np.asarray(x)) for x in example_inputs)
     module = module.eval()
     report = StepReport("export")
-    with timed(report), warnings.catch_warnings():
+    with timed(report), warnings.catch_warnings(), _quiet_exporter_registry():
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(

@@ -503,7 +503,7 @@ def _weight_variants(node: ir.Node) -> Iterator[tuple[str, np.ndarray, str]]:
         yield "transposed-weight", weight.T, "its weight transposed"
     if weight.ndim == 4 and weight.shape[2] == weight.shape[3] and weight.shape[2] > 1:
         yield "transposed-weight", weight.transpose(0, 1, 3, 2), "its kernels transposed (kh ↔ kw)"
-    if weight.ndim == 4 and weight.shape[0] == weight.shape[1] and weight.shape[2:] == (1, 1):
+    if weight.ndim == 4 and weight.shape[0] == weight.shape[1]:
         yield "transposed-weight", weight.transpose(1, 0, 2, 3), "its weight transposed (Cout ↔ Cin)"
     users = {}
     for other in node.graph:
