@@ -13,6 +13,7 @@ import numpy as np
 import onnx_ir as ir
 
 from . import provenance
+from .names import UniqueNames
 from .shapes import infer_shapes
 
 DEFAULT_OPSET = 17
@@ -26,16 +27,11 @@ class GraphBuilder:
         self._outputs: list[ir.Value] = []
         self._initializers: list[ir.Value] = []
         self._nodes: list[ir.Node] = []
-        self._names: set[str] = set()
+        self._names = UniqueNames()
 
     def unique(self, name: str) -> str:
         """``name`` if unused, else ``name_1``, ``name_2``, ..."""
-        candidate, counter = name, 0
-        while candidate in self._names:
-            counter += 1
-            candidate = f"{name}_{counter}"
-        self._names.add(candidate)
-        return candidate
+        return self._names.claim(name)
 
     def add_input(
         self, name: str, shape: Sequence[int | str | None], dtype: ir.DataType = ir.DataType.FLOAT

@@ -26,6 +26,7 @@ import onnx_ir as ir
 from ...errors import Problem
 from ...formats import caffe_pb2
 from ...graph import provenance
+from ...graph.names import UniqueNames
 from ...graph.shapes import constant, static_shape
 from ...registry import Registry
 
@@ -90,19 +91,14 @@ class CaffeNet:
         self._blob_of: dict[ir.Value, str] = {}
         self._values_in_blob: dict[str, list[ir.Value]] = {}
         self._input_blobs: set[str] = set()
-        self._names: set[str] = set()
+        self._names = UniqueNames()
         self._base_names: dict[ir.Node, str] = {}
         self._converted: set[ir.Node] = set()
 
     # names -----------------------------------------------------------------
     def unique(self, name: str) -> str:
         """``name`` if unused (as a layer or blob name), else ``name_1``, ``name_2``, ..."""
-        candidate, counter = name, 0
-        while candidate in self._names:
-            counter += 1
-            candidate = f"{name}_{counter}"
-        self._names.add(candidate)
-        return candidate
+        return self._names.claim(name)
 
     def _layer_name(self, node: ir.Node, role: str | None) -> str:
         if node not in self._base_names:

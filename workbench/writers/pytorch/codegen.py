@@ -17,6 +17,8 @@ from typing import Iterable, Union
 
 import numpy as np
 
+from ...graph.names import UniqueNames
+
 LINE_LIMIT = 100
 INDENT = "    "
 
@@ -147,18 +149,10 @@ def identifier(text: str, fallback: str) -> str:
     return name
 
 
-class Namespace:
+class Namespace(UniqueNames):
     """Unique identifiers in one scope: a taken or reserved name gets ``_1``, ``_2``, ..."""
 
     def __init__(self, reserved: Iterable[str] = (), *, builtins_too: bool = True) -> None:
         # locals must not shadow builtins; attributes (self.sum) only avoid keywords
         python_names = _PYTHON_NAMES if builtins_too else set(keyword.kwlist)
-        self._taken = set(python_names) | set(reserved)
-
-    def claim(self, base: str) -> str:
-        candidate, counter = base, 0
-        while candidate in self._taken:
-            counter += 1
-            candidate = f"{base}_{counter}"
-        self._taken.add(candidate)
-        return candidate
+        super().__init__(set(python_names) | set(reserved))
