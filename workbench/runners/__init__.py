@@ -151,10 +151,10 @@ def torch_folder_runner(folder: str | Path) -> Runner:
 
 def _written_files_runner(written: Any) -> Runner:
     paths = [Path(p) for p in written.paths]
-    if written.target.startswith("caffe"):
+    if written.target == "caffe":
         records = caffe_layer_records(written.details) if written.details.get("layers") else None
         return open_caffe_runner(written.path(".prototxt"), written.path(".caffemodel"), records)
-    if written.target.startswith("pytorch"):
+    if written.target == "pytorch":
         return torch_folder_runner(written.path("model.py").parent)
     onnx_files = [p for p in paths if p.suffix == ".onnx"]
     if onnx_files:

@@ -381,10 +381,10 @@ def _converted_entries(converted: Any, source: SourceLayers) -> tuple[list[NameE
     from ..runners import PROVENANCE_SUFFIX, caffe_layer_records
     from ..writers.files import WrittenFiles
 
-    if isinstance(converted, WrittenFiles) and converted.target.startswith("caffe"):
+    if isinstance(converted, WrittenFiles) and converted.target == "caffe":
         records = caffe_layer_records(converted.details)
         return _caffe_entries(records, converted.path(".caffemodel"), source), "caffe"
-    if isinstance(converted, WrittenFiles) and converted.target.startswith("pytorch"):
+    if isinstance(converted, WrittenFiles) and converted.target == "pytorch":
         return _pytorch_entries(converted.path("model.py").parent, source), "pytorch"
     if isinstance(converted, (str, Path)) and Path(converted).is_dir():
         return _pytorch_entries(Path(converted), source), "pytorch"

@@ -109,4 +109,4 @@ def write_caffe(model: Model, outdir: str | Path, *, name: str | None = None, di
         "prototxt_bytes": len(prototxt.encode()),
     }
     report.warnings = [str(p) for p in problems]
-    return WrittenFiles(f"caffe ({dialect})", paths, report, details)
+    return WrittenFiles("caffe", paths, report, details)
