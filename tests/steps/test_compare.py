@@ -137,3 +137,17 @@ def test_recorded_input_is_used_and_enforced() -> None:
 def test_missing_input_shapes_ask_for_inputs() -> None:
     with pytest.raises(InputError, match="no input"):
         compare(resnet_tiny(), resnet_tiny())  # modules declare no input shape
+
+
+def test_mxnet_recording_against_written_caffe_layer_by_layer(tmp_path) -> None:
+    """MXNet's own recorded layer outputs against the Caffe files in OpenCV DNN: the
+    recording's outputs line up with Caffe layers through the MXNet symbol's nodes."""
+    data = Path(__file__).parents[2] / "data" / "mxnet"
+    model = wb.load(data / "mobilefacenet_tiny-symbol.json", data / "mobilefacenet_tiny-0000.params", input_shape=(1, 3, 28, 28))
+    written = wb.write(wb.fold_bn(wb.simplify(model)), tmp_path, "caffe")
+    comparison = compare(data / "mobilefacenet_tiny-reference.npz", written, per_layer=True)
+    # every convolution (with its folded BatchNorm), activation and the final fc1 is compared
+    assert len(comparison.layers) >= 17
+    # OpenCV DNN vs recorded MXNet 1.9.1, float32: atol 1e-4 + rtol 1e-3 (the default tolerance)
+    assert comparison.ok and comparison.first_divergence is None
+    assert all(pair.stats.max_abs < 1e-5 for pair in comparison.layers)

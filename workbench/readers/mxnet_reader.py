@@ -111,6 +111,18 @@ def _parse_params(buffer: memoryview) -> dict[str, np.ndarray]:
     return params
 
 
+def output_name(node_name: str) -> str:
+    """MXNet's name for a node's output among the symbol's internals (``get_internals``)."""
+    return f"{node_name}_output"
+
+
+def recorded_output_sources(symbol_path: str | Path) -> dict[str, tuple[str]]:
+    """``{"conv0_output": ("conv0",), ...}``: which node each output recorded from the
+    symbol's internals stands for, so recordings line up with provenance."""
+    nodes = json.loads(Path(symbol_path).read_text())["nodes"]
+    return {output_name(node["name"]): (node["name"],) for node in nodes if node["op"] != "null"}
+
+
 def _attrs(node: dict) -> dict[str, Any]:
     raw = node.get("attrs") or node.get("attr") or node.get("param") or {}
     parsed = {}
@@ -164,7 +176,7 @@ class _Context:
             params = {
                 i: p for i, p in enumerate(self.params) if p and i < len(inputs) and inputs[i] is self.inputs[i]
             }
-        name = f"{self.name}_output" if final else f"{self.name}_{op_type.lower()}"
+        name = output_name(self.name) if final else f"{self.name}_{op_type.lower()}"
         return self.builder.add_node(
             op_type,
             inputs,

@@ -10,7 +10,9 @@ The recording convention, for a file ``NAME-reference.npz`` (or any ``.npz``):
 * optional ``meta:outputs``: the names of the final outputs (a string array);
   without it, the last array is the final output;
 * optional ``meta:sources``: a JSON string ``{array name: [source layer names]}``,
-  the provenance of each array (without it, an array stands for itself).
+  the provenance of each array; for an MXNet recording with ``NAME-symbol.json``
+  beside it, each ``<node>_output`` stands for its node; otherwise an array
+  stands for itself.
 
 ``run`` returns the final outputs after checking that the given input is the
 recorded one (a recording says nothing about any other input).
@@ -30,6 +32,7 @@ OUTPUTS_KEY = "meta:outputs"
 SOURCES_KEY = "meta:sources"
 INPUT_FILE_SUFFIX = "-input.npy"
 REFERENCE_FILE_SUFFIX = "-reference.npz"
+SYMBOL_FILE_SUFFIX = "-symbol.json"
 INPUT_ATOL = 1e-6  # inputs are saved as float32; equal inputs compare exactly
 
 
@@ -68,15 +71,26 @@ class RecordedRunner:
         unknown = [n for n in self.output_names if n not in self.layers]
         if unknown:
             raise InputError(f"{OUTPUTS_KEY} names arrays that are not recorded", found=", ".join(unknown))
-        merged = json.loads(str(recorded_sources)) if recorded_sources is not None else {}
+        merged = self._sibling_sources()
+        merged.update(json.loads(str(recorded_sources)) if recorded_sources is not None else {})
         merged.update(sources or {})
         self.layer_sources = {name: tuple(merged.get(name, ())) for name in self.layers}
 
     def _sibling_input(self) -> dict[str, np.ndarray]:
+        sibling = self._sibling(INPUT_FILE_SUFFIX)
+        return {"data": np.load(sibling, allow_pickle=False)} if sibling is not None else {}
+
+    def _sibling(self, suffix: str) -> Path | None:
         if self.path is None or not self.path.name.endswith(REFERENCE_FILE_SUFFIX):
-            return {}
-        sibling = self.path.with_name(self.path.name[: -len(REFERENCE_FILE_SUFFIX)] + INPUT_FILE_SUFFIX)
-        return {"data": np.load(sibling, allow_pickle=False)} if sibling.is_file() else {}
+            return None
+        sibling = self.path.with_name(self.path.name[: -len(REFERENCE_FILE_SUFFIX)] + suffix)
+        return sibling if sibling.is_file() else None
+
+    def _sibling_sources(self) -> dict[str, tuple[str, ...]]:
+        from ..readers.mxnet_reader import recorded_output_sources
+
+        symbol = self._sibling(SYMBOL_FILE_SUFFIX)
+        return recorded_output_sources(symbol) if symbol is not None else {}
 
     def layer_names(self, inputs: object = None) -> list[str]:
         return list(self.layers)

@@ -324,8 +324,9 @@ def align(reference: Sequence[Entry], candidate: Sequence[Entry]) -> list[tuple[
     """``(reference index, candidate index)`` pairs in reference order.
 
     A source layer's position is the last reference entry standing for it. A
-    candidate entry goes to the latest position among its sources; of several
-    candidate entries going to one reference entry, the last is the boundary.
+    candidate entry goes to the latest position among the sources it is the last
+    candidate entry for; of several candidate entries going to one reference
+    entry, the last is the boundary.
     An output without provenance (a recording) is matched by its name (the MXNet
     reader names values as MXNet does). Two artifacts of one graph also share value names: an entry left over on both
     sides with the same name, call and sources (the first call of a shared ReLU)
@@ -340,9 +341,15 @@ def align(reference: Sequence[Entry], candidate: Sequence[Entry]) -> list[tuple[
         by_name[entry.name] = index
         if not entry.sources:
             unsourced[entry.name] = index
+    # a source layer ends at the last candidate entry that stands for it: an earlier
+    # one is inside it (the Flatten before an InnerProduct that a BatchNorm was folded into)
+    last_mention = {source: index for index, entry in enumerate(candidate) for source in entry.sources}
     chosen: dict[int, int] = {}
     for index, entry in enumerate(candidate):
-        hits = [by_source[source] for source in entry.sources if source in by_source]
+        ending = [source for source in entry.sources if last_mention[source] == index]
+        if entry.sources and not ending:
+            continue
+        hits = [by_source[source] for source in ending if source in by_source]
         # an output without provenance (a recording) stands for the value of its name
         if entry.name in unsourced:
             hits.append(unsourced[entry.name])
