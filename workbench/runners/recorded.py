@@ -47,10 +47,12 @@ class RecordedRunner:
         sources: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.path: Path | None = None
+        self.description = "recorded outputs"
         if isinstance(recording, Mapping):
             arrays = dict(recording)
         else:
             self.path = Path(recording)
+            self.description = self.path.name
             if not self.path.is_file():
                 raise InputError(f"no such recording: {self.path}", expected="a .npz of named outputs")
             with np.load(self.path, allow_pickle=False) as archive:
