@@ -18,7 +18,6 @@ geometric mean of the ratios. The goal is a ratio of at most 1.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from workbench import samples  # noqa: E402
 from workbench.readers import read_onnx  # noqa: E402
+from workbench.runners import load_torch_folder  # noqa: E402
 from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
 from workbench.steps.simplify import simplify  # noqa: E402
 from workbench.writers.pytorch import write_pytorch  # noqa: E402
@@ -77,15 +77,6 @@ def export_onnx(name: str, folder: Path) -> tuple[Path, np.ndarray]:
     return path, x
 
 
-def load_generated(folder: Path) -> torch.nn.Module:
-    spec = importlib.util.spec_from_file_location(f"generated_{folder.name}", folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    network = module.Model()
-    network.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
-    return network.eval()
-
-
 def first_output(result) -> np.ndarray:
     return (result[0] if isinstance(result, (tuple, list)) else result).numpy()
 
@@ -120,7 +111,7 @@ def main() -> int:
     print(f"{'network':<20}{'generated ms':>14}{'onnx2torch ms':>15}{'ratio':>8}")
     ratios = []
     for name, model, simplified_path, x in prepared:
-        generated = load_generated(work / name)
+        generated = load_torch_folder(work / name).eval()
         converted = onnx2torch.convert(str(simplified_path)).eval()
         tensor = torch.from_numpy(x)
         reference, *_ = OnnxRuntimeRunner(model).run([x]).values()

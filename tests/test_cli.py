@@ -2,7 +2,6 @@
 output, and converted files that run like their source."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ import torch
 
 from workbench import cli, samples
 from workbench.graph.builder import GraphBuilder
+from workbench.runners import load_torch_folder
 from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,11 +165,7 @@ def test_convert_onnx_to_pytorch_gives_a_loadable_module(tmp_path, capsys) -> No
     out_dir, report = tmp_path / "out", tmp_path / "report.json"
     code, _, err = _run(["convert", str(source), "--to", "pytorch", "-o", str(out_dir), "--report", str(report)], capsys)
     assert code == 0, err
-    spec = importlib.util.spec_from_file_location("generated_small", out_dir / "model.py")
-    generated = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(generated)
-    network = generated.Model()
-    network.load_state_dict(torch.load(out_dir / "weights.pt", weights_only=True))
+    network = load_torch_folder(out_dir)
     x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
     (expected,) = OnnxRuntimeRunner(source).run([x]).values()
     with torch.no_grad():

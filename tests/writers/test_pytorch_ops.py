@@ -3,7 +3,6 @@ here, written as model.py + weights.pt, imported and run, against onnxruntime
 on the same graph."""
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from onnx import TensorProto, helper
 from workbench import UnsupportedError
 from workbench.graph import Model
 from workbench.readers import read_onnx
+from workbench.runners import load_torch_folder
 from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
 from workbench.writers.pytorch import find_problems, write_pytorch
 
@@ -92,16 +92,6 @@ def build(case: Case, path: Path) -> Model:
     proto.ir_version = 8
     onnx.save(proto, path)
     return read_onnx(path)
-
-
-def load_generated(folder: Path):
-    """Import model.py by path and load weights.pt as a user would."""
-    spec = importlib.util.spec_from_file_location(f"generated_{abs(hash(folder))}", folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    network = module.Model()
-    network.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
-    return network
 
 
 def silu(shape) -> Case:
@@ -454,7 +444,7 @@ def test_generated_module_matches_onnxruntime(spec: Case, tmp_path: Path) -> Non
         data = RNG.standard_normal(shape).astype(np.float32)
         feeds.append(np.abs(data) + 0.1 if spec.positive else data)
     expected = list(OnnxRuntimeRunner(model).run(feeds).values())
-    network = load_generated(tmp_path / "out")
+    network = load_torch_folder(tmp_path / "out")
     with torch.no_grad():
         actual = network(*(torch.from_numpy(f) for f in feeds))
     actual = list(actual) if isinstance(actual, tuple) else [actual]
@@ -553,7 +543,7 @@ def test_symbolic_batch_is_a_warning_and_the_module_takes_other_batches(tmp_path
     x = RNG.standard_normal((3, 3, 8, 8)).astype(np.float32)
     (expected,) = OnnxRuntimeRunner(model).run([x]).values()
     with torch.no_grad():
-        actual = load_generated(tmp_path / "out")(torch.from_numpy(x)).numpy()
+        actual = load_torch_folder(tmp_path / "out")(torch.from_numpy(x)).numpy()
     # generated PyTorch vs onnxruntime at batch 3, float32: atol 1e-5
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5)
 
@@ -584,7 +574,7 @@ def test_names_that_are_not_identifiers_or_clash_with_python_are_made_unique(tmp
     x = RNG.standard_normal((1, 2)).astype(np.float32)
     (expected,) = OnnxRuntimeRunner(model).run([x]).values()
     with torch.no_grad():
-        actual = load_generated(tmp_path / "out")(torch.from_numpy(x)).numpy()
+        actual = load_torch_folder(tmp_path / "out")(torch.from_numpy(x)).numpy()
     # generated PyTorch vs onnxruntime, float32: atol 1e-6
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
 

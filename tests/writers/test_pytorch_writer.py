@@ -5,7 +5,6 @@ DNN, and the generated source checked for readability."""
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -22,6 +21,7 @@ from workbench.formats import caffe_pb2
 from workbench.graph import Model
 from workbench.readers import read_onnx
 from workbench.readers.caffe_reader import read_caffe
+from workbench.runners import load_torch_folder
 from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
 from workbench.samples import InceptionBlock
 from workbench.steps.simplify import simplify
@@ -48,19 +48,9 @@ def simplified(sample: str) -> Model:
     return _simplified[sample]
 
 
-def load_generated(folder: Path):
-    """Import model.py by path and load weights.pt as a user would."""
-    spec = importlib.util.spec_from_file_location(f"generated_{abs(hash(folder))}", folder / "model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    network = module.Model()
-    network.load_state_dict(torch.load(folder / "weights.pt", weights_only=True))
-    return network
-
-
 def run_generated(folder: Path, inputs: list[np.ndarray]) -> list[np.ndarray]:
     with torch.no_grad():
-        result = load_generated(folder)(*(torch.from_numpy(x) for x in inputs))
+        result = load_torch_folder(folder)(*(torch.from_numpy(x) for x in inputs))
     return [t.numpy() for t in (result if isinstance(result, tuple) else (result,))]
 
 

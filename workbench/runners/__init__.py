@@ -27,7 +27,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from ..graph import Model
 from .onnxruntime_runner import OnnxRuntimeRunner
 from .recorded import RecordedRunner
 from .torch_runner import TorchRunner
+
+if TYPE_CHECKING:
+    import torch
 
 Inputs = Mapping[str, np.ndarray] | Sequence[np.ndarray]
 PROVENANCE_SUFFIX = ".provenance.json"
@@ -111,10 +114,11 @@ def open_caffe_runner(prototxt: str | Path, caffemodel: str | Path, records: Seq
     return SourcedRunner(runner, sources, [record["name"] for record in records])
 
 
-def torch_folder_runner(folder: str | Path) -> Runner:
-    """The generated PyTorch model in ``folder``: ``model.py`` (imported by path,
-    ``Model()``) with ``weights.pt`` (read with ``weights_only=True``); the
-    submodules' source layers come from ``provenance.json`` when it is there."""
+def load_torch_folder(folder: str | Path) -> torch.nn.Module:
+    """The ``nn.Module`` of a generated PyTorch folder, as a user loads it:
+    ``model.py`` imported by path, ``Model()``, then ``weights.pt`` read with
+    ``weights_only=True`` (never unpickling code). Left in the mode ``Model()``
+    builds it in; the caller chooses ``eval()``."""
     import torch
 
     folder = Path(folder)
@@ -140,6 +144,14 @@ def torch_folder_runner(folder: str | Path) -> Runner:
             found=str(error).splitlines()[0],
             remedy="write the folder again; weights.pt must be a state dict of tensors",
         ) from error
+    return network
+
+
+def torch_folder_runner(folder: str | Path) -> Runner:
+    """The generated PyTorch model in ``folder`` (see ``load_torch_folder``); the
+    submodules' source layers come from ``provenance.json`` when it is there."""
+    folder = Path(folder)
+    network = load_torch_folder(folder)
     runner = TorchRunner(network)
     runner.description = f"{folder.name}/model.py + weights.pt"
     sidecar = folder / "provenance.json"
@@ -226,6 +238,7 @@ __all__ = [
     "SourcedRunner",
     "TorchRunner",
     "caffe_layer_records",
+    "load_torch_folder",
     "open_runner",
     "open_caffe_runner",
     "torch_folder_runner",
