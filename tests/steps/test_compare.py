@@ -151,3 +151,20 @@ def test_mxnet_recording_against_written_caffe_layer_by_layer(tmp_path) -> None:
     # OpenCV DNN vs recorded MXNet 1.9.1, float32: atol 1e-4 + rtol 1e-3 (the default tolerance)
     assert comparison.ok and comparison.first_divergence is None
     assert all(pair.stats.max_abs < 1e-5 for pair in comparison.layers)
+
+
+@pytest.mark.slow
+def test_caffe_original_against_generated_pytorch_layer_by_layer(tmp_path) -> None:
+    """A Caffe-zoo-style net: the original files in OpenCV DNN against the generated
+    model.py, every submodule lined up with its Caffe layer through provenance.json."""
+    data = Path(__file__).parents[2] / "data" / "caffe"
+    prototxt, caffemodel = data / "zoo_tiny.prototxt", data / "zoo_tiny.caffemodel"
+    model = wb.load(prototxt, caffemodel)
+    written = wb.write(model, tmp_path / "pytorch", "pytorch")
+    comparison = compare((prototxt, caffemodel), written, wb.example_inputs(model), per_layer=True)
+    compared = {layer for pair in comparison.layers for layer in pair.layers}
+    # every submodule is compared (torch.cat has no module: the conv after it checks the order)
+    assert {"conv1", "conv1/bn", "norm1", "inception/3x3", "inception/pool_proj", "res", "fc", "prob"} <= compared
+    # generated PyTorch vs OpenCV DNN on the original, float32: default atol 1e-4 + rtol 1e-3
+    assert comparison.ok and comparison.first_divergence is None
+    assert all(pair.stats.max_abs < 1e-5 for pair in comparison.layers)
