@@ -29,6 +29,7 @@ import onnx_ir as ir
 from ...errors import InputError, WorkbenchError
 from ...graph import Model, SourceInfo, StepReport, provenance
 from ...graph.builder import GraphBuilder
+from ...graph.names import UniqueNames
 from ...graph.report import timed
 from .caffemodel import Weights, read_weights
 from .layers import LAYERS, LayerContext, LayerProblem, WeightsProblem, needs_weights
@@ -73,7 +74,7 @@ def _top_names(net: DeployNet) -> tuple[dict[tuple[int, int], str], list[str]]:
             available[blob] = None
             last_write[blob] = (layer_index, top_index)
     outputs = list(available)
-    taken = set(outputs) | set(net.inputs)
+    taken = UniqueNames([*outputs, *net.inputs])
     names = {}
     for layer_index, layer in enumerate(net.layers):
         for top_index, blob in enumerate(layer.top):
@@ -81,18 +82,8 @@ def _top_names(net: DeployNet) -> tuple[dict[tuple[int, int], str], list[str]]:
             if blob in available and last_write[blob] == key:
                 names[key] = blob
             else:
-                names[key] = _fresh(layer.name if blob in layer.bottom else blob, taken)
+                names[key] = taken.claim(layer.name if blob in layer.bottom else blob)
     return names, outputs
-
-
-def _fresh(base: str, taken: set[str]) -> str:
-    """``base`` if unused, else ``base_1``, ``base_2``, ...; marks the name used."""
-    name, counter = base, 0
-    while name in taken:
-        counter += 1
-        name = f"{base}_{counter}"
-    taken.add(name)
-    return name
 
 
 class _NetConverter:
@@ -107,7 +98,7 @@ class _NetConverter:
         self.builder = GraphBuilder(net.name)
         self.top_names, self.outputs = _top_names(net)
         # every name handed to the builder comes from here, so the builder never renames
-        self.taken: set[str] = set(self.top_names.values()) | set(self.outputs) | set(net.inputs)
+        self.taken = UniqueNames([*self.top_names.values(), *self.outputs, *net.inputs])
         self.values: dict[str, ir.Value | None] = {}  # blob -> current value (None: its layer failed)
         self.layer_index = 0
         self.unsupported: list[tuple[str, str, str]] = []  # (type, layer, why)
@@ -115,23 +106,17 @@ class _NetConverter:
 
     # ---- names and nodes ---------------------------------------------------
     def _initializer(self, name: str, array: np.ndarray) -> ir.Value:
-        value = self.builder.add_initializer(_fresh(name, self.taken), array)
-        if array.ndim == 0:
-            # GraphBuilder's np.ascontiguousarray turns scalars into shape (1,); ONNX wants
-            # some (Clip bounds) 0-d, so the scalar is put back
-            value.const_value = ir.tensor(array, name=value.name)
-            value.shape = ir.Shape([])
-        return value
+        return self.builder.add_initializer(self.taken.claim(name), array)
 
     def _emit(self, layer: str, op_type: str, inputs: list[ir.Value | None], attributes: dict,
               params: dict[int, list[str]], shapes: list[tuple[int, ...]], tops: list[int] | None) -> list[ir.Value]:
         if tops is None:
-            names = [_fresh(f"{layer}/{op_type.lower()}", self.taken)]
+            names = [self.taken.claim(f"{layer}/{op_type.lower()}")]
         else:
             names = [self.top_names[(self.layer_index, top)] for top in tops]
         values = self.builder.add_node(
             op_type, inputs, attributes, sources=[layer], params=params, outputs=names,
-            name=_fresh(f"{layer}/{op_type}", self.taken),
+            name=self.taken.claim(f"{layer}/{op_type}"),
         )
         for value, shape in zip(values, shapes):
             value.shape = ir.Shape(shape)
@@ -230,7 +215,7 @@ class _NetConverter:
             return value
         writer = next(layer.name for layer in reversed(self.net.layers) if blob in layer.top)
         (named,) = self.builder.add_node("Identity", [value], sources=[writer], outputs=[blob],
-                                         name=_fresh(f"{writer}/Identity", self.taken))
+                                         name=self.taken.claim(f"{writer}/Identity"))
         named.shape, named.type = value.shape, value.type
         return named
 
