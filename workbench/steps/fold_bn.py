@@ -39,6 +39,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from ..errors import WorkbenchError
 from ..graph import Model, StepReport, provenance
+from ..graph.names import UniqueNames
 from ..graph.report import timed
 from ..graph.shapes import constant, infer_shapes
 
@@ -218,27 +219,21 @@ class BatchNormFolder:
     def __init__(self, model: ir.Model) -> None:
         self.model = model
         self.graph = model.graph
-        self.node_names = {node.name for node in self.graph if node.name}
-        self.value_names = {value.name for value in self.graph.inputs if value.name}
-        self.value_names.update(self.graph.initializers)
-        self.value_names.update(out.name for node in self.graph for out in node.outputs if out.name)
+        self.node_names = UniqueNames(node.name for node in self.graph if node.name)
+        self.value_names = UniqueNames(
+            [
+                *(value.name for value in self.graph.inputs if value.name),
+                *self.graph.initializers,
+                *(out.name for node in self.graph for out in node.outputs if out.name),
+            ]
+        )
         self.folded: list[tuple[str, str, str]] = []  # (bn label, producer op, producer label)
         self.as_scale: list[tuple[str, str]] = []  # (bn label, why it was not folded)
         self.kept: list[tuple[str, str]] = []  # (bn label, why it was left as it is)
 
-    @staticmethod
-    def unique(name: str, taken: set[str]) -> str:
-        """``name`` if not in ``taken``, else ``name_1``, ``name_2``, ...; then taken."""
-        candidate, counter = name, 0
-        while candidate in taken:
-            counter += 1
-            candidate = f"{name}_{counter}"
-        taken.add(candidate)
-        return candidate
-
     def initializer(self, name: str, array: np.ndarray) -> ir.Value:
         array = np.ascontiguousarray(array)
-        unique = self.unique(name, self.value_names)
+        unique = self.value_names.claim(name)
         value = ir.Value(
             name=unique,
             shape=ir.Shape(array.shape),
@@ -279,7 +274,7 @@ class BatchNormFolder:
         if isinstance(folded, str):
             return folded
         dtype = constant(producer.inputs[1]).dtype
-        node_name = producer.name or self.unique(producer.op_type, self.node_names)
+        node_name = producer.name or self.node_names.claim(producer.op_type)
         weight = self.initializer(f"{node_name}.weight", folded.weight.astype(dtype))
         bias = self.initializer(f"{node_name}.bias", folded.bias.astype(dtype))
         attributes = folded.attributes or dict(producer.attributes)
@@ -319,8 +314,8 @@ class BatchNormFolder:
         shift = self.initializer(f"{bn.name}.shift", statistics.shift.reshape(broadcast).astype(dtype))
         # the Mul takes over the BatchNormalization's node name (that node goes away)
         mul = ir.Node("", "Mul", [bn.inputs[0], scale], name=bn.name)
-        add = ir.Node("", "Add", [mul.outputs[0], shift], name=self.unique(f"{bn.name}.shift", self.node_names))
-        mul.outputs[0].name = self.unique(f"{bn.name}.scaled", self.value_names)
+        add = ir.Node("", "Add", [mul.outputs[0], shift], name=self.node_names.claim(f"{bn.name}.shift"))
+        mul.outputs[0].name = self.value_names.claim(f"{bn.name}.scaled")
         bn_params = provenance.params(bn)
         gamma, beta, mean, var = (bn_params.get(index, ()) for index in range(1, 5))
         note = f"BatchNormalization {_label(bn)} (eps={statistics.eps:g}) as per-channel scale: {reason}"
