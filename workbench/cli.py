@@ -305,7 +305,12 @@ def run_record(args: argparse.Namespace) -> int:
     try:
         kernelspec = nbformat.read(notebook, as_version=4).metadata.get("kernelspec", {})
     except Exception as error:  # nbformat raises JSON, validation and reader errors
-        raise InputError(f"{notebook} is not a readable notebook", found=str(error).splitlines()[0]) from error
+        raise InputError(
+            f"{notebook} is not a readable notebook",
+            expected="a Jupyter notebook (.ipynb, nbformat 4)",
+            found=str(error).splitlines()[0],
+            remedy="open and save it in Jupyter, or pass another notebook",
+        ) from error
     parameters = {name: parse_value(value) for name, value in args.parameters or []}
     start = time.perf_counter()
     try:

@@ -115,7 +115,11 @@ def load_factory(spec: str, weights: str | Path | None = None):
         try:
             state = torch.load(Path(weights), map_location="cpu", weights_only=True)
         except FileNotFoundError as error:
-            raise InputError(f"no such weights file: {weights}") from error
+            raise InputError(
+                f"no such weights file: {weights}",
+                expected="a state dict saved with torch.save",
+                remedy="check the path",
+            ) from error
         except Exception as error:  # unpickling refusals and corrupt files
             raise InputError(
                 f"cannot read weights {weights}",

@@ -54,7 +54,9 @@ class RecordedRunner:
             self.path = Path(recording)
             self.description = self.path.name
             if not self.path.is_file():
-                raise InputError(f"no such recording: {self.path}", expected="a .npz of named outputs")
+                raise InputError(
+                    f"no such recording: {self.path}", expected="a .npz of named outputs", remedy="check the path"
+                )
             with np.load(self.path, allow_pickle=False) as archive:
                 arrays = {key: archive[key] for key in archive.files}
         recorded_inputs = {k[len(INPUT_PREFIX) :]: v for k, v in arrays.items() if k.startswith(INPUT_PREFIX)}
@@ -66,13 +68,19 @@ class RecordedRunner:
                 "the recording holds no layer outputs",
                 expected="a .npz with one array per layer output",
                 found=", ".join(arrays) or "nothing",
+                remedy="record the layer outputs too, one array per output name",
             )
         self.inputs = dict(inputs) if inputs is not None else recorded_inputs or self._sibling_input()
         self.input_names = list(self.inputs) or ["input"]
         self.output_names = [str(n) for n in outputs] if outputs is not None else [next(reversed(self.layers))]
         unknown = [n for n in self.output_names if n not in self.layers]
         if unknown:
-            raise InputError(f"{OUTPUTS_KEY} names arrays that are not recorded", found=", ".join(unknown))
+            raise InputError(
+                f"{OUTPUTS_KEY} names arrays that are not recorded",
+                expected=f"names among the recorded arrays ({len(self.layers)} of them)",
+                found=", ".join(unknown),
+                remedy=f"record those outputs, or list only recorded names in {OUTPUTS_KEY}",
+            )
         merged = self._sibling_sources()
         merged.update(json.loads(str(recorded_sources)) if recorded_sources is not None else {})
         merged.update(sources or {})

@@ -57,7 +57,11 @@ class TorchRunner:
         import torch
 
         if not isinstance(module, torch.nn.Module):
-            raise InputError("TorchRunner needs a torch.nn.Module", found=type(module).__name__)
+            raise InputError(
+                "TorchRunner needs a torch.nn.Module",
+                found=type(module).__name__,
+                remedy="pass the model instance, not its class or its state dict",
+            )
         self.module = module.eval()
         self.description = type(module).__name__
         self.input_names = list(input_names) if input_names else self._forward_parameters()

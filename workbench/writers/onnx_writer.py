@@ -131,7 +131,11 @@ def write_onnx(model: Model, outdir: str | Path, *, name: str | None = None) -> 
     """Write ``NAME.onnx`` (and ``NAME.onnx.data`` for weights over 1 GiB) into ``outdir``."""
     name = name or model.name
     if not name or Path(name).name != name:
-        raise InputError(f"cannot name the ONNX file {name!r}", expected="a plain file name without folders")
+        raise InputError(
+            f"cannot name the ONNX file {name!r}",
+            expected="a plain file name without folders",
+            remedy="pass the folder as outdir and a bare name",
+        )
     errors = [p for p in find_problems(model) if p.severity == "error"]
     if errors:
         raise UnsupportedError("ONNX", errors)
