@@ -51,7 +51,12 @@ _DTYPES = {0: np.float32, 1: np.float64, 2: np.float16, 3: np.uint8, 4: np.int32
 
 def read_params(path: str | Path) -> dict[str, np.ndarray]:
     """``{"conv0_weight": array, ...}`` from an MXNet ``.params`` file (prefixes dropped)."""
-    data = Path(path).read_bytes()
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError as error:
+        raise InputError(
+            f"no such MXNet params file: {path}", expected="a .params file", remedy="check the path"
+        ) from error
     try:
         return _parse_params(memoryview(data))
     except (struct.error, ValueError, IndexError) as error:
@@ -467,6 +472,10 @@ def read_mxnet(
         symbol = json.loads(symbol_path.read_text())
         nodes = symbol["nodes"]
         heads = symbol["heads"]
+    except FileNotFoundError as error:
+        raise InputError(
+            f"no such MXNet symbol file: {symbol_path}", expected="a *-symbol.json", remedy="check the path"
+        ) from error
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise InputError(
             f"{symbol_path} is not an MXNet symbol file",
