@@ -78,7 +78,10 @@ def test_report_has_the_design_format(chain, tmp_path) -> None:
     assert report["ok"] is True and report["first_divergence"] is None
     for layer in report["layers"]:
         assert set(layer) == {"source", "target", "max_abs", "mean_abs", "max_rel", "cosine"}
-    assert {"source", "target", "max_abs", "ok"} <= set(report["outputs"][0])
+    assert {"source", "target", "max_abs", "ok", "needed_atol"} <= set(report["outputs"][0])
+    # the smallest atol that passes at this rtol is the part of the error rtol does not cover
+    output = comparison.outputs[0].stats
+    assert report["outputs"][0]["needed_atol"] == max(0.0, output.max_abs - comparison.rtol * output.reference_max)
     comparison.plot(tmp_path / "errors.png")
     assert (tmp_path / "errors.png").read_bytes()[:4] == b"\x89PNG"
     assert "<img" in comparison._repr_html_()

@@ -185,7 +185,7 @@ def test_bn_eps_cause_recovers_both_epsilons() -> None:
     cause = compare(reference, candidate, inputs, per_layer=True).first_divergence.cause
     # recovered from per-channel ratios of float32 outputs: within 20%
     assert cause.numbers["reference_eps"] == pytest.approx(1e-5, rel=0.2)
-    assert cause.numbers["candidate_eps"] == pytest.approx(1e-3)
+    assert cause.numbers["candidate_eps"] == pytest.approx(1e-3, rel=0.2)
 
 
 def test_agreeing_models_have_no_divergence() -> None:

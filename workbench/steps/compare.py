@@ -164,7 +164,10 @@ class Comparison:
         """The ``workbench compare --report`` JSON."""
         return {
             "ok": self.ok,
-            "outputs": [{**pair.to_dict(), "ok": pair.ok} for pair in self.outputs],
+            "outputs": [
+                {**pair.to_dict(), "ok": pair.ok, "needed_atol": pair.stats.needed_atol(self.rtol)}
+                for pair in self.outputs
+            ],
             "layers": [pair.to_dict() for pair in self.layers],
             "first_divergence": self.first_divergence.to_dict() if self.first_divergence else None,
         }
