@@ -34,20 +34,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workbench import samples  # noqa: E402
 from workbench.readers import read_onnx  # noqa: E402
 from workbench.runners import load_torch_folder  # noqa: E402
+from workbench.samples import SAMPLE_NAMES  # noqa: E402
 from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
 from workbench.steps.simplify import simplify  # noqa: E402
 from workbench.writers.pytorch import write_pytorch  # noqa: E402
 
-NETWORKS = [
-    "resnet_tiny",
-    "mobilenet_tiny",
-    "squeezenet_tiny",
-    "shufflenet_tiny",
-    "efficientnet_tiny",
-    "segmentation_tiny",
-    "inception_tiny",
-    "mtcnn_tiny",
-]
+NETWORKS = list(SAMPLE_NAMES)
 OPSET = 17
 
 

@@ -311,3 +311,15 @@ def segmentation_tiny() -> nn.Module:
 
 sample_net = resnet_tiny
 """The bundled sample used by ``make run`` and the first notebook."""
+
+SAMPLE_NAMES = (
+    "resnet_tiny",
+    "mobilenet_tiny",
+    "squeezenet_tiny",
+    "shufflenet_tiny",
+    "efficientnet_tiny",
+    "segmentation_tiny",
+    "inception_tiny",
+    "mtcnn_tiny",
+)
+"""Every sample factory, for tests and benchmarks that run them all."""

@@ -23,20 +23,11 @@ from workbench.readers import read_onnx
 from workbench.readers.caffe_reader import read_caffe
 from workbench.runners import load_torch_folder
 from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
-from workbench.samples import InceptionBlock
+from workbench.samples import SAMPLE_NAMES, InceptionBlock
 from workbench.steps.simplify import simplify
 from workbench.writers.pytorch import write_pytorch
 
-SAMPLES = [
-    "resnet_tiny",
-    "mobilenet_tiny",
-    "squeezenet_tiny",
-    "shufflenet_tiny",
-    "efficientnet_tiny",
-    "segmentation_tiny",
-    "inception_tiny",
-    "mtcnn_tiny",
-]
+SAMPLES = list(SAMPLE_NAMES)
 
 _simplified: dict[str, Model] = {}
 
