@@ -213,7 +213,7 @@ def run_convert(args: argparse.Namespace) -> int:
     progress(
         StepReport(
             "verify",
-            f"{verdict}: {comparison.reference} against {' + '.join(p.name for p in written.paths)}",
+            f"{verdict}: {comparison.reference} against {comparison.candidate}",
             seconds=time.perf_counter() - start,
         )
     )
