@@ -140,3 +140,16 @@ def test_generated_pytorch_folder_maps_to_caffe_layers(tmp_path) -> None:
     assert "fc/0" in parameters["fc.weight"].params
     assert not name_map.unmatched and not name_map.ambiguous
     assert wb.map_names(source, tmp_path / "pytorch").to_dict() == name_map.to_dict()
+
+
+def test_each_caffe_blob_names_its_own_source_parameters(tmp_path) -> None:
+    folded = fold_bn(simplify(wb.load("workbench.samples:resnet_tiny")))
+    written = wb.write(folded, tmp_path, "caffe")
+    blobs = {entry.target: entry for entry in map_names(folded, written) if entry.kind == "parameter"}
+    # the folded weight comes from the conv weight and the BatchNorm's gamma and variance
+    assert blobs["layer1.0.conv1[0]"].params == ["layer1.0.conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.running_var"]
+    assert "layer1.0.bn1.bias" in blobs["layer1.0.conv1[1]"].params
+    assert "layer1.0.conv1.weight" not in blobs["layer1.0.conv1[1]"].params
+    assert blobs["fc[0]"].params == ["fc.weight"] and blobs["fc[1]"].params == ["fc.bias"]
+    # shapes come from the caffemodel itself: the Caffe blob and the source parameter agree
+    assert blobs["fc[0]"].target_shape == blobs["fc[0]"].source_shapes["fc.weight"] == [10, 32]

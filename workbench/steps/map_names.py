@@ -316,19 +316,24 @@ def _caffe_entries(records: Sequence[Mapping], caffemodel: Path | None, source: 
             producer_of_top[top] = NameEntry(
                 "blob", top, record.get("type", ""), sources, [], None, {}, [], status, note, record["name"]
             )
+        per_blob = record.get("blob_params") or []
         for index, shape in enumerate(blob_shapes.get(record["name"], ())):
+            # the writer records each blob's own source parameters; a blob it made
+            # itself (BatchNorm's scale factor, a fixed upsampling kernel) has none
+            own = list(per_blob[index]) if index < len(per_blob) else params
+            made = index < len(per_blob) and not own
             entries.append(
                 NameEntry(
                     "parameter",
                     f"{record['name']}[{index}]",
                     record.get("type", ""),
                     sources,
-                    params,
+                    own,
                     shape,
-                    {p: source.param_shapes[p] for p in params if p in source.param_shapes},
+                    {p: source.param_shapes[p] for p in own if p in source.param_shapes},
                     transforms,
-                    status if params else UNMATCHED,
-                    note if params else "no source parameter recorded",
+                    status if own or made else UNMATCHED,
+                    "made by the writer (no source parameter)" if made else note if own else "no source parameter recorded",
                     record["name"],
                 )
             )

@@ -67,7 +67,9 @@ def convert_prelu(node: ir.Node, net: CaffeNet) -> None:
         net.problem(node, "prelu-slope", "the PRelu slope is not a constant", "make the slope a parameter")
         return
     if slope.size == 1:
-        layer = net.add_layer(node, "PReLU", weights=[np.asarray(slope, np.float32).reshape(())], in_place=True)
+        layer = net.add_layer(
+            node, "PReLU", weights=[np.asarray(slope, np.float32).reshape(())], weight_inputs=[1], in_place=True
+        )
         layer.prelu_param.channel_shared = True
         return
     channels = shape[1] if shape is not None and len(shape) >= 2 else None
@@ -82,7 +84,7 @@ def convert_prelu(node: ir.Node, net: CaffeNet) -> None:
             "use one slope per channel (nn.PReLU(num_channels)) or a single shared slope",
         )
         return
-    net.add_layer(node, "PReLU", weights=[slope.reshape(channels)], in_place=True)
+    net.add_layer(node, "PReLU", weights=[slope.reshape(channels)], weight_inputs=[1], in_place=True)
 
 
 def _clip_bounds(node: ir.Node, net: CaffeNet) -> tuple[float, float] | None:

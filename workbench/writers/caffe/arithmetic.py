@@ -94,11 +94,15 @@ def _with_constant(node: ir.Node, net: CaffeNet, data: ir.Value, const: np.ndarr
     axis, num_axes = axes
     aligned = const.reshape((1,) * (len(shape) - const.ndim) + const.shape)
     blob = np.broadcast_to(aligned, shape)[(0,) * axis + (slice(None),) * num_axes + (0,) * (len(shape) - axis - num_axes)]
+    const_input = 0 if const_first else 1
     if op == "Mul":
-        weights = [blob]
+        weights, weight_inputs = [blob], [const_input]
     else:
         weights = [np.ones(blob.shape, np.float32), -blob if op == "Sub" else blob]
-    layer = net.add_layer(node, "Scale", [net.bottom(node, data)], weights=weights, in_place=True)
+        weight_inputs = [None, const_input]
+    layer = net.add_layer(
+        node, "Scale", [net.bottom(node, data)], weights=weights, weight_inputs=weight_inputs, in_place=True
+    )
     if axis != 1:
         layer.scale_param.axis = axis
     if num_axes != 1:

@@ -66,7 +66,9 @@ def convert_conv(node: ir.Node, net: CaffeNet) -> None:
     win = window(node, net, weight.shape[2:])
     if win is None:
         return
-    layer = net.add_layer(node, "Convolution", weights=[weight] + ([bias] if bias is not None else []))
+    layer = net.add_layer(
+        node, "Convolution", weights=[weight] + ([bias] if bias is not None else []), weight_inputs=[1, 2]
+    )
     param = layer.convolution_param
     param.num_output = weight.shape[0]
     param.bias_term = bias is not None
@@ -110,7 +112,9 @@ def convert_conv_transpose(node: ir.Node, net: CaffeNet) -> None:
             )
             return
     group = node.attributes.get_int("group", 1)
-    layer = net.add_layer(node, "Deconvolution", weights=[weight] + ([bias] if bias is not None else []))
+    layer = net.add_layer(
+        node, "Deconvolution", weights=[weight] + ([bias] if bias is not None else []), weight_inputs=[1, 2]
+    )
     param = layer.convolution_param
     param.num_output = weight.shape[1] * group
     param.bias_term = bias is not None

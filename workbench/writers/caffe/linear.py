@@ -82,7 +82,12 @@ def convert_inner_product(node: ir.Node, net: CaffeNet) -> None:
                 return
             axis = len(shape) - 1
     layer = net.add_layer(
-        node, "InnerProduct", [bottom], weights=[weight] + ([bias] if bias is not None else []), also=also
+        node,
+        "InnerProduct",
+        [bottom],
+        weights=[weight] + ([bias] if bias is not None else []),
+        weight_inputs=[1, 2],
+        also=also,
     )
     param = layer.inner_product_param
     param.num_output = weight.shape[0]

@@ -49,6 +49,7 @@ class CaffeLayer:
     nodes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     values: list[str | None] = field(default_factory=list)  # graph value equal to each top
+    blob_params: list[list[str]] = field(default_factory=list)  # source parameters of each blob
 
     def record(self) -> dict:
         return {
@@ -59,6 +60,7 @@ class CaffeLayer:
             "nodes": list(self.nodes),
             "sources": list(self.sources),
             "values": list(self.values),
+            "blob_params": [list(names) for names in self.blob_params],
         }
 
 
@@ -189,6 +191,7 @@ class CaffeNet:
         *,
         role: str | None = None,
         weights: Sequence[np.ndarray] = (),
+        weight_inputs: Sequence[int | None] = (),
         in_place: bool = False,
         also: Sequence[ir.Node] = (),
     ) -> caffe_pb2.LayerParameter:
@@ -198,7 +201,9 @@ class CaffeNet:
         the graph values the tops stand for (``None``: an intermediate blob),
         default the node's outputs. ``in_place`` writes the single top over the
         first bottom when that is safe. ``also`` are further nodes (absorbed into
-        this layer) whose provenance the layer carries.
+        this layer) whose provenance the layer carries. ``weight_inputs`` gives, per
+        weight, the node input it was taken from (``None``: made by the writer), so
+        each blob records its own source parameters.
         """
         if bottoms is None:
             bottoms = [self.bottom(node, node.inputs[0])]
@@ -218,6 +223,7 @@ class CaffeNet:
             if value is not None:
                 self.bind(value, top)
         sources = [s for n in (*also, node) for s in provenance.sources(n)]
+        by_input = provenance.params(node)
         self.layers.append(
             CaffeLayer(
                 layer,
@@ -225,6 +231,10 @@ class CaffeNet:
                 nodes=[n.name or n.op_type for n in (*also, node)],
                 sources=list(dict.fromkeys(sources)),
                 values=[v.name if v is not None else None for v in outputs],
+                blob_params=[
+                    list(by_input.get(index, ())) if index is not None else []
+                    for index in [*weight_inputs, *[None] * (len(weights) - len(weight_inputs))]
+                ],
             )
         )
         return layer

@@ -33,11 +33,23 @@ def convert_batch_norm(node: ir.Node, net: CaffeNet) -> None:
         net.problem(node, "training-mode", "BatchNormalization in training mode", "export the model in eval() mode")
         return
     norm = net.add_layer(
-        node, "BatchNorm", outputs=[None], weights=[mean, var, np.ones(1, np.float32)], in_place=True
+        node,
+        "BatchNorm",
+        outputs=[None],
+        weights=[mean, var, np.ones(1, np.float32)],
+        weight_inputs=[3, 4, None],
+        in_place=True,
     )
     norm.batch_norm_param.use_global_stats = True
     norm.batch_norm_param.eps = node.attributes.get_float("epsilon", 1e-5)
     affine = net.add_layer(
-        node, "Scale", [norm.top[0]], [node.outputs[0]], role="scale", weights=[scale, bias], in_place=True
+        node,
+        "Scale",
+        [norm.top[0]],
+        [node.outputs[0]],
+        role="scale",
+        weights=[scale, bias],
+        weight_inputs=[1, 2],
+        in_place=True,
     )
     affine.scale_param.bias_term = True
