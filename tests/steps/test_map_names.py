@@ -137,7 +137,9 @@ def test_generated_pytorch_folder_maps_to_caffe_layers(tmp_path) -> None:
     # every weight tensor of the generated module is accounted for, with its real shape
     assert {k for k in state if not k.endswith("num_batches_tracked")} <= set(parameters)
     assert parameters["fc.weight"].target_shape == list(state["fc.weight"].shape) == [10, 24]
-    assert "fc/0" in parameters["fc.weight"].params
+    assert parameters["fc.weight"].params == ["fc/0"] and parameters["fc.bias"].params == ["fc/1"]
+    # a Caffe BatchNorm's mean and variance are stored divided by its third blob (the scale factor)
+    assert parameters["conv1_bn.running_mean"].params == ["conv1/bn/0", "conv1/bn/2"]
     assert not name_map.unmatched and not name_map.ambiguous
     assert wb.map_names(source, tmp_path / "pytorch").to_dict() == name_map.to_dict()
 

@@ -362,13 +362,16 @@ def _pytorch_entries(folder: Path, source: SourceLayers) -> list[NameEntry]:
         params = [p for layer in sources for p in source.params.get(layer, ())]
         entries.append(NameEntry("layer", record["name"], record.get("type", ""), sources, params, None, {}, [], status, note))
         prefix = f"{record['name']}."
+        own_params = record.get("state_params", {})
         for key, tensor in state.items():
             if key.startswith(prefix) and not key.endswith("num_batches_tracked"):
+                # the writer records each state entry's own source parameters when it knows them
+                own = own_params.get(key[len(prefix):]) or params
                 entries.append(
                     NameEntry(
-                        "parameter", key, record.get("type", ""), sources, params, list(tensor.shape),
-                        {p: source.param_shapes[p] for p in params if p in source.param_shapes}, [],
-                        status if params else UNMATCHED, note if params else "no source parameter recorded", record["name"],
+                        "parameter", key, record.get("type", ""), sources, own, list(tensor.shape),
+                        {p: source.param_shapes[p] for p in own if p in source.param_shapes}, [],
+                        status if own else UNMATCHED, note if own else "no source parameter recorded", record["name"],
                     )
                 )
     for record in records.get("buffers", []):

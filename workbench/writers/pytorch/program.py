@@ -60,6 +60,7 @@ class ModuleRecord:
     shared_values: tuple[int, ...]
     nodes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    state_params: dict[str, list[str]] = field(default_factory=dict)  # state key -> source parameters
 
 
 @dataclass
@@ -302,6 +303,11 @@ class NodeContext:
         base = identifier(sources[0], "layer") if sources else identifier(self.node.op_type.lower(), "layer")
         weights = tuple(id(self.value(i)) for i in shared)
         record = self.program.add_module(base, constructor, state or {}, weights)
+        # state keys follow the order of the inputs they hold (weight, bias, ...)
+        by_input = provenance.params(self.node)
+        for key, index in zip(state or {}, shared):
+            if by_input.get(index):
+                record.state_params.setdefault(key, list(by_input[index]))
         record.nodes.extend(node.name or node.op_type for node in self.nodes)
         record.sources.extend(s for s in sources if s not in record.sources)
         return f"self.{record.name}"

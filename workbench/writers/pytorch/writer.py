@@ -118,7 +118,13 @@ def write_pytorch(model: Model, outdir: str | Path, *, name: str | None = None) 
 
 
 def _module_entry(record) -> dict:
-    return {"name": record.name, "type": record.type, "nodes": record.nodes, "sources": record.sources}
+    return {
+        "name": record.name,
+        "type": record.type,
+        "nodes": record.nodes,
+        "sources": record.sources,
+        "state_params": record.state_params,
+    }
 
 
 def render_source(program: Program, model: Model, title: str) -> tuple[str, dict[int, int]]:
