@@ -216,12 +216,14 @@ def _parameterised_notebook(path: Path) -> Path:
 
 def test_record_executes_a_notebook_with_parameters(tmp_path, capsys) -> None:
     source = _parameterised_notebook(tmp_path / "n.ipynb")
-    output = tmp_path / "record.ipynb"
-    code, _, err = _run(["record", str(source), "-o", str(output), "-p", "scale", "21", "-p", "label", "answer"], capsys)
+    output = tmp_path / "records" / "record.ipynb"  # a folder that does not exist yet
+    arguments = ["record", str(source), "-o", str(output), "-p", "scale", "21", "-p", "label", "answer", "--html"]
+    code, _, err = _run(arguments, capsys)
     assert code == 0, err
     executed = nbformat.read(output, as_version=4)
     printed = "".join(o.get("text", "") for cell in executed.cells for o in cell.get("outputs", []))
     assert printed.strip() == "answer 42"
+    assert "answer 42" in output.with_suffix(".html").read_text()
 
 
 def test_record_refuses_to_overwrite_its_notebook(tmp_path, capsys) -> None:

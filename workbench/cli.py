@@ -312,6 +312,7 @@ def run_record(args: argparse.Namespace) -> int:
             remedy="open and save it in Jupyter, or pass another notebook",
         ) from error
     parameters = {name: parse_value(value) for name, value in args.parameters or []}
+    output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
         papermill.execute_notebook(
