@@ -18,6 +18,7 @@ with ``output_shape`` given the pads are solved from it.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -95,71 +96,86 @@ def _weights(ctx: NodeContext) -> tuple[np.ndarray, np.ndarray | None] | None:
     return weight, bias
 
 
+@dataclass
+class _Geometry:
+    """What Conv and ConvTranspose share: weights and the window attributes."""
+
+    weight: np.ndarray
+    bias: np.ndarray | None
+    spatial: int
+    kernel: list[int]
+    strides: list[int]
+    dilations: list[int]
+    groups: int
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {"weight": self.weight} | ({"bias": self.bias} if self.bias is not None else {})
+
+
+def _geometry(ctx: NodeContext) -> _Geometry | None:
+    found = _weights(ctx)
+    if found is None:
+        return None
+    weight, bias = found
+    spatial = weight.ndim - 2
+    return _Geometry(
+        weight,
+        bias,
+        spatial,
+        list(weight.shape[2:]),
+        list(ctx.attr("strides", (1,) * spatial)),
+        list(ctx.attr("dilations", (1,) * spatial)),
+        int(ctx.attr("group", 1)),
+    )
+
+
 @EMITTERS.register("Conv")
 def emit_conv(ctx: NodeContext) -> None:
     """nn.Conv1d/2d/3d (asymmetric pads: F.pad first)"""
-    found = _weights(ctx)
-    if found is None:
+    conv = _geometry(ctx)
+    if conv is None:
         return
-    weight, bias = found
-    spatial = weight.ndim - 2
-    kernel = list(weight.shape[2:])
-    strides = list(ctx.attr("strides", (1,) * spatial))
-    dilations = list(ctx.attr("dilations", (1,) * spatial))
-    groups = int(ctx.attr("group", 1))
-    pads = resolve_pads(ctx, kernel, strides, dilations)
+    pads = resolve_pads(ctx, conv.kernel, conv.strides, conv.dilations)
     if pads is None:
         return
-    begins, ends = pads[:spatial], pads[spatial:]
+    begins, ends = pads[: conv.spatial], pads[conv.spatial :]
     source = ctx.x(0)
     padding = begins
     if begins != ends:
         source = ctx.temporary(call("F.pad", source, ints(torch_pad_order(begins, ends))), f"{source}_padded")
-        padding = [0] * spatial
-    arguments = conv_arguments(kernel, strides, padding, dilations, groups)
-    if bias is None:
+        padding = [0] * conv.spatial
+    arguments = conv_arguments(conv.kernel, conv.strides, padding, conv.dilations, conv.groups)
+    if conv.bias is None:
         arguments["bias"] = "False"
-    layer = call(f"nn.Conv{spatial}d", str(weight.shape[1] * groups), str(weight.shape[0]), **arguments)
-    state = {"weight": weight}
-    if bias is not None:
-        state["bias"] = bias
-    ctx.assign(call(ctx.module(layer, state, shared=[1, 2]), source))
+    layer = call(f"nn.Conv{conv.spatial}d", str(conv.weight.shape[1] * conv.groups), str(conv.weight.shape[0]), **arguments)
+    ctx.assign(call(ctx.module(layer, conv.state(), shared=[1, 2]), source))
 
 
 @EMITTERS.register("ConvTranspose")
 def emit_conv_transpose(ctx: NodeContext) -> None:
     """nn.ConvTranspose1d/2d/3d (asymmetric pads: cropped after)"""
-    found = _weights(ctx)
-    if found is None:
+    conv = _geometry(ctx)
+    if conv is None:
         return
-    weight, bias = found
-    spatial = weight.ndim - 2
-    kernel = list(weight.shape[2:])
-    strides = list(ctx.attr("strides", (1,) * spatial))
-    dilations = list(ctx.attr("dilations", (1,) * spatial))
-    output_padding = list(ctx.attr("output_padding", (0,) * spatial))
-    groups = int(ctx.attr("group", 1))
-    pads = _transpose_pads(ctx, kernel, strides, dilations, output_padding)
+    output_padding = list(ctx.attr("output_padding", (0,) * conv.spatial))
+    pads = _transpose_pads(ctx, conv.kernel, conv.strides, conv.dilations, output_padding)
     if pads is None:
         return
-    begins, ends = pads[:spatial], pads[spatial:]
+    begins, ends = pads[: conv.spatial], pads[conv.spatial :]
     # PyTorch crops `padding` from both ends; the rest of an asymmetric pad is sliced off
     padding = [min(b, e) for b, e in zip(begins, ends)]
-    arguments = conv_arguments(kernel, strides, padding, dilations, groups)
+    arguments = conv_arguments(conv.kernel, conv.strides, padding, conv.dilations, conv.groups)
     if any(p != 0 for p in output_padding):
         arguments["output_padding"] = single_or_tuple(output_padding)
-    if bias is None:
+    if conv.bias is None:
         arguments["bias"] = "False"
     # keyword order as in the PyTorch signature: output_padding comes before groups and dilation
     order = ("kernel_size", "stride", "padding", "output_padding", "groups", "bias", "dilation")
     ordered = {key: arguments[key] for key in order if key in arguments}
     layer = call(
-        f"nn.ConvTranspose{spatial}d", str(weight.shape[0]), str(weight.shape[1] * groups), **ordered
+        f"nn.ConvTranspose{conv.spatial}d", str(conv.weight.shape[0]), str(conv.weight.shape[1] * conv.groups), **ordered
     )
-    state = {"weight": weight}
-    if bias is not None:
-        state["bias"] = bias
-    output = call(ctx.module(layer, state, shared=[1, 2]), ctx.x(0))
+    output = call(ctx.module(layer, conv.state(), shared=[1, 2]), ctx.x(0))
     if begins == ends:
         ctx.assign(output)
         return
