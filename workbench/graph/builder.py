@@ -19,6 +19,19 @@ from .shapes import infer_shapes
 DEFAULT_OPSET = 17
 
 
+def initializer_value(name: str, array: np.ndarray) -> ir.Value:
+    """A typed, shaped initializer value over ``array``'s buffer (no element copies)."""
+    array = np.asarray(array)  # not ascontiguousarray alone: it turns 0-d scalars into shape (1,)
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    return ir.Value(
+        name=name,
+        shape=ir.Shape(array.shape),
+        type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+        const_value=ir.tensor(array, name=name),
+    )
+
+
 class GraphBuilder:
     def __init__(self, name: str, opset: int = DEFAULT_OPSET) -> None:
         self.name = name
@@ -41,16 +54,7 @@ class GraphBuilder:
         return value
 
     def add_initializer(self, name: str, array: np.ndarray) -> ir.Value:
-        array = np.asarray(array)  # not ascontiguousarray alone: it turns 0-d scalars into shape (1,)
-        if not array.flags.c_contiguous:
-            array = np.ascontiguousarray(array)
-        unique = self.unique(name)
-        value = ir.Value(
-            name=unique,
-            shape=ir.Shape(array.shape),
-            type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-            const_value=ir.tensor(array, name=unique),
-        )
+        value = initializer_value(self.unique(name), array)
         self._initializers.append(value)
         return value
 

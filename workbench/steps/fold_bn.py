@@ -39,6 +39,7 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from ..errors import WorkbenchError
 from ..graph import Model, StepReport, provenance
+from ..graph.builder import initializer_value
 from ..graph.names import UniqueNames
 from ..graph.report import timed
 from ..graph.shapes import constant, infer_shapes
@@ -232,14 +233,7 @@ class BatchNormFolder:
         self.kept: list[tuple[str, str]] = []  # (bn label, why it was left as it is)
 
     def initializer(self, name: str, array: np.ndarray) -> ir.Value:
-        array = np.ascontiguousarray(array)
-        unique = self.value_names.claim(name)
-        value = ir.Value(
-            name=unique,
-            shape=ir.Shape(array.shape),
-            type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-            const_value=ir.tensor(array, name=unique),
-        )
+        value = initializer_value(self.value_names.claim(name), array)
         self.graph.register_initializer(value)
         return value
 
