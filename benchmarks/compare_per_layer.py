@@ -19,6 +19,7 @@ Prints the ratios.
 
     python benchmarks/compare_per_layer.py [--rounds 3] [--size 224]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -202,7 +203,9 @@ def main() -> None:
         folder = Path(directory)
         start = time.perf_counter()
         prepare(folder, args.size)
-        print(f"ResNet-50 at {args.size}×{args.size}: exported, simplified, folded in {time.perf_counter() - start:.0f} s")
+        print(
+            f"ResNet-50 at {args.size}×{args.size}: exported, simplified, folded in {time.perf_counter() - start:.0f} s"
+        )
         timing = child("time", folder, args.rounds)
         memory = child("memory", folder, args.rounds)
     mib = 1 / 2**20

@@ -15,6 +15,7 @@ geometric mean of the ratios. The goal is a ratio of at most 1.
 
     python benchmarks/generated_vs_onnx2torch.py [--rounds 7] [--iterations 50]
 """
+
 from __future__ import annotations
 
 import argparse

@@ -12,6 +12,7 @@ The caffemodel is composed from packed bytes (``workbench.writers.caffe.blobs``)
 
 Run: ``python benchmarks/read_caffemodel.py``
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -99,8 +100,10 @@ def main() -> None:
 
     print(f"weights: {megabytes:.1f} MB in {len(arrays)} arrays; big.caffemodel: {size:.1f} MB")
     print(f"np.load of the arrays:                     {numpy_seconds:.3f} s  (1.00x)")
-    print(f"read_caffe (prototxt + weights + graph):   {reader_seconds:.3f} s  "
-          f"({reader_seconds / numpy_seconds:.2f}x, goal <= 3x)")
+    print(
+        f"read_caffe (prototxt + weights + graph):   {reader_seconds:.3f} s  "
+        f"({reader_seconds / numpy_seconds:.2f}x, goal <= 3x)"
+    )
     print(f"blobs to arrays through Python floats:     {floats_seconds:.3f} s  ({floats_seconds / numpy_seconds:.2f}x)")
 
 

@@ -8,6 +8,7 @@ measured in this one run; absolute times depend on the machine.
 
 Run: ``python benchmarks/write_caffemodel.py``
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -83,8 +84,12 @@ def main() -> None:
 
     print(f"weights: {megabytes:.1f} MB in {len(arrays)} arrays; big.caffemodel: {sizes[0]:.1f} MB")
     print(f"np.save of the arrays:                      {numpy_seconds:.3f} s  (1.00x)")
-    print(f"caffemodel composed from packed bytes:      {weights_seconds:.3f} s  ({weights_seconds / numpy_seconds:.2f}x)")
-    print(f"write_caffe (convert + prototxt + weights): {writer_seconds:.3f} s  ({writer_seconds / numpy_seconds:.2f}x, goal <= 3x)")
+    print(
+        f"caffemodel composed from packed bytes:      {weights_seconds:.3f} s  ({weights_seconds / numpy_seconds:.2f}x)"
+    )
+    print(
+        f"write_caffe (convert + prototxt + weights): {writer_seconds:.3f} s  ({writer_seconds / numpy_seconds:.2f}x, goal <= 3x)"
+    )
     print(f"repeated fields filled from Python lists:   {lists_seconds:.3f} s  ({lists_seconds / numpy_seconds:.2f}x)")
 
 

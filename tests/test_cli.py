@@ -1,5 +1,6 @@
 """The `workbench` command: exit codes, messages without tracebacks, no partial
 output, and converted files that run like their source."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,9 @@ def _save_graph(path: Path, ops: list[str], shape: tuple = (1, 3, 8, 8)) -> Path
     x = builder.add_input("x", list(shape))
     weight = builder.add_initializer("conv.weight", RNG.standard_normal((4, shape[1], 3, 3)).astype(np.float32))
     bias = builder.add_initializer("conv.bias", RNG.standard_normal(4).astype(np.float32))
-    (value,) = builder.add_node("Conv", [x, weight, bias], {"pads": [1, 1, 1, 1]}, sources=["conv"], outputs=["conv_out"])
+    (value,) = builder.add_node(
+        "Conv", [x, weight, bias], {"pads": [1, 1, 1, 1]}, sources=["conv"], outputs=["conv_out"]
+    )
     for index, op in enumerate(ops):
         (value,) = builder.add_node(op, [value], sources=[f"layer{index}"], outputs=[f"out{index}"])
     value.type, value.shape = ir.TensorType(ir.DataType.FLOAT), ir.Shape([shape[0], 4, *shape[2:]])
@@ -163,7 +166,9 @@ def test_convert_onnx_to_caffe_runs_in_opencv(tmp_path, capsys) -> None:
 def test_convert_onnx_to_pytorch_gives_a_loadable_module(tmp_path, capsys) -> None:
     source = _save_graph(tmp_path / "small.onnx", ["Relu", "Sigmoid"])
     out_dir, report = tmp_path / "out", tmp_path / "report.json"
-    code, _, err = _run(["convert", str(source), "--to", "pytorch", "-o", str(out_dir), "--report", str(report)], capsys)
+    code, _, err = _run(
+        ["convert", str(source), "--to", "pytorch", "-o", str(out_dir), "--report", str(report)], capsys
+    )
     assert code == 0, err
     network = load_torch_folder(out_dir)
     x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
@@ -259,8 +264,17 @@ def test_convert_sample_net_to_onnx_matches_pytorch(tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_convert_sample_net_to_caffe_matches_pytorch(tmp_path, capsys) -> None:
     code, out, err = _run(
-        ["convert", "workbench.samples:sample_net", "--to", "caffe", "-o", str(tmp_path), "--fold-bn",
-         "--report", str(tmp_path / "report.json")],
+        [
+            "convert",
+            "workbench.samples:sample_net",
+            "--to",
+            "caffe",
+            "-o",
+            str(tmp_path),
+            "--fold-bn",
+            "--report",
+            str(tmp_path / "report.json"),
+        ],
         capsys,
     )
     assert code == 0, err
@@ -277,7 +291,17 @@ def test_convert_sample_net_to_caffe_matches_pytorch(tmp_path, capsys) -> None:
 @pytest.mark.slow
 def test_python_dash_m_workbench_converts_in_a_subprocess(tmp_path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "workbench", "convert", "workbench.samples:sample_net", "--to", "onnx", "-o", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "convert",
+            "workbench.samples:sample_net",
+            "--to",
+            "onnx",
+            "-o",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -1,4 +1,5 @@
 """The README's supported-ops tables are generated from the registries, never hand-kept."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -3,6 +3,7 @@
 Each notebook ends with assertions on its own comparison against an independent
 runtime, so a notebook that runs to the end has verified its conversion.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -13,6 +13,7 @@ The step functions, usable from a notebook, a script or the CLI::
 
 Each returns an object that renders in Jupyter and carries a report of what it did.
 """
+
 from .errors import InputError, Problem, UnsupportedError, WorkbenchError
 from .graph import Model, SourceInfo, StepReport
 from .readers import example_inputs, export, load

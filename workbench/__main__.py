@@ -1,4 +1,5 @@
 """``python -m workbench``: the command line (see ``workbench.cli``)."""
+
 from __future__ import annotations
 
 import sys

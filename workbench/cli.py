@@ -7,6 +7,7 @@ outputs differ beyond tolerance (or a recorded notebook failed), 2 bad input or
 unsupported ops (every problem listed at once). Bad input never shows a
 traceback: a ``WorkbenchError`` becomes its message on stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -297,7 +298,9 @@ def run_record(args: argparse.Namespace) -> int:
     if not notebook.is_file():
         raise InputError(f"no such notebook: {notebook}", remedy="check the path")
     if output.resolve() == notebook.resolve():
-        raise InputError("the record would overwrite the notebook it runs", found=str(output), remedy="choose another -o")
+        raise InputError(
+            "the record would overwrite the notebook it runs", found=str(output), remedy="choose another -o"
+        )
     import nbformat
     import papermill
     from jupyter_client.kernelspec import NoSuchKernel
@@ -377,7 +380,10 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="state dict (.pt) for a PyTorch factory")
     parser.add_argument("--input-shape", help="input shape, e.g. 1,3,224,224")
     parser.add_argument(
-        "--simplify", action=argparse.BooleanOptionalAction, default=True, help="fold constants with onnxsim (default on)"
+        "--simplify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="fold constants with onnxsim (default on)",
     )
     parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the layer before it")
     parser.add_argument("--dialect", choices=DIALECTS, help="Caffe dialect (default bvlc)")
@@ -418,7 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("notebook", metavar="NOTEBOOK")
     record.add_argument("-o", "--output", required=True, metavar="OUT.ipynb")
     record.add_argument(
-        "-p", "--parameter", dest="parameters", nargs=2, action="append", metavar=("NAME", "VALUE"), help="notebook parameter"
+        "-p",
+        "--parameter",
+        dest="parameters",
+        nargs=2,
+        action="append",
+        metavar=("NAME", "VALUE"),
+        help="notebook parameter",
     )
     record.add_argument("--html", action="store_true", help="also export the executed notebook as HTML")
     record.set_defaults(handler=run_record)

@@ -6,6 +6,7 @@ between the markers ``<!-- ops-tables:start -->`` and ``<!-- ops-tables:end -->`
 of README.md. ``python -m workbench.docs README.md`` rewrites that block;
 ``--check`` only reports whether it is up to date (the test suite runs it).
 """
+
 from __future__ import annotations
 
 import argparse

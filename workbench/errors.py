@@ -4,6 +4,7 @@ Every error a user can cause (bad files, unsupported ops, wrong arguments) is a
 ``WorkbenchError`` whose message says what was expected, what was found and what
 to do. The CLI turns these into exit status 2 without a traceback.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Readers and writers register one small function per op family with a decorator.
 Registering a key twice is an error, so two converters can never silently compete.
 The README's supported-ops tables are generated from these registries.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar

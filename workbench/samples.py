@@ -6,6 +6,7 @@ convolutions, ceil-mode pooling, concat order, PReLU, flatten before Linear).
 Each factory has an ``input_shape`` attribute so the CLI can export it without
 ``--input-shape``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,9 +36,7 @@ def _randomize_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1, act: type = nn.ReLU) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), act()
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), act())
 
 
 class BasicBlock(nn.Module):

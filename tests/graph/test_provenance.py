@@ -1,4 +1,5 @@
 """Provenance survives export, simplification and ONNX files, and is never guessed from names."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -5,6 +5,7 @@ prototxt), read with ``read_caffe``, run in onnxruntime and compared with OpenCV
 DNN running the same files: the final outputs and, layer by layer, the output of
 the last node each Caffe layer produced (found through provenance).
 """
+
 from __future__ import annotations
 
 import copy
@@ -42,8 +43,15 @@ class NetSpec:
         self.inputs[name] = tuple(shape)
         return self
 
-    def layer(self, kind: str, name: str, bottoms: Sequence[str], tops: Sequence[str] | None = None,
-              params: str = "", blobs: Sequence[Sequence[int] | np.ndarray] = ()) -> "NetSpec":
+    def layer(
+        self,
+        kind: str,
+        name: str,
+        bottoms: Sequence[str],
+        tops: Sequence[str] | None = None,
+        params: str = "",
+        blobs: Sequence[Sequence[int] | np.ndarray] = (),
+    ) -> "NetSpec":
         layer = self.net.layer.add(name=name, type=kind)
         layer.bottom.extend(bottoms)
         layer.top.extend([name] if tops is None else tops)
@@ -75,8 +83,9 @@ def random_inputs(shapes: dict[str, tuple[int, ...]], seed: int = 1) -> dict[str
     return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
 
 
-def opencv_forward(prototxt: Path, caffemodel: Path, inputs: dict[str, np.ndarray],
-                   layers: Sequence[str]) -> dict[str, np.ndarray]:
+def opencv_forward(
+    prototxt: Path, caffemodel: Path, inputs: dict[str, np.ndarray], layers: Sequence[str]
+) -> dict[str, np.ndarray]:
     """First output of each named layer in OpenCV DNN, every layer kept separate."""
     net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
     net.enableFusion(False)
@@ -103,8 +112,9 @@ def graph_layer_outputs(model: Model, inputs: dict[str, np.ndarray]) -> dict[str
     return {layer: results[value.name] for layer, value in last.items()}
 
 
-def assert_matches_opencv(prototxt: Path, caffemodel: Path, inputs: dict[str, np.ndarray],
-                          rtol: float, atol: float, **read_options) -> Model:
+def assert_matches_opencv(
+    prototxt: Path, caffemodel: Path, inputs: dict[str, np.ndarray], rtol: float, atol: float, **read_options
+) -> Model:
     """Final outputs and every layer's output against OpenCV DNN."""
     model = read_caffe(prototxt, caffemodel, **read_options)
     ours = graph_layer_outputs(model, inputs)
@@ -114,8 +124,9 @@ def assert_matches_opencv(prototxt: Path, caffemodel: Path, inputs: dict[str, np
     finals = OnnxRuntimeRunner(model).run(inputs)
     for value in model.graph.outputs:
         (writer,) = provenance.sources(value.producer())
-        np.testing.assert_allclose(finals[value.name], reference[writer], rtol=rtol, atol=atol,
-                                   err_msg=f"output {value.name}")
+        np.testing.assert_allclose(
+            finals[value.name], reference[writer], rtol=rtol, atol=atol, err_msg=f"output {value.name}"
+        )
     return model
 
 
@@ -125,8 +136,7 @@ def assert_matches_opencv(prototxt: Path, caffemodel: Path, inputs: dict[str, np
 X = (2, 4, 8, 8)  # the usual input: batch 2, 4 channels, 8 x 8
 
 
-def conv(params: str, weight: Sequence[int], outputs: int | None = None, shape=X,
-         kind: str = "Convolution") -> NetSpec:
+def conv(params: str, weight: Sequence[int], outputs: int | None = None, shape=X, kind: str = "Convolution") -> NetSpec:
     """A convolution with a bias of ``outputs`` values (none when 0; default weight[0])."""
     outputs = weight[0] if outputs is None else outputs
     blobs = [weight, (outputs,)] if outputs else [weight]
@@ -142,54 +152,74 @@ def pooling(params: str, shape=X) -> NetSpec:
 
 
 def two_inputs(kind: str, params: str = "", second=X, tops=None) -> NetSpec:
-    return (NetSpec().input("a", X).input("b", second)
-            .layer(kind, "layer", ["a", "b"], tops=tops, params=params))
+    return NetSpec().input("a", X).input("b", second).layer(kind, "layer", ["a", "b"], tops=tops, params=params)
 
 
 def batch_norm(factor: float) -> NetSpec:
     rng = np.random.default_rng(3)
     mean = rng.standard_normal(4) * factor
     variance = (rng.random(4) + 0.5) * factor
-    return (NetSpec().input("data", X)
-            .layer("BatchNorm", "layer", ["data"], params="batch_norm_param { eps: 0.001 }",
-                   blobs=[mean, variance, np.array([factor])]))
+    return (
+        NetSpec()
+        .input("data", X)
+        .layer(
+            "BatchNorm",
+            "layer",
+            ["data"],
+            params="batch_norm_param { eps: 0.001 }",
+            blobs=[mean, variance, np.array([factor])],
+        )
+    )
 
 
 LAYER_CASES = {
     "conv-3x3-pad": conv("convolution_param { num_output: 6 kernel_size: 3 pad: 1 }", (6, 4, 3, 3)),
     "conv-group-dilation-nobias": conv(
         "convolution_param { num_output: 6 kernel_size: 3 dilation: 2 group: 2 bias_term: false }",
-        (6, 2, 3, 3), outputs=0),
+        (6, 2, 3, 3),
+        outputs=0,
+    ),
     "conv-depthwise-stride": conv(
-        "convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 group: 4 }", (4, 1, 3, 3)),
+        "convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 group: 4 }", (4, 1, 3, 3)
+    ),
     "conv-h-w-fields": conv(
         "convolution_param { num_output: 3 kernel_h: 3 kernel_w: 1 pad_h: 1 pad_w: 0 stride_h: 2 stride_w: 1 }",
-        (3, 4, 3, 1)),
+        (3, 4, 3, 1),
+    ),
     "conv-repeated-fields": conv(
         "convolution_param { num_output: 3 kernel_size: 3 kernel_size: 5 pad: 1 pad: 2 stride: 1 stride: 2 }",
-        (3, 4, 3, 5)),
+        (3, 4, 3, 5),
+    ),
     "deconv-stride2": conv(
-        "convolution_param { num_output: 3 kernel_size: 4 stride: 2 pad: 1 }", (4, 3, 4, 4), outputs=3,
-        kind="Deconvolution"),
+        "convolution_param { num_output: 3 kernel_size: 4 stride: 2 pad: 1 }",
+        (4, 3, 4, 4),
+        outputs=3,
+        kind="Deconvolution",
+    ),
     "deconv-group": conv(
-        "convolution_param { num_output: 4 kernel_size: 3 stride: 2 group: 2 }", (4, 2, 3, 3), outputs=4,
-        kind="Deconvolution"),
+        "convolution_param { num_output: 4 kernel_size: 3 stride: 2 group: 2 }",
+        (4, 2, 3, 3),
+        outputs=4,
+        kind="Deconvolution",
+    ),
     "pool-max-ceil": pooling("pool: MAX kernel_size: 3 stride: 2", shape=(1, 2, 6, 6)),
     "pool-max-pad-clip": pooling("pool: MAX kernel_size: 2 stride: 2 pad: 1", shape=(1, 2, 5, 5)),
-    "pool-max-rect": pooling("pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0",
-                             shape=(1, 2, 7, 6)),
+    "pool-max-rect": pooling(
+        "pool: MAX kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 1 pad_h: 1 pad_w: 0", shape=(1, 2, 7, 6)
+    ),
     "pool-ave-rect-overhang": pooling(
-        "pool: AVE kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad_h: 1 pad_w: 0", shape=(1, 2, 8, 7)),
+        "pool: AVE kernel_h: 3 kernel_w: 2 stride_h: 2 stride_w: 3 pad_h: 1 pad_w: 0", shape=(1, 2, 8, 7)
+    ),
     "pool-ave-exact": pooling("pool: AVE kernel_size: 3 stride: 1 pad: 1"),
     "pool-ave-ceil-overhang": pooling("pool: AVE kernel_size: 3 stride: 2", shape=(1, 2, 6, 6)),
     "pool-ave-pad-overhang": pooling("pool: AVE kernel_size: 3 stride: 2 pad: 1"),
     "pool-ave-pad-clip": pooling("pool: AVE kernel_size: 2 stride: 2 pad: 1", shape=(1, 2, 5, 5)),
     "pool-global-max": pooling("pool: MAX global_pooling: true"),
     "pool-global-ave": pooling("pool: AVE global_pooling: true"),
-    "innerproduct-flatten": single("InnerProduct", "inner_product_param { num_output: 5 }",
-                                   blobs=[(5, 256), (5,)]),
+    "innerproduct-flatten": single("InnerProduct", "inner_product_param { num_output: 5 }", blobs=[(5, 256), (5,)]),
     "innerproduct-axis2-nobias": single(
-        "InnerProduct", "inner_product_param { num_output: 3 axis: 2 bias_term: false }", blobs=[(3, 64)]),
+        "InnerProduct", "inner_product_param { num_output: 3 axis: 2 bias_term: false }", blobs=[(3, 64)]
+    ),
     "batchnorm-factor": batch_norm(7.5),
     "batchnorm-zero-factor": batch_norm(0.0),
     "scale-bias": single("Scale", "scale_param { bias_term: true }", blobs=[(4,), (4,)]),
@@ -214,12 +244,21 @@ LAYER_CASES = {
     "eltwise-max": two_inputs("Eltwise", "eltwise_param { operation: MAX }"),
     "concat-channels": two_inputs("Concat", second=(2, 3, 8, 8)),
     "concat-axis2": two_inputs("Concat", "concat_param { axis: 2 }", second=(2, 4, 5, 8)),
-    "slice-points": NetSpec().input("data", X).layer(
-        "Slice", "layer", ["data"], tops=["s0", "s1", "s2"],
+    "slice-points": NetSpec()
+    .input("data", X)
+    .layer(
+        "Slice",
+        "layer",
+        ["data"],
+        tops=["s0", "s1", "s2"],
         params="slice_param { axis: 1 slice_point: 1 slice_point: 3 }",
-    ).layer("Concat", "join", ["s2", "s0", "s1"]),
-    "split": NetSpec().input("data", X).layer("Split", "layer", ["data"], tops=["c0", "c1"]).layer(
-        "ReLU", "relu", ["c0"]).layer("Eltwise", "join", ["relu", "c1"]),
+    )
+    .layer("Concat", "join", ["s2", "s0", "s1"]),
+    "split": NetSpec()
+    .input("data", X)
+    .layer("Split", "layer", ["data"], tops=["c0", "c1"])
+    .layer("ReLU", "relu", ["c0"])
+    .layer("Eltwise", "join", ["relu", "c1"]),
     "flatten": single("Flatten"),
     "flatten-axes": single("Flatten", "flatten_param { axis: 2 end_axis: 3 }"),
     "reshape-zero-minus-one": single("Reshape", "reshape_param { shape { dim: 0 dim: -1 dim: 4 } }"),
@@ -227,9 +266,11 @@ LAYER_CASES = {
     "softmax": single("Softmax"),
     "softmax-axis": single("Softmax", "softmax_param { axis: 3 }"),
     "dropout": single("Dropout").layer("ReLU", "relu", ["layer"]),
-    "silence": NetSpec().input("data", X).layer(
-        "Slice", "layer", ["data"], tops=["s0", "s1"], params="slice_param { axis: 1 }"
-    ).layer("Silence", "discard", ["s1"], tops=[]).layer("ReLU", "relu", ["s0"]),
+    "silence": NetSpec()
+    .input("data", X)
+    .layer("Slice", "layer", ["data"], tops=["s0", "s1"], params="slice_param { axis: 1 }")
+    .layer("Silence", "discard", ["s1"], tops=[])
+    .layer("ReLU", "relu", ["s0"]),
     "lrn-across": single("LRN", "lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 }"),
     "lrn-within": single("LRN", "lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL }"),
     "crop": two_inputs("Crop", "crop_param { axis: 2 offset: 1 offset: 2 }", second=(2, 4, 5, 4)),
@@ -245,18 +286,26 @@ def test_layer_matches_opencv(case: NetSpec, tmp_path: Path) -> None:
 
 
 def slice_net(params: str) -> NetSpec:
-    return NetSpec().input("data", X).layer("Slice", "layer", ["data"], tops=["s0", "s1"], params=params).layer(
-        "Eltwise", "join", ["s1", "s0"], params="eltwise_param { operation: PROD }")
+    return (
+        NetSpec()
+        .input("data", X)
+        .layer("Slice", "layer", ["data"], tops=["s0", "s1"], params=params)
+        .layer("Eltwise", "join", ["s1", "s0"], params="eltwise_param { operation: PROD }")
+    )
 
 
 # Spellings OpenCV DNN reads differently from Caffe, each with the spelling that
 # means the same in both, which OpenCV then runs as the reference.
 SPELLING_CASES = {
     "slice-dim": (slice_net("slice_param { slice_dim: 2 }"), slice_net("slice_param { axis: 2 }")),
-    "concat-dim": (two_inputs("Concat", "concat_param { concat_dim: 2 }", second=(2, 4, 3, 8)),
-                   two_inputs("Concat", "concat_param { axis: 2 }", second=(2, 4, 3, 8))),
-    "pool-pad-h-only": (pooling("pool: MAX kernel_size: 3 stride: 2 pad_h: 1", shape=(1, 2, 8, 7)),
-                        pooling("pool: MAX kernel_size: 3 stride: 2 pad_h: 1 pad_w: 0", shape=(1, 2, 8, 7))),
+    "concat-dim": (
+        two_inputs("Concat", "concat_param { concat_dim: 2 }", second=(2, 4, 3, 8)),
+        two_inputs("Concat", "concat_param { axis: 2 }", second=(2, 4, 3, 8)),
+    ),
+    "pool-pad-h-only": (
+        pooling("pool: MAX kernel_size: 3 stride: 2 pad_h: 1", shape=(1, 2, 8, 7)),
+        pooling("pool: MAX kernel_size: 3 stride: 2 pad_h: 1 pad_w: 0", shape=(1, 2, 8, 7)),
+    ),
 }
 
 
@@ -269,8 +318,9 @@ def test_spelling_matches_opencv_on_equivalent_net(case: NetSpec, reference: Net
     outputs = OnnxRuntimeRunner(read_caffe(prototxt, caffemodel)).run(inputs)
     expected = opencv_forward(*reference.save(tmp_path / "reference"), inputs, [reference.net.layer[-1].name])
     # onnxruntime vs OpenCV DNN, float32: rtol 1e-5, atol 1e-5 (no arithmetic beyond one product)
-    np.testing.assert_allclose(outputs[case.net.layer[-1].top[0]], expected[reference.net.layer[-1].name],
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        outputs[case.net.layer[-1].top[0]], expected[reference.net.layer[-1].name], rtol=1e-5, atol=1e-5
+    )
 
 
 def blobs_of(case: NetSpec) -> list[np.ndarray]:
@@ -282,18 +332,25 @@ def blobs_of(case: NetSpec) -> list[np.ndarray]:
 # expression of Caffe's definition: (net, f(inputs, blobs) -> expected output).
 PYTORCH_CASES = {
     "bias": (single("Bias", "", blobs=[(4,)]), lambda x, b: x["data"] + b[0].view(4, 1, 1)),
-    "bias-two-axes": (single("Bias", "bias_param { axis: 2 num_axes: 2 }", blobs=[(8, 8)]),
-                      lambda x, b: x["data"] + b[0]),
-    "bias-two-bottoms": (two_inputs("Bias", "bias_param { axis: 1 }", second=(4, 8)),
-                         lambda x, b: x["a"] + x["b"].view(1, 4, 8, 1)),
+    "bias-two-axes": (
+        single("Bias", "bias_param { axis: 2 num_axes: 2 }", blobs=[(8, 8)]),
+        lambda x, b: x["data"] + b[0],
+    ),
+    "bias-two-bottoms": (
+        two_inputs("Bias", "bias_param { axis: 1 }", second=(4, 8)),
+        lambda x, b: x["a"] + x["b"].view(1, 4, 8, 1),
+    ),
     "clip": (single("Clip", "clip_param { min: -0.5 max: 0.25 }"), lambda x, b: x["data"].clamp(-0.5, 0.25)),
     # OpenCV DNN ignores k; torch's LocalResponseNorm is Caffe's formula
-    "lrn-k": (single("LRN", "lrn_param { local_size: 5 alpha: 0.3 beta: 0.6 k: 2.5 }"),
-              lambda x, b: torch.nn.LocalResponseNorm(5, alpha=0.3, beta=0.6, k=2.5)(x["data"])),
+    "lrn-k": (
+        single("LRN", "lrn_param { local_size: 5 alpha: 0.3 beta: 0.6 k: 2.5 }"),
+        lambda x, b: torch.nn.LocalResponseNorm(5, alpha=0.3, beta=0.6, k=2.5)(x["data"]),
+    ),
     # transpose: true stores the weight as (inputs, outputs); OpenCV DNN ignores the flag
     "innerproduct-transpose": (
         single("InnerProduct", "inner_product_param { num_output: 5 transpose: true }", blobs=[(256, 5), (5,)]),
-        lambda x, b: x["data"].flatten(1) @ b[0] + b[1]),
+        lambda x, b: x["data"].flatten(1) @ b[0] + b[1],
+    ),
 }
 
 
@@ -302,8 +359,9 @@ def test_layer_matches_pytorch(case: NetSpec, expression, tmp_path: Path) -> Non
     inputs = random_inputs(case.inputs)
     outputs = OnnxRuntimeRunner(read_caffe(*case.save(tmp_path))).run(inputs)
     with torch.no_grad():
-        expected = expression({k: torch.from_numpy(v) for k, v in inputs.items()},
-                              [torch.from_numpy(b) for b in blobs_of(case)])
+        expected = expression(
+            {k: torch.from_numpy(v) for k, v in inputs.items()}, [torch.from_numpy(b) for b in blobs_of(case)]
+        )
     # onnxruntime vs PyTorch, float32 (sums of up to 256 products): rtol 1e-5, atol 1e-5
     np.testing.assert_allclose(outputs["layer"], expected.numpy(), rtol=1e-5, atol=1e-5)
 
@@ -363,8 +421,12 @@ def test_input_layer_shape_shared_by_tops(tmp_path: Path) -> None:
     assert model.input_shapes() == {"a": (1, 2, 3, 3), "b": (1, 2, 3, 3)}
     inputs = random_inputs(model.input_shapes())
     # onnxruntime vs OpenCV DNN, float32: rtol 1e-6, atol 1e-6 (one addition)
-    np.testing.assert_allclose(OnnxRuntimeRunner(model).run(inputs)["sum"],
-                               opencv_forward(*reference, inputs, ["sum"])["sum"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        OnnxRuntimeRunner(model).run(inputs)["sum"],
+        opencv_forward(*reference, inputs, ["sum"])["sum"],
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_input_shape_given_by_caller(tmp_path: Path) -> None:
@@ -408,14 +470,18 @@ def test_v1_layers_format(tmp_path: Path) -> None:
     assert model.census() == {"Conv": 1, "Relu": 1, "MaxPool": 1, "Gemm": 1, "Flatten": 1, "Softmax": 1}
 
 
-TRAIN_VAL = """
+TRAIN_VAL = (
+    """
 layer { name: "data" type: "Data" top: "data" top: "label" include { phase: TRAIN } }
 layer { name: "data" type: "Input" top: "data" include { phase: TEST } input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
-""" + CONV_NET_BODY + """
+"""
+    + CONV_NET_BODY
+    + """
 layer { name: "drop" type: "Dropout" bottom: "fc" top: "fc" exclude { phase: TEST } }
 layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" top: "loss" include { phase: TRAIN } }
 layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" include { phase: TEST stage: "deploy" } }
 """
+)
 
 
 def test_layers_outside_the_test_phase_are_skipped(tmp_path: Path) -> None:
@@ -427,8 +493,12 @@ def test_layers_outside_the_test_phase_are_skipped(tmp_path: Path) -> None:
     reference = save_net(net_from_text(HEADERS["input-layer"] + CONV_NET_BODY, CONV_NET_BLOBS), tmp_path / "deploy")
     inputs = random_inputs({"data": (1, 3, 8, 8)})
     # onnxruntime vs OpenCV DNN on the net without the training layers, float32: rtol 1e-4, atol 1e-4
-    np.testing.assert_allclose(OnnxRuntimeRunner(model).run(inputs)["fc"],
-                               opencv_forward(*reference, inputs, ["fc"])["fc"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        OnnxRuntimeRunner(model).run(inputs)["fc"],
+        opencv_forward(*reference, inputs, ["fc"])["fc"],
+        rtol=1e-4,
+        atol=1e-4,
+    )
 
 
 IN_PLACE_NET = """
@@ -441,8 +511,12 @@ layer { name: "fc7" type: "InnerProduct" bottom: "conv1" top: "fc7" inner_produc
 layer { name: "relu7" type: "ReLU" bottom: "fc7" top: "fc7" }
 layer { name: "drop7" type: "Dropout" bottom: "fc7" top: "fc7" }
 """
-IN_PLACE_BLOBS = {"conv1": [(4, 3, 1, 1), (4,)], "bn1": [(4,), (4,), (1,)], "scale1": [(4,), (4,)],
-                  "fc7": [(5, 144), (5,)]}
+IN_PLACE_BLOBS = {
+    "conv1": [(4, 3, 1, 1), (4,)],
+    "bn1": [(4,), (4,), (1,)],
+    "scale1": [(4,), (4,)],
+    "fc7": [(5, 144), (5,)],
+}
 
 
 def in_place_net() -> caffe_pb2.NetParameter:
@@ -459,8 +533,15 @@ def test_in_place_layers_get_values_of_their_own(tmp_path: Path) -> None:
     # onnxruntime vs OpenCV DNN layer by layer (each in-place layer's own output), float32: rtol 1e-4, atol 1e-4
     model = assert_matches_opencv(prototxt, caffemodel, inputs, rtol=1e-4, atol=1e-4)
     produced = {provenance.sources(node)[0]: node.outputs[0].name for node in model.graph}
-    assert produced == {"conv1": "conv1", "bn1": "bn1", "scale1": "scale1", "relu1": "relu1",
-                        "fc7": "fc7_1", "relu7": "relu7", "drop7": "fc7"}
+    assert produced == {
+        "conv1": "conv1",
+        "bn1": "bn1",
+        "scale1": "scale1",
+        "relu1": "relu1",
+        "fc7": "fc7_1",
+        "relu7": "relu7",
+        "drop7": "fc7",
+    }
     assert model.output_names == ["fc7"]
 
 
@@ -657,9 +738,19 @@ def test_unknown_bottom_blob(tmp_path: Path) -> None:
 # or LRN layer, no two-bottom Scale, and writes Caffe's AVE pooling with a
 # hanging last window as ONNX asymmetric pads, which it refuses).
 ROUND_TRIP_CASES = [
-    name for name in LAYER_CASES
-    if name not in {"pool-ave-ceil-overhang", "pool-ave-pad-overhang", "pool-ave-rect-overhang",
-                    "scale-two-bottoms", "absval", "lrn-across", "silence", "crop"}
+    name
+    for name in LAYER_CASES
+    if name
+    not in {
+        "pool-ave-ceil-overhang",
+        "pool-ave-pad-overhang",
+        "pool-ave-rect-overhang",
+        "scale-two-bottoms",
+        "absval",
+        "lrn-across",
+        "silence",
+        "crop",
+    }
 ]
 
 
@@ -716,33 +807,65 @@ def zoo_net() -> NetSpec:
     inception block, a residual sum, global pooling, dropout, classifier."""
     rng = np.random.default_rng(7)
     spec = NetSpec("zoo", seed=7).input("data", (1, 3, 32, 32))
-    spec.layer("Convolution", "conv1", ["data"], blobs=[(16, 3, 3, 3), (16,)],
-               params="convolution_param { num_output: 16 kernel_size: 3 stride: 2 pad: 1 }")
-    spec.layer("BatchNorm", "bn1", ["conv1"], ["conv1"],
-               blobs=[rng.standard_normal(16) * 3, (rng.random(16) + 0.5) * 3, np.array([3.0])])
+    spec.layer(
+        "Convolution",
+        "conv1",
+        ["data"],
+        blobs=[(16, 3, 3, 3), (16,)],
+        params="convolution_param { num_output: 16 kernel_size: 3 stride: 2 pad: 1 }",
+    )
+    spec.layer(
+        "BatchNorm",
+        "bn1",
+        ["conv1"],
+        ["conv1"],
+        blobs=[rng.standard_normal(16) * 3, (rng.random(16) + 0.5) * 3, np.array([3.0])],
+    )
     spec.layer("Scale", "scale1", ["conv1"], ["conv1"], "scale_param { bias_term: true }", blobs=[(16,), (16,)])
     spec.layer("ReLU", "relu1", ["conv1"], ["conv1"])
     spec.layer("Pooling", "pool1", ["conv1"], params="pooling_param { pool: MAX kernel_size: 3 stride: 2 }")
     spec.layer("LRN", "norm1", ["pool1"], params="lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }")
-    spec.layer("Convolution", "branch_a", ["norm1"], params="convolution_param { num_output: 8 kernel_size: 1 }",
-               blobs=[(8, 16, 1, 1), (8,)])
+    spec.layer(
+        "Convolution",
+        "branch_a",
+        ["norm1"],
+        params="convolution_param { num_output: 8 kernel_size: 1 }",
+        blobs=[(8, 16, 1, 1), (8,)],
+    )
     spec.layer("ReLU", "branch_a_relu", ["branch_a"], ["branch_a"])
-    spec.layer("Convolution", "branch_b", ["norm1"], params="convolution_param { num_output: 8 kernel_size: 3 pad: 1 }",
-               blobs=[(8, 16, 3, 3), (8,)])
+    spec.layer(
+        "Convolution",
+        "branch_b",
+        ["norm1"],
+        params="convolution_param { num_output: 8 kernel_size: 3 pad: 1 }",
+        blobs=[(8, 16, 3, 3), (8,)],
+    )
     spec.layer("PReLU", "branch_b_prelu", ["branch_b"], ["branch_b"], blobs=[(8,)])
-    spec.layer("Pooling", "branch_c_pool", ["norm1"],
-               params="pooling_param { pool: AVE kernel_size: 3 stride: 1 pad: 1 }")
-    spec.layer("Convolution", "branch_c", ["branch_c_pool"], blobs=[(8, 16, 1, 1), (8,)],
-               params="convolution_param { num_output: 8 kernel_size: 1 }")
+    spec.layer(
+        "Pooling", "branch_c_pool", ["norm1"], params="pooling_param { pool: AVE kernel_size: 3 stride: 1 pad: 1 }"
+    )
+    spec.layer(
+        "Convolution",
+        "branch_c",
+        ["branch_c_pool"],
+        blobs=[(8, 16, 1, 1), (8,)],
+        params="convolution_param { num_output: 8 kernel_size: 1 }",
+    )
     spec.layer("Concat", "mixed", ["branch_a", "branch_b", "branch_c"])
-    spec.layer("Convolution", "res", ["mixed"], params="convolution_param { num_output: 24 kernel_size: 3 pad: 1 }",
-               blobs=[(24, 24, 3, 3), (24,)])
+    spec.layer(
+        "Convolution",
+        "res",
+        ["mixed"],
+        params="convolution_param { num_output: 24 kernel_size: 3 pad: 1 }",
+        blobs=[(24, 24, 3, 3), (24,)],
+    )
     spec.layer("Eltwise", "sum", ["res", "mixed"])
     spec.layer("ReLU", "sum_relu", ["sum"], ["sum"])
     spec.layer("Pooling", "pool2", ["sum"], params="pooling_param { pool: AVE global_pooling: true }")
     spec.layer("Dropout", "drop", ["pool2"], ["pool2"])
-    spec.layer("InnerProduct", "fc", ["pool2"], params="inner_product_param { num_output: 10 }",
-               blobs=[(10, 24), (10,)])
+    spec.layer(
+        "InnerProduct", "fc", ["pool2"], params="inner_product_param { num_output: 10 }", blobs=[(10, 24), (10,)]
+    )
     spec.layer("Softmax", "prob", ["fc"])
     return spec
 

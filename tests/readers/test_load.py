@@ -1,4 +1,5 @@
 """load() recognises sources by their files and explains what it cannot read."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,7 +28,9 @@ def test_detect_format(files, expected):
 
 
 @pytest.mark.parametrize(
-    "files", [["model.pb"], ["deploy.prototxt"], ["a.onnx", "b.onnx"], []], ids=["pb", "lone-prototxt", "two-onnx", "none"]
+    "files",
+    [["model.pb"], ["deploy.prototxt"], ["a.onnx", "b.onnx"], []],
+    ids=["pb", "lone-prototxt", "two-onnx", "none"],
 )
 def test_unrecognised_sources_say_what_fits(files):
     with pytest.raises(InputError) as error:
@@ -50,7 +53,11 @@ def test_corrupt_onnx_is_an_input_error(tmp_path):
 
 @pytest.mark.parametrize(
     "spec, message",
-    [("nomodule_xyz:factory", "cannot import"), ("workbench.samples:absent", "cannot import"), ("workbench.samples", "cannot tell")],
+    [
+        ("nomodule_xyz:factory", "cannot import"),
+        ("workbench.samples:absent", "cannot import"),
+        ("workbench.samples", "cannot tell"),
+    ],
     ids=["no-module", "no-factory", "no-colon"],
 )
 def test_bad_pytorch_specs(spec, message):

@@ -3,6 +3,7 @@
 The fixtures in data/mxnet hold, for each model, the symbol and params files, an
 input, and every layer's output as MXNet computed it (``<node>_output``).
 """
+
 from __future__ import annotations
 
 import json
@@ -125,6 +126,8 @@ def test_simplified_mxnet_model_still_matches_mxnet():
     x = np.load(DATA / "mobilefacenet_tiny-input.npy")
     got = OnnxRuntimeRunner(model).run({"data": x})["fc1_output"]
     # simplified graph in onnxruntime vs recorded MXNet 1.9.1: atol 1e-5 + rtol 1e-4
-    np.testing.assert_allclose(got, np.load(DATA / "mobilefacenet_tiny-reference.npz")["fc1_output"], atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(
+        got, np.load(DATA / "mobilefacenet_tiny-reference.npz")["fc1_output"], atol=1e-5, rtol=1e-4
+    )
     # the preprocessing scale was folded into conv_1 by onnxsim: the report says so
     assert "_mulscalar0" in model.report.counts.get("sources_folded", [])

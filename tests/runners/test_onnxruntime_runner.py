@@ -1,5 +1,6 @@
 """onnxruntime's intermediate values, computed segment by segment, against PyTorch's
 forward hooks and against one whole-graph session."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,14 @@ from workbench.runners import OnnxRuntimeRunner, TorchRunner
 from workbench.samples import inception_tiny, mtcnn_tiny, resnet_tiny
 
 SAMPLES = {"resnet": resnet_tiny, "inception": inception_tiny, "mtcnn": mtcnn_tiny}
-LEAVES = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.MaxPool2d, torch.nn.AvgPool2d, torch.nn.Linear, torch.nn.PReLU)
+LEAVES = (
+    torch.nn.Conv2d,
+    torch.nn.BatchNorm2d,
+    torch.nn.MaxPool2d,
+    torch.nn.AvgPool2d,
+    torch.nn.Linear,
+    torch.nn.PReLU,
+)
 
 
 @pytest.mark.parametrize("factory", list(SAMPLES.values()), ids=list(SAMPLES))

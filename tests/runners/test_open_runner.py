@@ -1,4 +1,5 @@
 """open_runner: one runner for every kind of artifact a chain produces."""
+
 from __future__ import annotations
 
 import textwrap
@@ -40,7 +41,9 @@ def test_factory_with_weights(exported, tmp_path) -> None:
     torch.save(module.state_dict(), weights)
     runner = open_runner("workbench.samples:resnet_tiny", str(weights))
     assert isinstance(runner, TorchRunner)
-    np.testing.assert_array_equal(runner.run([x])["output"], TorchRunner(module).run([x])["output"])  # same module: exact
+    np.testing.assert_array_equal(
+        runner.run([x])["output"], TorchRunner(module).run([x])["output"]
+    )  # same module: exact
 
 
 def test_generated_pytorch_folder(tmp_path) -> None:

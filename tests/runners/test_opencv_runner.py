@@ -1,5 +1,6 @@
 """OpenCV DNN runner: final outputs by top name, every layer's output by layer name,
 in-place layers and multi-top layers included, checked against onnxruntime."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """RecordedRunner on the MXNet fixtures (outputs recorded by MXNet 1.9.1) and on the
 documented .npz convention."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,9 @@ def test_mxnet_fixture_structure(name: str) -> None:
     np.testing.assert_array_equal(runner.inputs["data"], given)
     np.testing.assert_array_equal(runner.run([given])[FINAL[name]], recorded[FINAL[name]])
     # beside its -symbol.json, each recorded output stands for the MXNet node that computed it
-    nodes = {node["name"] for node in json.loads((DATA / f"{name}-symbol.json").read_text())["nodes"] if node["op"] != "null"}
+    nodes = {
+        node["name"] for node in json.loads((DATA / f"{name}-symbol.json").read_text())["nodes"] if node["op"] != "null"
+    }
     assert all(len(sources) == 1 and sources[0] in nodes for sources in runner.layer_sources.values())
     assert len({sources for sources in runner.layer_sources.values()}) == len(recorded.files)
 

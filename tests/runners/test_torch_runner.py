@@ -1,4 +1,5 @@
 """TorchRunner: submodule outputs through hooks, streamed from a worker thread."""
+
 from __future__ import annotations
 
 import threading

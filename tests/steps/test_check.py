@@ -1,4 +1,5 @@
 """check: every problem of a model for a target in one report, plus general pitfalls."""
+
 from __future__ import annotations
 
 import onnx_ir as ir

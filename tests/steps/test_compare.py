@@ -4,6 +4,7 @@ folded → Caffe agrees layer by layer; the report has the design's format.
 Each side runs in its own runtime (PyTorch, onnxruntime, OpenCV DNN), so the
 per-layer statistics are measured between independent implementations.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,7 +42,13 @@ def artifacts(factory, outdir):
     return {"pytorch": module, "onnx": exported, "simplified": simplified, "folded": folded, "caffe": caffe}, x
 
 
-STEPS = [("pytorch", "onnx"), ("onnx", "simplified"), ("simplified", "folded"), ("folded", "caffe"), ("pytorch", "caffe")]
+STEPS = [
+    ("pytorch", "onnx"),
+    ("onnx", "simplified"),
+    ("simplified", "folded"),
+    ("folded", "caffe"),
+    ("pytorch", "caffe"),
+]
 
 
 @pytest.fixture(scope="module", params=[resnet_tiny, inception_tiny], ids=["resnet", "inception"])
@@ -131,7 +138,9 @@ def test_layer_tensors_and_difference_plot(chain, tmp_path) -> None:
 def test_recorded_input_is_used_and_enforced() -> None:
     data = Path(__file__).resolve().parents[2] / "data" / "mxnet"
     recording = RecordedRunner(data / "op_zoo-reference.npz")
-    model = wb.load(data / "op_zoo-symbol.json", data / "op_zoo-0000.params", input_shape=recording.inputs["data"].shape)
+    model = wb.load(
+        data / "op_zoo-symbol.json", data / "op_zoo-0000.params", input_shape=recording.inputs["data"].shape
+    )
     assert compare(recording, model).ok  # MXNet 1.9.1 vs onnxruntime: atol 1e-4, rtol 1e-3
     with pytest.raises(InputError):
         compare(recording, model, np.zeros_like(recording.inputs["data"]))
@@ -146,7 +155,9 @@ def test_mxnet_recording_against_written_caffe_layer_by_layer(tmp_path) -> None:
     """MXNet's own recorded layer outputs against the Caffe files in OpenCV DNN: the
     recording's outputs line up with Caffe layers through the MXNet symbol's nodes."""
     data = Path(__file__).parents[2] / "data" / "mxnet"
-    model = wb.load(data / "mobilefacenet_tiny-symbol.json", data / "mobilefacenet_tiny-0000.params", input_shape=(1, 3, 28, 28))
+    model = wb.load(
+        data / "mobilefacenet_tiny-symbol.json", data / "mobilefacenet_tiny-0000.params", input_shape=(1, 3, 28, 28)
+    )
     written = wb.write(wb.fold_bn(wb.simplify(model)), tmp_path, "caffe")
     comparison = compare(data / "mobilefacenet_tiny-reference.npz", written, per_layer=True)
     # every convolution (with its folded BatchNorm), activation and the final fc1 is compared

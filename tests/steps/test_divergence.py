@@ -7,6 +7,7 @@ detail PyTorch has no hook for (a concatenation), the unbroken graph in
 onnxruntime. Candidates are the converted graph, edited with onnx_ir, in
 onnxruntime. Tolerances are compare's defaults (atol 1e-4, rtol 1e-3).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -176,7 +177,9 @@ def test_first_divergence_names_broken_layer_and_cause(kind: str) -> None:
     assert divergence.cause is not None and divergence.cause.kind == kind, divergence.explanation
     for word in words:
         assert word in divergence.explanation
-    earlier = [pair for pair in comparison.layers if pair is not divergence.pair][: comparison.layers.index(divergence.pair)]
+    earlier = [pair for pair in comparison.layers if pair is not divergence.pair][
+        : comparison.layers.index(divergence.pair)
+    ]
     assert all(pair.ok for pair in earlier)  # every layer before it agrees within atol 1e-4, rtol 1e-3
 
 

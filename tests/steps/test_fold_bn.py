@@ -1,6 +1,7 @@
 """fold_bn: BatchNormalization folded into Conv / ConvTranspose / Gemm / MatMul, or
 turned into a per-channel scale; outputs checked against onnxruntime running the
 unfolded graph and against PyTorch."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """map_names: every converted layer and parameter traced to its source through
 provenance, after simplify + fold_bn and through the Caffe writer's record."""
+
 from __future__ import annotations
 
 import functools
@@ -57,7 +58,9 @@ def test_weight_parameters_keep_source_shapes(folded_chain) -> None:
     module, exported, folded = folded_chain
     name_map = map_names(exported, folded)
     state = module.state_dict()
-    weights = [e for e in name_map if e.kind == "parameter" and e.op == "Conv" and e.target_shape and len(e.target_shape) == 4]
+    weights = [
+        e for e in name_map if e.kind == "parameter" and e.op == "Conv" and e.target_shape and len(e.target_shape) == 4
+    ]
     assert weights
     for entry in weights:
         source = next(p for p in entry.params if p.endswith(".weight") and state[p].ndim == 4)
@@ -149,7 +152,11 @@ def test_each_caffe_blob_names_its_own_source_parameters(tmp_path) -> None:
     written = wb.write(folded, tmp_path, "caffe")
     blobs = {entry.target: entry for entry in map_names(folded, written) if entry.kind == "parameter"}
     # the folded weight comes from the conv weight and the BatchNorm's gamma and variance
-    assert blobs["layer1.0.conv1[0]"].params == ["layer1.0.conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.running_var"]
+    assert blobs["layer1.0.conv1[0]"].params == [
+        "layer1.0.conv1.weight",
+        "layer1.0.bn1.weight",
+        "layer1.0.bn1.running_var",
+    ]
     assert "layer1.0.bn1.bias" in blobs["layer1.0.conv1[1]"].params
     assert "layer1.0.conv1.weight" not in blobs["layer1.0.conv1[1]"].params
     assert blobs["fc[0]"].params == ["fc.weight"] and blobs["fc[1]"].params == ["fc.bias"]

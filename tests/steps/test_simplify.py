@@ -1,4 +1,5 @@
 """simplify removes the exporter's shape plumbing and keeps the numbers (onnxruntime reference)."""
+
 from __future__ import annotations
 
 import numpy as np

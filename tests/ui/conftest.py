@@ -1,4 +1,5 @@
 """Small models shared by the ui tests."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """The static SVG drawing: every node and edge of the graph, valid XML, edges routed
 between boxes, large graphs cut with a note."""
+
 from __future__ import annotations
 
 import re
@@ -97,8 +98,7 @@ def test_edges_crossing_layers_pass_between_boxes(length):
             if x0 == x1 and y1 - y0 == BOX_HEIGHT:
                 vertical_runs += 1
                 middle = (y0 + y1) / 2
-                assert not any(left < x0 < right and top < middle < bottom
-                               for left, top, right, bottom in rectangles)
+                assert not any(left < x0 < right and top < middle < bottom for left, top, right, bottom in rectangles)
     assert vertical_runs == length  # one waypoint per Relu layer the skip edge crosses
 
 

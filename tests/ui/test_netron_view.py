@@ -1,4 +1,5 @@
 """The Netron server over real HTTP on 127.0.0.1, and what show_graph puts in a notebook."""
+
 from __future__ import annotations
 
 import re

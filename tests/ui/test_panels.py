@@ -1,4 +1,5 @@
 """The panels' table logic, and the widgets built and clicked without a frontend."""
+
 from __future__ import annotations
 
 import onnx_ir as ir
@@ -114,9 +115,10 @@ def test_layer_rows_follow_graph_order_and_flag_the_first_divergence(conv_bn_rel
 def test_layer_rows_keep_the_reported_order_without_a_graph():
     rows = layer_rows(REPORT)
     assert [row.target for row in rows] == ["relu_out", "conv_out", "bn_out", "extra_out"]
-    assert layer_rows({**REPORT, "first_divergence": None}) and first_divergence_index(
+    assert (
         layer_rows({**REPORT, "first_divergence": None})
-    ) is None
+        and first_divergence_index(layer_rows({**REPORT, "first_divergence": None})) is None
+    )
 
 
 def test_layer_table_highlights_only_the_first_divergence():

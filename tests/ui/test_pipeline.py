@@ -1,5 +1,6 @@
 """The stepper's logic: step order, skipping, stale steps after a re-run, artifacts
 kept for comparison, errors kept instead of raised."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,10 @@ def pipeline(source, tmp_path) -> Pipeline:
 
 def test_only_load_can_run_first(pipeline):
     assert [pipeline.missing_before(step) for step in ("load", "simplify", "write", "compare")] == [
-        None, "load", "load", "write"
+        None,
+        "load",
+        "load",
+        "write",
     ]
     with pytest.raises(InputError, match="needs load"):
         pipeline.run("simplify")

@@ -2,6 +2,7 @@
 ``write_caffe``, run in OpenCV DNN and compared with onnxruntime on the same graph.
 Unsupported cases must be reported by ``find_problems``, all at once, before any file
 is written."""
+
 from __future__ import annotations
 
 import json
@@ -193,15 +194,45 @@ def test_clip(low, high, dialect, types, tmp_path) -> None:
 
 POOLS = {
     # (op, input size, attributes, Caffe layer types)
-    "max-floor-even": ("MaxPool", 8, dict(kernel_shape=[3, 3], strides=[2, 2]), ["Pooling", "Slice", "Silence", "Slice", "Silence"]),
-    "max-floor-pad": ("MaxPool", 8, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]), ["Pooling", "Slice", "Silence", "Slice", "Silence"]),
+    "max-floor-even": (
+        "MaxPool",
+        8,
+        dict(kernel_shape=[3, 3], strides=[2, 2]),
+        ["Pooling", "Slice", "Silence", "Slice", "Silence"],
+    ),
+    "max-floor-pad": (
+        "MaxPool",
+        8,
+        dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        ["Pooling", "Slice", "Silence", "Slice", "Silence"],
+    ),
     "max-floor-odd-equal": ("MaxPool", 7, dict(kernel_shape=[3, 3], strides=[2, 2]), ["Pooling"]),
     "max-ceil-even": ("MaxPool", 8, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), ["Pooling"]),
-    "max-ceil-pad": ("MaxPool", 8, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1), ["Pooling"]),
-    "max-ceil-last-window-in-pad": ("MaxPool", 7, dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1), ["Pooling"]),
+    "max-ceil-pad": (
+        "MaxPool",
+        8,
+        dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+        ["Pooling"],
+    ),
+    "max-ceil-last-window-in-pad": (
+        "MaxPool",
+        7,
+        dict(kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+        ["Pooling"],
+    ),
     "max-rectangular": ("MaxPool", 10, dict(kernel_shape=[3, 2], strides=[2, 1]), ["Pooling", "Slice", "Silence"]),
-    "avg-floor-even": ("AveragePool", 8, dict(kernel_shape=[3, 3], strides=[2, 2]), ["Pooling", "Slice", "Silence", "Slice", "Silence"]),
-    "avg-floor-pad-counted": ("AveragePool", 8, dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1), ["Pooling", "Slice", "Silence", "Slice", "Silence"]),
+    "avg-floor-even": (
+        "AveragePool",
+        8,
+        dict(kernel_shape=[3, 3], strides=[2, 2]),
+        ["Pooling", "Slice", "Silence", "Slice", "Silence"],
+    ),
+    "avg-floor-pad-counted": (
+        "AveragePool",
+        8,
+        dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
+        ["Pooling", "Slice", "Silence", "Slice", "Silence"],
+    ),
     "avg-ceil-even": ("AveragePool", 8, dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1), ["Pooling"]),
     "avg-2x2": ("AveragePool", 8, dict(kernel_shape=[2, 2], strides=[2, 2]), ["Pooling"]),
 }
@@ -422,7 +453,9 @@ BROADCAST_PRODUCTS = {
 @pytest.mark.parametrize("data_shape,factor_shape", BROADCAST_PRODUCTS.values(), ids=BROADCAST_PRODUCTS.keys())
 def test_product_with_a_broadcast_computed_factor(data_shape, factor_shape, tmp_path) -> None:
     """x * s where s is computed and smaller than x (the squeeze-excitation gate)."""
-    model = graph([helper.make_node("Mul", ["s", "x"], ["y"], name="gate")], {"x": data_shape, "s": factor_shape}, ["y"])
+    model = graph(
+        [helper.make_node("Mul", ["s", "x"], ["y"], name="gate")], {"x": data_shape, "s": factor_shape}, ["y"]
+    )
     written = assert_matches_onnxruntime(model, tmp_path)
     assert layer_types(written) == (["Scale"] if len(factor_shape) == 1 else ["Reshape", "Scale"])
 
@@ -440,7 +473,10 @@ def test_sqrt_is_power(tmp_path) -> None:
 # --- upsampling ------------------------------------------------------------------------------
 
 RESIZES = {
-    "nearest-x2-asymmetric": (2, dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")),
+    "nearest-x2-asymmetric": (
+        2,
+        dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+    ),
     "nearest-x3-half-pixel": (3, dict(mode="nearest")),
 }
 
@@ -529,14 +565,47 @@ def _shape_chain() -> Model:
 
 
 PROBLEMS = {
-    "asymmetric-pads": (one_node("Conv", (1, 2, 5, 5), {"w": weights(3, 2, 3, 3)}, pads=[0, 0, 1, 1]), "asymmetric-pads"),
+    "asymmetric-pads": (
+        one_node("Conv", (1, 2, 5, 5), {"w": weights(3, 2, 3, 3)}, pads=[0, 0, 1, 1]),
+        "asymmetric-pads",
+    ),
     "prelu-slope-on-width": (one_node("PRelu", (1, 2, 3, 4), {"s": weights(1, 1, 4)}), "prelu-slope"),
     "gemm-transA": (one_node("Gemm", (6, 2), {"w": weights(4, 6)}, transA=1, transB=1), "inner-product"),
-    "matmul-two-tensors": (graph([helper.make_node("MatMul", ["x", "z"], ["y"], name="mm")], {"x": (2, 3), "z": (3, 4)}, ["y"]), "inner-product"),
-    "resize-bilinear": (graph([helper.make_node("Resize", ["x", "", "s"], ["y"], name="up", mode="linear")], {"x": (1, 2, 3, 3)}, ["y"], {"s": np.array([1, 1, 2, 2], np.float32)}), "resize-mode"),
-    "resize-fractional": (graph([helper.make_node("Resize", ["x", "", "s"], ["y"], name="up")], {"x": (1, 2, 4, 4)}, ["y"], {"s": np.array([1, 1, 1.5, 1.5], np.float32)}), "resize-mode"),
-    "conv-transpose-output-padding": (one_node("ConvTranspose", (1, 2, 3, 3), {"w": weights(2, 2, 3, 3)}, strides=[2, 2], output_padding=[1, 1]), "output-padding"),
-    "strided-slice": (graph([helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"], name="every-other")], {"x": (1, 4, 4, 4)}, ["y"], {"s": np.array([0]), "e": np.array([4]), "a": np.array([1]), "st": np.array([2])}), "slice"),
+    "matmul-two-tensors": (
+        graph([helper.make_node("MatMul", ["x", "z"], ["y"], name="mm")], {"x": (2, 3), "z": (3, 4)}, ["y"]),
+        "inner-product",
+    ),
+    "resize-bilinear": (
+        graph(
+            [helper.make_node("Resize", ["x", "", "s"], ["y"], name="up", mode="linear")],
+            {"x": (1, 2, 3, 3)},
+            ["y"],
+            {"s": np.array([1, 1, 2, 2], np.float32)},
+        ),
+        "resize-mode",
+    ),
+    "resize-fractional": (
+        graph(
+            [helper.make_node("Resize", ["x", "", "s"], ["y"], name="up")],
+            {"x": (1, 2, 4, 4)},
+            ["y"],
+            {"s": np.array([1, 1, 1.5, 1.5], np.float32)},
+        ),
+        "resize-mode",
+    ),
+    "conv-transpose-output-padding": (
+        one_node("ConvTranspose", (1, 2, 3, 3), {"w": weights(2, 2, 3, 3)}, strides=[2, 2], output_padding=[1, 1]),
+        "output-padding",
+    ),
+    "strided-slice": (
+        graph(
+            [helper.make_node("Slice", ["x", "s", "e", "a", "st"], ["y"], name="every-other")],
+            {"x": (1, 4, 4, 4)},
+            ["y"],
+            {"s": np.array([0]), "e": np.array([4]), "a": np.array([1]), "st": np.array([2])},
+        ),
+        "slice",
+    ),
 }
 
 
@@ -591,7 +660,9 @@ def test_caffemodel_blobs_hold_the_weights_bit_exact(tmp_path) -> None:
     model = one_node("BatchNormalization", (1, 4, 2, 2), stats)
     written = write_caffe(model, tmp_path)
     net = caffe_pb2.NetParameter.FromString(written.path(".caffemodel").read_bytes())
-    blobs = {layer.name: [np.asarray(b.data, np.float32).reshape(b.shape.dim) for b in layer.blobs] for layer in net.layer}
+    blobs = {
+        layer.name: [np.asarray(b.data, np.float32).reshape(b.shape.dim) for b in layer.blobs] for layer in net.layer
+    }
     mean, var, factor = blobs["batchnormalization"]
     gamma, beta = blobs["batchnormalization/scale"]
     for actual, expected in ((mean, "mean"), (var, "var"), (gamma, "gamma"), (beta, "beta")):

@@ -7,6 +7,7 @@ InnerProduct weights. MobileNet's ReLU6 is five exact layers in bvlc and one ReL
 in the opencv dialect. EfficientNet's squeeze-excitation gate is a two-bottom
 Scale; the segmentation net's nearest upsampling a fixed Deconvolution; ShuffleNet's
 channel shuffle a 1x1 Convolution with a permutation matrix."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -57,7 +58,9 @@ def test_final_outputs_match_pytorch(converted) -> None:
     blobs = [written.details["outputs"][name] for name in model.output_names]
     for want, blob in zip(expected, blobs):
         assert actual[blob].shape == want.shape
-        np.testing.assert_allclose(actual[blob], want, rtol=1e-4, atol=1e-4)  # OpenCV DNN vs PyTorch, float32: atol 1e-4
+        np.testing.assert_allclose(
+            actual[blob], want, rtol=1e-4, atol=1e-4
+        )  # OpenCV DNN vs PyTorch, float32: atol 1e-4
     written_types = {layer["type"] for layer in written.details["layers"]}
     assert types <= written_types
     if written.details["dialect"] == "bvlc":

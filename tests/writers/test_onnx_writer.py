@@ -1,5 +1,6 @@
 """ONNX writer: files run in onnxruntime like the PyTorch source, keep provenance,
 and bad graphs are refused whole with every problem listed."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,6 +1,7 @@
 """PyTorch writer, one op family at a time: a one-node (or tiny) ONNX graph built
 here, written as model.py + weights.pt, imported and run, against onnxruntime
 on the same graph."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -217,9 +218,7 @@ CASES = [
         "avgpool_include_pad",
         one("AveragePool", [X], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
     ),
-    case(
-        "avgpool_ceil", one("AveragePool", [(1, 3, 10, 10)], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
-    ),
+    case("avgpool_ceil", one("AveragePool", [(1, 3, 10, 10)], kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)),
     case(
         "avgpool_asymmetric_include_pad",
         one("AveragePool", [X], kernel_shape=[2, 2], strides=[2, 2], pads=[1, 1, 0, 0], count_include_pad=1),
@@ -267,9 +266,7 @@ CASES = [
     case("prelu_per_channel", one("PRelu", [X, weights(3, 1, 1)], expect="nn.PReLU(num_parameters=3)")),
     case("prelu_single", one("PRelu", [X, weights(1)], expect="nn.PReLU()")),
     case("prelu_other_axis", one("PRelu", [X, weights(8)], expect="torch.where")),
-    case(
-        "clip_relu6", one("Clip", [X, np.array(0, np.float32), np.array(6, np.float32)], expect="nn.ReLU6()")
-    ),
+    case("clip_relu6", one("Clip", [X, np.array(0, np.float32), np.array(6, np.float32)], expect="nn.ReLU6()")),
     case(
         "clip_hardtanh",
         one("Clip", [X, np.array(-0.5, np.float32), np.array(0.5, np.float32)], expect="nn.Hardtanh"),
@@ -357,9 +354,7 @@ CASES = [
         "pad_constant_value",
         one("Pad", [X, ints(0, 0, 1, 2, 0, 0, 3, 0), np.array(0.5, np.float32)], expect="value=0.5"),
     ),
-    case(
-        "pad_reflect", one("Pad", [X, ints(0, 0, 2, 1, 0, 0, 1, 2)], mode="reflect", expect='mode="reflect"')
-    ),
+    case("pad_reflect", one("Pad", [X, ints(0, 0, 2, 1, 0, 0, 1, 2)], mode="reflect", expect='mode="reflect"')),
     case("pad_edge", one("Pad", [X, ints(0, 0, 1, 1, 0, 0, 1, 1)], mode="edge", expect='mode="replicate"')),
     case("gather_indices", one("Gather", [X, ints(2, 0, -1)], axis=1, expect="x0[:, [2, 0, -1]]")),
     case("gather_scalar", one("Gather", [X, np.array(1, np.int64)], axis=3)),
@@ -482,9 +477,7 @@ def _unsupported_graph(path: Path) -> Model:
             onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
         ],
     )
-    proto = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
-    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
     proto.ir_version = 8
     onnx.save(proto, path)
     return read_onnx(path)

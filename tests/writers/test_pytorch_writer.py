@@ -2,6 +2,7 @@
 the same graphs read back from ONNX files, and a GoogLeNet-style Caffe net; the
 generated module against onnxruntime, the original PyTorch module and OpenCV
 DNN, and the generated source checked for readability."""
+
 from __future__ import annotations
 
 import ast
@@ -135,9 +136,7 @@ def test_submodules_are_named_after_pytorch_module_paths(tmp_path: Path) -> None
     state = torch.load(tmp_path / "weights.pt", weights_only=True)
     source_state = workbench.samples.resnet_tiny().state_dict()
     # the state dict holds the source weights under the flattened names
-    torch.testing.assert_close(
-        state["layer1_0_conv1.weight"], source_state["layer1.0.conv1.weight"], rtol=0, atol=0
-    )
+    torch.testing.assert_close(state["layer1_0_conv1.weight"], source_state["layer1.0.conv1.weight"], rtol=0, atol=0)
 
 
 @pytest.mark.slow
@@ -211,16 +210,12 @@ def googlenet_block(folder: Path) -> tuple[Path, Path]:
             outputs = layer.inner_product_param.num_output
             shapes = [(outputs, inputs * 5 * 5), (outputs,)]  # 5 x 5 after the ceil-mode pool
         else:
-            channels[layer.top[0]] = (
-                sum(channels[b] for b in layer.bottom) if layer.type == "Concat" else inputs
-            )
+            channels[layer.top[0]] = sum(channels[b] for b in layer.bottom) if layer.type == "Concat" else inputs
             continue
         for shape in shapes:
             blob = layer.blobs.add()
             blob.shape.dim.extend(shape)
-            blob.data.extend(
-                rng.standard_normal(shape).astype(np.float32).ravel() * 0.3
-            )  # tiny test blobs only
+            blob.data.extend(rng.standard_normal(shape).astype(np.float32).ravel() * 0.3)  # tiny test blobs only
     caffemodel = folder / "net.caffemodel"
     caffemodel.write_bytes(net.SerializeToString())
     return prototxt, caffemodel

@@ -5,6 +5,7 @@ The built model has every value typed and shaped by ONNX shape inference.
 Weights enter as NumPy arrays and are wrapped without copying element by element
 (``ir.tensor`` keeps the array's buffer).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence

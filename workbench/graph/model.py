@@ -6,6 +6,7 @@ reports of the steps that produced it. Steps never mutate their input model:
 they copy it, so every artifact of a conversion chain stays available for
 ``compare``.
 """
+
 from __future__ import annotations
 
 import html
@@ -61,10 +62,7 @@ class Model:
         return self.graph.opset_imports.get("", self.ir.opset_imports.get("", 0))
 
     def input_shapes(self) -> dict[str, tuple]:
-        return {
-            value.name: tuple(value.shape) if value.shape is not None else ()
-            for value in self.graph.inputs
-        }
+        return {value.name: tuple(value.shape) if value.shape is not None else () for value in self.graph.inputs}
 
     def nodes(self) -> Iterator[ir.Node]:
         return iter(self.graph)
@@ -75,8 +73,7 @@ class Model:
 
     def parameter_count(self) -> int:
         return sum(
-            int(np.prod(value.shape)) if value.shape is not None else 0
-            for value in self.graph.initializers.values()
+            int(np.prod(value.shape)) if value.shape is not None else 0 for value in self.graph.initializers.values()
         )
 
     def copy(self) -> "Model":
@@ -96,12 +93,9 @@ class Model:
 
     def _repr_html_(self) -> str:
         census = "".join(
-            f"<tr><td>{html.escape(op)}</td><td>{count}</td></tr>"
-            for op, count in sorted(self.census().items())
+            f"<tr><td>{html.escape(op)}</td><td>{count}</td></tr>" for op, count in sorted(self.census().items())
         )
-        shapes = ", ".join(
-            f"{html.escape(n)} {list(s)}" for n, s in self.input_shapes().items()
-        )
+        shapes = ", ".join(f"{html.escape(n)} {list(s)}" for n, s in self.input_shapes().items())
         traced = sum(1 for node in self.graph if provenance.sources(node))
         last = self.report._repr_html_() if self.report else ""
         return (

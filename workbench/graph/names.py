@@ -1,4 +1,5 @@
 """Unique names within one scope (graph values, Caffe layers and blobs, Python identifiers)."""
+
 from __future__ import annotations
 
 from typing import Iterable

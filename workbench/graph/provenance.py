@@ -14,6 +14,7 @@ graph to an ONNX file and reading it back. Three keys are used:
 Name mapping and per-layer comparison are built on these records, never on
 editing name strings.
 """
+
 from __future__ import annotations
 
 import json

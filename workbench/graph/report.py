@@ -3,6 +3,7 @@
 A ``StepReport`` renders as an HTML card in Jupyter and as a dict in JSON reports
 (``workbench convert --report``).
 """
+
 from __future__ import annotations
 
 import html
@@ -35,8 +36,7 @@ class StepReport:
             return "".join(f"<li style='{css}'>{html.escape(v)}</li>" for v in values)
 
         counts = "".join(
-            f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>"
-            for k, v in self.counts.items()
+            f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in self.counts.items()
         )
         return (
             "<div style='border:1px solid #ccc;padding:6px;margin:4px 0'>"

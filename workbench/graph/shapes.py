@@ -1,4 +1,5 @@
 """Shape inference on the graph, and helpers to read static shapes and constants."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@
 ``*.onnx``; ``*.prototxt`` + ``*.caffemodel``; ``*-symbol.json`` + ``*.params``;
 ``*.msnhnet`` + ``*.msnhbin``; ``package.module:factory`` for PyTorch.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace

@@ -27,6 +27,7 @@ stays in the graph as Sub/Mul nodes. Each graph value is named
 ``<mxnet node>_output`` as MXNet's ``get_internals()`` names it, so recorded
 per-layer outputs line up.
 """
+
 from __future__ import annotations
 
 import ast
@@ -178,9 +179,7 @@ class _Context:
         default, inputs passed through unchanged keep their own parameter name.
         """
         if params is None:
-            params = {
-                i: p for i, p in enumerate(self.params) if p and i < len(inputs) and inputs[i] is self.inputs[i]
-            }
+            params = {i: p for i, p in enumerate(self.params) if p and i < len(inputs) and inputs[i] is self.inputs[i]}
         name = output_name(self.name) if final else f"{self.name}_{op_type.lower()}"
         return self.builder.add_node(
             op_type,
@@ -366,11 +365,28 @@ def convert_dropout(ctx: _Context) -> ir.Value:
 
 
 _ELEMENTWISE = {
-    "elemwise_add": "Add", "_Plus": "Add", "_plus": "Add", "broadcast_add": "Add", "_add": "Add",
-    "elemwise_sub": "Sub", "_Minus": "Sub", "_minus": "Sub", "broadcast_sub": "Sub", "_sub": "Sub",
-    "elemwise_mul": "Mul", "_Mul": "Mul", "_mul": "Mul", "broadcast_mul": "Mul",
-    "elemwise_div": "Div", "_Div": "Div", "_div": "Div", "broadcast_div": "Div",
-    "broadcast_maximum": "Max", "_maximum": "Max", "broadcast_minimum": "Min", "_minimum": "Min",
+    "elemwise_add": "Add",
+    "_Plus": "Add",
+    "_plus": "Add",
+    "broadcast_add": "Add",
+    "_add": "Add",
+    "elemwise_sub": "Sub",
+    "_Minus": "Sub",
+    "_minus": "Sub",
+    "broadcast_sub": "Sub",
+    "_sub": "Sub",
+    "elemwise_mul": "Mul",
+    "_Mul": "Mul",
+    "_mul": "Mul",
+    "broadcast_mul": "Mul",
+    "elemwise_div": "Div",
+    "_Div": "Div",
+    "_div": "Div",
+    "broadcast_div": "Div",
+    "broadcast_maximum": "Max",
+    "_maximum": "Max",
+    "broadcast_minimum": "Min",
+    "_minimum": "Min",
 }
 
 
@@ -387,8 +403,12 @@ def convert_add_n(ctx: _Context) -> ir.Value:
 
 
 _SCALAR = {
-    "_plus_scalar": ("Add", False), "_minus_scalar": ("Sub", False), "_rminus_scalar": ("Sub", True),
-    "_mul_scalar": ("Mul", False), "_div_scalar": ("Div", False), "_rdiv_scalar": ("Div", True),
+    "_plus_scalar": ("Add", False),
+    "_minus_scalar": ("Sub", False),
+    "_rminus_scalar": ("Sub", True),
+    "_mul_scalar": ("Mul", False),
+    "_div_scalar": ("Div", False),
+    "_rdiv_scalar": ("Div", True),
 }
 
 
@@ -442,8 +462,12 @@ def convert_l2_normalization(ctx: _Context) -> ir.Value:
         raise _Unsupported(f"L2Normalization mode={ctx.attrs.get('mode')}", "")
     x = ctx.inputs[0]
     flat = ctx.emit("Flatten", [x], {"axis": 1}, final=False)
-    squares = ctx.emit("ReduceSumSquare", [flat, ctx.constant("axes", np.array([1], np.int64))], {"keepdims": 1}, final=False)
-    shifted = ctx.emit("Add", [squares, ctx.constant("eps", np.array(float(ctx.attrs.get("eps", 1e-10)), np.float32))], final=False)
+    squares = ctx.emit(
+        "ReduceSumSquare", [flat, ctx.constant("axes", np.array([1], np.int64))], {"keepdims": 1}, final=False
+    )
+    shifted = ctx.emit(
+        "Add", [squares, ctx.constant("eps", np.array(float(ctx.attrs.get("eps", 1e-10)), np.float32))], final=False
+    )
     norm = ctx.emit("Sqrt", [shifted], final=False)
     normalized = ctx.emit("Div", [flat, norm], final=False)
     shape = ctx.emit("Shape", [x], final=False)
@@ -495,8 +519,14 @@ def read_mxnet(
     shapes = _input_shapes(data_names, input_shapes, nodes)
 
     problems = [
-        Problem("error", "unsupported-op", node["name"], node["op"], f"MXNet op {node['op']} has no converter",
-                "convert it to supported ops in MXNet before exporting, or extend the reader")
+        Problem(
+            "error",
+            "unsupported-op",
+            node["name"],
+            node["op"],
+            f"MXNet op {node['op']} has no converter",
+            "convert it to supported ops in MXNet before exporting, or extend the reader",
+        )
         for node in nodes
         if node["op"] != "null" and node["op"] not in CONVERTERS
     ]
@@ -519,7 +549,11 @@ def read_mxnet(
         if node["op"] == "null":
             continue
         inputs = [values.get((entry[0], entry[1])) for entry in node["inputs"] if entry[0] not in consumers_of_label]
-        missing = [nodes[entry[0]]["name"] for entry in node["inputs"] if (entry[0], entry[1]) not in values and entry[0] not in consumers_of_label]
+        missing = [
+            nodes[entry[0]]["name"]
+            for entry in node["inputs"]
+            if (entry[0], entry[1]) not in values and entry[0] not in consumers_of_label
+        ]
         if missing:
             raise InputError(
                 f"MXNet node {node['name']} uses {', '.join(missing)}, which the params file does not hold",
@@ -529,7 +563,11 @@ def read_mxnet(
         try:
             values[(index, 0)] = CONVERTERS.get(node["op"])(_Context(builder, node, inputs, sources))
         except _Unsupported as unsupported:
-            problems.append(Problem("error", "unsupported-attribute", node["name"], node["op"], unsupported.what, unsupported.remedy))
+            problems.append(
+                Problem(
+                    "error", "unsupported-attribute", node["name"], node["op"], unsupported.what, unsupported.remedy
+                )
+            )
     if problems:
         raise UnsupportedError("the workbench graph (MXNet reader)", problems)
     builder.set_outputs([values[(head[0], head[1])] for head in heads])

@@ -4,6 +4,7 @@ Provenance: a node written by the workbench already carries it; a node exported
 by ``torch.onnx`` carries its module path in ``pkg.torch.onnx.name_scopes``;
 any other node is its own source, under its node name.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

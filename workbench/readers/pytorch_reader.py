@@ -5,6 +5,7 @@ BatchNorm into convolutions and lose where the weights came from. Folding is the
 workbench's ``fold_bn`` step, which reports what it folded. Each node gets its
 module path as provenance and its parameters' state-dict names.
 """
+
 from __future__ import annotations
 
 import importlib

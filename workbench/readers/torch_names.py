@@ -8,6 +8,7 @@ takes that layer's path (``layer1.0.conv1``), so it lines up with forward hooks;
 a functional op written in a ``forward`` takes ``module path.op name``
 (``layer1.0.add``), or the op name at the top level (``view``).
 """
+
 from __future__ import annotations
 
 import ast

@@ -21,6 +21,7 @@ Two optional members make comparisons cheaper and better aligned:
 
 ``open_runner`` builds a runner from anything the CLI accepts as a model.
 """
+
 from __future__ import annotations
 
 import importlib.util

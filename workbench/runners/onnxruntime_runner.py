@@ -13,6 +13,7 @@ or ``segment_bytes`` of weights) plus the live values at the cut.
 it, and ``producer`` to that node, so ``compare`` aligns values by source layer
 and can re-evaluate a node with other weights when looking for a cause.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -133,9 +134,7 @@ class OnnxRuntimeRunner:
 
     def layer_names(self, inputs: object = None) -> list[str]:
         """The names ``run_layers`` yields, in order (known without running)."""
-        return [
-            out.name for node in self.model.graph if node.op_type != "Constant" for out in node.outputs if out.name
-        ]
+        return [out.name for node in self.model.graph if node.op_type != "Constant" for out in node.outputs if out.name]
 
     def feed(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Inputs by graph input name, in each input's declared dtype."""
@@ -251,10 +250,7 @@ class OnnxRuntimeRunner:
                 else:
                     inputs[value.name] = value
         outputs = [
-            value
-            for node in segment
-            for value in node.outputs
-            if value.name and (only is None or value.name in only)
+            value for node in segment for value in node.outputs if value.name and (only is None or value.name in only)
         ]
         # shape inference reads small constants (axes, shapes, scales) from the model
         # itself; only weights large enough to matter are handed over as buffers
@@ -282,4 +278,3 @@ class OnnxRuntimeRunner:
         names = [value.name for value in outputs]
         feed = {name: available[name] for name in inputs}
         return dict(zip(names, session.run(names, feed)))
-

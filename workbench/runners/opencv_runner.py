@@ -19,6 +19,7 @@ OpenCV protects only the *first* output of a requested layer from being reused
 by later layers, so the other tops of a multi-top layer (Slice) are read from a
 forward pass that ends at that layer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -17,6 +17,7 @@ The recording convention, for a file ``NAME-reference.npz`` (or any ``.npz``):
 ``run`` returns the final outputs after checking that the given input is the
 recorded one (a recording says nothing about any other input).
 """
+
 from __future__ import annotations
 
 import json

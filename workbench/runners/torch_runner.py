@@ -13,6 +13,7 @@ the consumer, so a caller that keeps statistics only never holds more than a few
 activations. Each yielded array is a copy: a later in-place op (``ReLU(inplace=True)``)
 cannot change it.
 """
+
 from __future__ import annotations
 
 import inspect

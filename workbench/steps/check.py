@@ -6,6 +6,7 @@ time, shape arithmetic left in the graph, nodes whose source is unknown), and
 returns one ``CheckReport`` listing them all, sorted, with a remedy each. An
 error blocks writing; a warning is written around and reported.
 """
+
 from __future__ import annotations
 
 import html
@@ -148,9 +149,8 @@ def check(model: Model, target: str, **options: Any) -> CheckReport:
             key=lambda p: (p.severity != "error", p.op_type, p.node, p.kind),
         )
         result = CheckReport(target, model.name, problems, report)
-    report.summary = (
-        f"{target}: {len(result.errors)} error(s), {len(result.warnings)} warning(s)"
-        + ("" if result.ok else f" in ops {', '.join(sorted({p.op_type for p in result.errors}))}")
+    report.summary = f"{target}: {len(result.errors)} error(s), {len(result.warnings)} warning(s)" + (
+        "" if result.ok else f" in ops {', '.join(sorted({p.op_type for p in result.errors}))}"
     )
     report.counts = result.counts()
     report.warnings = [str(p) for p in result.warnings]

@@ -24,6 +24,7 @@ BatchNorm constants when a side exposes them, layers that exist on one side only
 and are affine maps of the input, and weights re-tried transposed or taken from
 another layer of the same shape).
 """
+
 from __future__ import annotations
 
 import base64
@@ -183,7 +184,9 @@ class Comparison:
 
     def __repr__(self) -> str:
         verdict = "agree" if self.ok else "differ"
-        lines = [f"<Comparison {self.reference} vs {self.candidate}: outputs {verdict} (atol {self.atol:g}, rtol {self.rtol:g})"]
+        lines = [
+            f"<Comparison {self.reference} vs {self.candidate}: outputs {verdict} (atol {self.atol:g}, rtol {self.rtol:g})"
+        ]
         lines += [f"  output {p.source} / {p.target}: max abs {p.stats.max_abs:.3g}" for p in self.outputs]
         if self.layers:
             failing = sum(not p.ok for p in self.layers)
@@ -526,8 +529,10 @@ def _weight_variants(node: ir.Node) -> Iterator[tuple[str, np.ndarray, str]]:
         owner, index = users.get(name, (None, 0))
         label = ", ".join(provenance.sources(owner)) or owner.name if owner is not None else name
         params = ", ".join(provenance.params(owner).get(index, ())) if owner is not None else ""
-        yield "misbound-weight", value.const_value.numpy(), f"the weight now bound to {label}" + (
-            f" ({params})" if params else ""
+        yield (
+            "misbound-weight",
+            value.const_value.numpy(),
+            f"the weight now bound to {label}" + (f" ({params})" if params else ""),
         )
 
 
@@ -553,8 +558,10 @@ def weight_cause(
     for kind, weight, description in _weight_variants(node):
         result = evaluate_node(node, {**computed, 1: weight})[0]
         if result.shape == wanted.shape and float(np.abs(result - wanted).max(initial=0.0)) <= tolerance:
-            what = "transposed weights (a layout mismatch of the weight)" if kind == "transposed-weight" else (
-                "weights bound to the wrong layer (matched by name, or swapped)"
+            what = (
+                "transposed weights (a layout mismatch of the weight)"
+                if kind == "transposed-weight"
+                else ("weights bound to the wrong layer (matched by name, or swapped)")
             )
             return Cause(
                 kind,
@@ -617,7 +624,13 @@ def _side(runner: Runner, feed: list[np.ndarray], entries: list[Entry], pairs, w
     else:
         stream = runner.run_layers(feed)
     return _Side(
-        runner, feed, entries, pair_of, [pair_of[i] for i in sorted(pair_of)], set(range(first)), _numbered(stream, index)
+        runner,
+        feed,
+        entries,
+        pair_of,
+        [pair_of[i] for i in sorted(pair_of)],
+        set(range(first)),
+        _numbered(stream, index),
     )
 
 

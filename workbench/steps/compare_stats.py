@@ -15,6 +15,7 @@ The second half recognises known conversion pitfalls from the two tensors alone
 differences (BatchNorm eps, fix_gamma, preprocessing); the relations are listed
 where they are implemented.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -295,7 +296,9 @@ def affine_cause(reference: np.ndarray, candidate: np.ndarray) -> Cause | None:
     )
 
 
-def affine_of(array: np.ndarray, source: np.ndarray, atol: float = DEFAULT_ATOL) -> tuple[np.ndarray, np.ndarray] | None:
+def affine_of(
+    array: np.ndarray, source: np.ndarray, atol: float = DEFAULT_ATOL
+) -> tuple[np.ndarray, np.ndarray] | None:
     """``(scale, shift)`` per channel if ``array == scale * source + shift`` (same
     shape) and the map is not the identity; used to spot preprocessing layers."""
     fit = per_channel_affine(source, array)

@@ -27,6 +27,7 @@ Weights are computed in float64 and stored in the weight's own dtype. The folded
 node keeps the producer's provenance, gains the BatchNormalization's source and
 parameter names, and records the fold as a transform.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -141,10 +142,7 @@ def fold_conv_transpose(node: ir.Node, bn: BatchNormStatistics) -> FoldedLayer |
     groups = group_attr.as_int() if group_attr is not None else 1
     cin, cout_per_group, *kernel = weight.shape
     if cout_per_group * groups != bn.channels or cin % groups:
-        return (
-            f"the ConvTranspose has {cout_per_group * groups} output channels, "
-            f"the BatchNormalization {bn.channels}"
-        )
+        return f"the ConvTranspose has {cout_per_group * groups} output channels, the BatchNormalization {bn.channels}"
     bias = _layer_bias(node, bn.channels)
     if isinstance(bias, str):
         return bias
@@ -317,9 +315,7 @@ class BatchNormFolder:
             provenance.copy_provenance(node, bn)
             provenance.set_params(node, {1: params})
             provenance.add_transform(node, note)
-        ir.convenience.replace_nodes_and_values(
-            self.graph, bn, [bn], [mul, add], [bn.outputs[0]], [add.outputs[0]]
-        )
+        ir.convenience.replace_nodes_and_values(self.graph, bn, [bn], [mul, add], [bn.outputs[0]], [add.outputs[0]])
         return None
 
 

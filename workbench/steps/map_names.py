@@ -14,6 +14,7 @@ several source layers with no recorded transform saying how they were combined.
 Source layers with parameters that no entry claims are listed too: their weights
 were lost. ``set`` corrects an entry by hand; the map round-trips through JSON.
 """
+
 from __future__ import annotations
 
 import html
@@ -258,12 +259,27 @@ def _graph_entries(model: ir.Model, source: SourceLayers) -> list[NameEntry]:
                 shape = static_shape(value)
                 entries.append(
                     NameEntry(
-                        "blob", value.name, node.op_type, sources, [], list(shape) if shape else None, {}, [], status, note, name
+                        "blob",
+                        value.name,
+                        node.op_type,
+                        sources,
+                        [],
+                        list(shape) if shape else None,
+                        {},
+                        [],
+                        status,
+                        note,
+                        name,
                     )
                 )
         for index, value in enumerate(node.inputs):
             # integer initializers are op arguments (shapes, axes), not weights
-            if value is None or not value.is_initializer() or value.dtype is None or not value.dtype.is_floating_point():
+            if (
+                value is None
+                or not value.is_initializer()
+                or value.dtype is None
+                or not value.dtype.is_floating_point()
+            ):
                 continue
             params = list(by_input.get(index, ()))
             shape = static_shape(value)
@@ -295,7 +311,9 @@ def _caffe_blob_shapes(caffemodel: Path) -> dict[str, list[list[int]]]:
     shapes = {}
     for layer in net.layer:
         shapes[layer.name] = [
-            list(blob.shape.dim) if blob.HasField("shape") else [d for d in (blob.num, blob.channels, blob.height, blob.width)]
+            list(blob.shape.dim)
+            if blob.HasField("shape")
+            else [d for d in (blob.num, blob.channels, blob.height, blob.width)]
             for blob in layer.blobs
         ]
     return shapes
@@ -308,9 +326,13 @@ def _caffe_entries(records: Sequence[Mapping], caffemodel: Path | None, source: 
     for record in records:
         sources = list(record.get("sources", ()))
         transforms = list(record.get("transforms", ()))
-        status, note = _status(sources, transforms or (["combined by the Caffe writer"] if len(sources) > 1 else []), source)
+        status, note = _status(
+            sources, transforms or (["combined by the Caffe writer"] if len(sources) > 1 else []), source
+        )
         params = [p for layer in sources for p in source.params.get(layer, ())]
-        layer = NameEntry("layer", record["name"], record.get("type", ""), sources, params, None, {}, transforms, status, note)
+        layer = NameEntry(
+            "layer", record["name"], record.get("type", ""), sources, params, None, {}, transforms, status, note
+        )
         entries.append(layer)
         for top in record.get("top", ()):
             producer_of_top[top] = NameEntry(
@@ -333,7 +355,11 @@ def _caffe_entries(records: Sequence[Mapping], caffemodel: Path | None, source: 
                     {p: source.param_shapes[p] for p in own if p in source.param_shapes},
                     transforms,
                     status if own or made else UNMATCHED,
-                    "made by the writer (no source parameter)" if made else note if own else "no source parameter recorded",
+                    "made by the writer (no source parameter)"
+                    if made
+                    else note
+                    if own
+                    else "no source parameter recorded",
                     record["name"],
                 )
             )
@@ -360,18 +386,28 @@ def _pytorch_entries(folder: Path, source: SourceLayers) -> list[NameEntry]:
         sources = list(record.get("sources", ()))
         status, note = _status(sources, [], source)
         params = [p for layer in sources for p in source.params.get(layer, ())]
-        entries.append(NameEntry("layer", record["name"], record.get("type", ""), sources, params, None, {}, [], status, note))
+        entries.append(
+            NameEntry("layer", record["name"], record.get("type", ""), sources, params, None, {}, [], status, note)
+        )
         prefix = f"{record['name']}."
         own_params = record.get("state_params", {})
         for key, tensor in state.items():
             if key.startswith(prefix) and not key.endswith("num_batches_tracked"):
                 # the writer records each state entry's own source parameters when it knows them
-                own = own_params.get(key[len(prefix):]) or params
+                own = own_params.get(key[len(prefix) :]) or params
                 entries.append(
                     NameEntry(
-                        "parameter", key, record.get("type", ""), sources, own, list(tensor.shape),
-                        {p: source.param_shapes[p] for p in own if p in source.param_shapes}, [],
-                        status if own else UNMATCHED, note if own else "no source parameter recorded", record["name"],
+                        "parameter",
+                        key,
+                        record.get("type", ""),
+                        sources,
+                        own,
+                        list(tensor.shape),
+                        {p: source.param_shapes[p] for p in own if p in source.param_shapes},
+                        [],
+                        status if own else UNMATCHED,
+                        note if own else "no source parameter recorded",
+                        record["name"],
                     )
                 )
     for record in records.get("buffers", []):
@@ -379,8 +415,18 @@ def _pytorch_entries(folder: Path, source: SourceLayers) -> list[NameEntry]:
         params = [p for layer in sources for p in source.params.get(layer, ())]
         status, note = _status(sources, [], source)
         entries.append(
-            NameEntry("parameter", record["name"], "buffer", sources, params, record.get("shape"), {}, [],
-                      status if params else UNMATCHED, note if params else "no source parameter recorded")
+            NameEntry(
+                "parameter",
+                record["name"],
+                "buffer",
+                sources,
+                params,
+                record.get("shape"),
+                {},
+                [],
+                status if params else UNMATCHED,
+                note if params else "no source parameter recorded",
+            )
         )
     return entries
 

@@ -3,6 +3,7 @@
 Built on ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend),
 so they work in scripts, the CLI (``--plot``) and notebooks alike.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -8,6 +8,7 @@ shapes. It drops node metadata and renames initializers, so provenance is taken
 before and put back by output value name afterwards. BatchNorm fusion is left to
 ``fold_bn``, which reports what it folds.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Sequence

@@ -3,6 +3,7 @@
 This is the only package that imports IPython and ipywidgets; steps, readers and
 writers never import it.
 """
+
 from .graph_svg import GraphDrawing, draw_graph
 from .netron_view import serve_graph, show_graph, stop_graphs
 from .panels import ComparisonExplorer, NameMapEditor, PipelineStepper, pipeline_stepper

@@ -20,6 +20,7 @@ The layout is a small layered (Sugiyama-style) drawing:
 Large graphs are cut to their first ``max_nodes`` nodes in graph order, and the
 drawing says how many nodes and edges were left out.
 """
+
 from __future__ import annotations
 
 import html
@@ -46,28 +47,54 @@ BARYCENTRE_SWEEPS = 4
 # Fill colours by op family, so the structure reads at a glance.
 OP_COLOURS = {
     **dict.fromkeys(("Conv", "ConvTranspose", "Gemm", "MatMul"), "#dbe9f6"),
-    **dict.fromkeys(
-        ("BatchNormalization", "InstanceNormalization", "LayerNormalization", "LRN"), "#e3f1d8"
-    ),
+    **dict.fromkeys(("BatchNormalization", "InstanceNormalization", "LayerNormalization", "LRN"), "#e3f1d8"),
     **dict.fromkeys(
         (
-            "Relu", "PRelu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Elu", "Selu",
-            "HardSigmoid", "HardSwish", "Softmax", "LogSoftmax", "Softplus", "Mish", "Gelu",
+            "Relu",
+            "PRelu",
+            "LeakyRelu",
+            "Sigmoid",
+            "Tanh",
+            "Clip",
+            "Elu",
+            "Selu",
+            "HardSigmoid",
+            "HardSwish",
+            "Softmax",
+            "LogSoftmax",
+            "Softplus",
+            "Mish",
+            "Gelu",
         ),
         "#fde6d6",
     ),
     **dict.fromkeys(
         (
-            "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
-            "ReduceMax", "Resize", "Upsample",
+            "MaxPool",
+            "AveragePool",
+            "GlobalAveragePool",
+            "GlobalMaxPool",
+            "ReduceMean",
+            "ReduceMax",
+            "Resize",
+            "Upsample",
         ),
         "#ebe1f3",
     ),
     **dict.fromkeys(("Add", "Sub", "Mul", "Div", "Sum", "Concat", "Split"), "#f5f2d0"),
     **dict.fromkeys(
         (
-            "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Shape", "Gather",
-            "Slice", "Constant", "Cast", "Identity",
+            "Reshape",
+            "Flatten",
+            "Transpose",
+            "Squeeze",
+            "Unsqueeze",
+            "Shape",
+            "Gather",
+            "Slice",
+            "Constant",
+            "Cast",
+            "Identity",
         ),
         "#eeeeee",
     ),

@@ -9,6 +9,7 @@ record keeps showing the graph after the kernel is gone.
 Netron serves the model file at ``/data/<file name>`` and the viewer at ``/``,
 whose ``<meta name="file">`` tag points the viewer at that path.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -154,14 +155,12 @@ def serve_graph(source: ModelSource) -> NetronServer:
 
 
 def _iframe_html(url: str, height: int) -> str:
-    return (
-        f'<iframe src="{html.escape(url)}" width="100%" height="{height}" '
-        'style="border:1px solid #ccc"></iframe>'
-    )
+    return f'<iframe src="{html.escape(url)}" width="100%" height="{height}" style="border:1px solid #ccc"></iframe>'
 
 
-def graph_view_html(drawing: GraphDrawing | None, *, url: str | None, title: str,
-                    height: int = DEFAULT_HEIGHT, missing: str = "") -> str:
+def graph_view_html(
+    drawing: GraphDrawing | None, *, url: str | None, title: str, height: int = DEFAULT_HEIGHT, missing: str = ""
+) -> str:
     """The HTML of one graph output: the live Netron iframe (when ``url`` is given)
     and the static drawing (or why there is none) that the saved notebook keeps."""
     parts = [f"<div><b>{html.escape(title)}</b>"]

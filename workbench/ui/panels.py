@@ -6,6 +6,7 @@ What each panel shows is computed by plain functions (here and in
 each step, which layer diverges first. The widget classes only lay those out and
 call them when a button is clicked.
 """
+
 from __future__ import annotations
 
 import html
@@ -297,8 +298,14 @@ def layer_figure(
     figure = plot_layer_errors(comparison)
     axes = figure.axes[0]
     axes.axvline(row.reported, color="#06c", linestyle=":")
-    axes.annotate(row.target, (row.reported, 1.0), xycoords=("data", "axes fraction"), color="#06c",
-                  textcoords="offset points", xytext=(4, -14))
+    axes.annotate(
+        row.target,
+        (row.reported, 1.0),
+        xycoords=("data", "axes fraction"),
+        color="#06c",
+        textcoords="offset points",
+        xytext=(4, -14),
+    )
     return figure
 
 
@@ -324,17 +331,16 @@ class ComparisonExplorer(widgets.VBox):
         graph = model if model is not None else reference if isinstance(reference, Model) else None
         self.rows = layer_rows(comparison.to_report(), graph_positions(graph) if graph is not None else None)
         self.figure: Figure | None = None
-        self.table = widgets.HTML(
-            f"<div style='max-height:320px;overflow:auto'>{layer_table_html(self.rows)}</div>"
-        )
+        self.table = widgets.HTML(f"<div style='max-height:320px;overflow:auto'>{layer_table_html(self.rows)}</div>")
         self.layer_choice = widgets.Dropdown(
             options=[(f"{index}. {row.label}", index) for index, row in enumerate(self.rows)],
             description="layer",
             layout=widgets.Layout(width="90%"),
         )
         self.figure_view = widgets.Output()
-        super().__init__([widgets.HTML(comparison_summary_html(comparison)), self.table, self.layer_choice,
-                          self.figure_view])
+        super().__init__(
+            [widgets.HTML(comparison_summary_html(comparison)), self.table, self.layer_choice, self.figure_view]
+        )
         if self.rows:
             self.layer_choice.value = first_divergence_index(self.rows) or 0
             self.show_layer(self.layer_choice.value)
@@ -347,7 +353,6 @@ class ComparisonExplorer(widgets.VBox):
         with self.figure_view:
             display(self.figure)
         return self.figure
-
 
 
 @dataclass(frozen=True)
@@ -404,8 +409,10 @@ def name_map_rows(
             status=entry.status,
             note=entry.note,
             suggestions=tuple(
-                entry.sources if entry.status == AMBIGUOUS
-                else name_map.unmatched_sources if entry.status == UNMATCHED
+                entry.sources
+                if entry.status == AMBIGUOUS
+                else name_map.unmatched_sources
+                if entry.status == UNMATCHED
                 else ()
             ),
         )

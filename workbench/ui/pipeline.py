@@ -7,6 +7,7 @@ re-running a step keeps its earlier artifacts (any two models can still be
 compared) and marks the steps after it stale, since they were computed from the
 artifact it replaced.
 """
+
 from __future__ import annotations
 
 import time
@@ -81,7 +82,7 @@ class Pipeline:
             )
 
     def status(self, step: str) -> str:
-        """"pending", "skipped", "done", "failed" or "stale"."""
+        """ "pending", "skipped", "done", "failed" or "stale"."""
         if step in OPTIONAL_STEPS and not self.enabled.get(step, True):
             return "skipped"
         artifact = self.current.get(step)
@@ -129,7 +130,7 @@ class Pipeline:
         self.history.append(artifact)
         self.current[step] = artifact
         self.stale.discard(step)
-        self.stale.update(later for later in STEPS[STEPS.index(step) + 1:] if later in self.current)
+        self.stale.update(later for later in STEPS[STEPS.index(step) + 1 :] if later in self.current)
         return artifact
 
     def run_all(self) -> list[Artifact]:

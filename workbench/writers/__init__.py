@@ -6,6 +6,7 @@ Each target is a module of this package with ``find_problems(model, **options)``
 ``WrittenFiles``. ``write`` picks the module by target name; a target whose
 module is absent from this installation is reported with the ones present.
 """
+
 from __future__ import annotations
 
 import importlib

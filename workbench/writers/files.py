@@ -4,6 +4,7 @@ A writer produces all its files in a temporary folder beside ``outdir``; only wh
 every file is complete are they moved into place. A failure leaves ``outdir`` as
 it was. Writing over one of the model's own source files is refused.
 """
+
 from __future__ import annotations
 
 import html

@@ -11,6 +11,7 @@ A node the ONNX target cannot hold is reported by ``find_problems``: an op that
 is not in the ONNX standard at the model's opset, or one from another domain
 (``com.microsoft`` ops run only in onnxruntime, so they are a warning).
 """
+
 from __future__ import annotations
 
 import json
@@ -165,8 +166,7 @@ def write_onnx(model: Model, outdir: str | Path, *, name: str | None = None) -> 
     paths = [Path(outdir) / item.name for item in written]
     # one record per node, in the form every writer uses: name, op, source layers
     layers = [
-        {"name": node.name or "", "op": node.op_type, "sources": list(provenance.sources(node))}
-        for node in model.graph
+        {"name": node.name or "", "op": node.op_type, "sources": list(provenance.sources(node))} for node in model.graph
     ]
     report.summary = f"{paths[0].name}: {len(layers)} nodes, {model.parameter_count():,} parameters"
     report.counts = {"nodes": len(layers), "bytes": sum(p.stat().st_size for p in paths)}

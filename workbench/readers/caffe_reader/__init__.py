@@ -18,6 +18,7 @@ Names and provenance:
   ``<layer>/<op type>``.
 * Split and Dropout add no node: their tops are their bottom.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -89,8 +90,9 @@ def _top_names(net: DeployNet) -> tuple[dict[tuple[int, int], str], list[str]]:
 class _NetConverter:
     """The walk over a deploy net: blob -> current value, problems collected."""
 
-    def __init__(self, net: DeployNet, weights: Weights, input_shapes: dict[str, Sequence[int]],
-                 caffemodel: Path) -> None:
+    def __init__(
+        self, net: DeployNet, weights: Weights, input_shapes: dict[str, Sequence[int]], caffemodel: Path
+    ) -> None:
         self.net = net
         self.weights = weights
         self.input_shapes = input_shapes
@@ -108,14 +110,27 @@ class _NetConverter:
     def _initializer(self, name: str, array: np.ndarray) -> ir.Value:
         return self.builder.add_initializer(self.taken.claim(name), array)
 
-    def _emit(self, layer: str, op_type: str, inputs: list[ir.Value | None], attributes: dict,
-              params: dict[int, list[str]], shapes: list[tuple[int, ...]], tops: list[int] | None) -> list[ir.Value]:
+    def _emit(
+        self,
+        layer: str,
+        op_type: str,
+        inputs: list[ir.Value | None],
+        attributes: dict,
+        params: dict[int, list[str]],
+        shapes: list[tuple[int, ...]],
+        tops: list[int] | None,
+    ) -> list[ir.Value]:
         if tops is None:
             names = [self.taken.claim(f"{layer}/{op_type.lower()}")]
         else:
             names = [self.top_names[(self.layer_index, top)] for top in tops]
         values = self.builder.add_node(
-            op_type, inputs, attributes, sources=[layer], params=params, outputs=names,
+            op_type,
+            inputs,
+            attributes,
+            sources=[layer],
+            params=params,
+            outputs=names,
             name=self.taken.claim(f"{layer}/{op_type}"),
         )
         for value, shape in zip(values, shapes):
@@ -190,8 +205,7 @@ class _NetConverter:
         if converter is None:
             self.unsupported.append((layer.type, layer.name, "layer type not supported"))
         elif all(value is not None for value in inputs):
-            context = LayerContext(layer, inputs, self.weights.blobs.get(layer.name, []), self._emit,
-                                   self._initializer)
+            context = LayerContext(layer, inputs, self.weights.blobs.get(layer.name, []), self._emit, self._initializer)
             try:
                 converter(context)
                 if len(context.outputs) != len(layer.top):
@@ -214,8 +228,9 @@ class _NetConverter:
         if value.name == blob:
             return value
         writer = next(layer.name for layer in reversed(self.net.layers) if blob in layer.top)
-        (named,) = self.builder.add_node("Identity", [value], sources=[writer], outputs=[blob],
-                                         name=self.taken.claim(f"{writer}/Identity"))
+        (named,) = self.builder.add_node(
+            "Identity", [value], sources=[writer], outputs=[blob], name=self.taken.claim(f"{writer}/Identity")
+        )
         named.shape, named.type = value.shape, value.type
         return named
 
@@ -226,8 +241,7 @@ class _NetConverter:
             listing = "\n    ".join(f"{layer}: {what}" for layer, what in sorted(self.weight_problems))
             extra = f"\n  layers with weights that the prototxt does not have: {', '.join(unused)}" if unused else ""
             raise InputError(
-                f"the weights in {self.caffemodel} do not fit the prototxt "
-                f"({len(self.weight_problems)} layer(s))",
+                f"the weights in {self.caffemodel} do not fit the prototxt ({len(self.weight_problems)} layer(s))",
                 expected="a caffemodel trained from this prototxt (the same layer names and blob shapes)",
                 found=f"\n    {listing}{extra}",
                 remedy="pass the caffemodel that belongs to this prototxt, or rename the layers to match",
@@ -256,10 +270,12 @@ class _NetConverter:
             "outputs": list(self.outputs),
         }
         if self.net.skipped:
-            report.changes.append(f"skipped {len(self.net.skipped)} layer(s) outside the TEST phase: "
-                                  f"{', '.join(self.net.skipped)}")
+            report.changes.append(
+                f"skipped {len(self.net.skipped)} layer(s) outside the TEST phase: {', '.join(self.net.skipped)}"
+            )
         if in_place:
             report.changes.append(f"{len(in_place)} in-place layer(s) given values of their own: {', '.join(in_place)}")
         if unused:
-            report.warnings.append(f"the caffemodel has weights for layers the prototxt does not use: "
-                                   f"{', '.join(unused)}")
+            report.warnings.append(
+                f"the caffemodel has weights for layers the prototxt does not use: {', '.join(unused)}"
+            )

@@ -20,6 +20,7 @@ BlobProto ``num``/``channels``/``height``/``width`` 1-4, ``data`` 5, ``shape`` 7
 ``double_data`` 8. A repeated number may also arrive unpacked (one record per
 value, wire type 5 or 1), which protobuf parsers must accept.
 """
+
 from __future__ import annotations
 
 import math
@@ -92,8 +93,9 @@ def _fields(payload: bytes | mmap.mmap, start: int, end: int) -> Iterator[tuple[
         position += length
 
 
-def _copy_numbers(payload: bytes | mmap.mmap, pieces: list[tuple[int, int]], dtype: str, shape: tuple[int, ...]
-                  ) -> np.ndarray:
+def _copy_numbers(
+    payload: bytes | mmap.mmap, pieces: list[tuple[int, int]], dtype: str, shape: tuple[int, ...]
+) -> np.ndarray:
     """The values of the packed (or unpacked) records ``pieces`` as one float32 array.
 
     Each piece is viewed in place and copied at once, so no view of the file

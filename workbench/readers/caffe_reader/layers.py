@@ -22,6 +22,7 @@ Where Caffe and ONNX differ, the formulation is exact:
   ``n x n`` average (Caffe builds it from a Pooling and a Power layer; ``k`` unused).
 * Power: ``(shift + scale * x) ^ power``.
 """
+
 from __future__ import annotations
 
 import math
@@ -118,8 +119,14 @@ class LayerContext:
             array = array.astype(np.float32)
         return self._initializer(f"{self.name}/{label}", array)
 
-    def _add(self, op_type: str, inputs: Sequence[ir.Value | None], attributes: dict | None,
-             shapes: Sequence[Shape], tops: Sequence[int] | None) -> list[ir.Value]:
+    def _add(
+        self,
+        op_type: str,
+        inputs: Sequence[ir.Value | None],
+        attributes: dict | None,
+        shapes: Sequence[Shape],
+        tops: Sequence[int] | None,
+    ) -> list[ir.Value]:
         params = {
             index: self._param_names[id(value)]
             for index, value in enumerate(inputs)
@@ -135,8 +142,9 @@ class LayerContext:
         """The node that produces the layer's top blob."""
         self.outputs = self._add(op_type, inputs, attributes, [shape], [0])
 
-    def outputs_of(self, op_type: str, inputs: Sequence[ir.Value | None], shapes: Sequence[Shape],
-                   **attributes: Any) -> None:
+    def outputs_of(
+        self, op_type: str, inputs: Sequence[ir.Value | None], shapes: Sequence[Shape], **attributes: Any
+    ) -> None:
         """The node that produces all the layer's top blobs, one output each."""
         self.outputs = self._add(op_type, inputs, attributes, shapes, list(range(len(shapes))))
 
@@ -214,8 +222,14 @@ def convert_convolution(ctx: LayerContext) -> None:
     if param.bias_term:
         inputs.append(ctx.weight(ctx.blob(1, (outputs,)), [1]))
     ctx.output(
-        op_type, inputs, (shape[0], outputs, *sizes),
-        kernel_shape=kernel, pads=pads + pads, strides=strides, dilations=dilations, group=group,
+        op_type,
+        inputs,
+        (shape[0], outputs, *sizes),
+        kernel_shape=kernel,
+        pads=pads + pads,
+        strides=strides,
+        dilations=dilations,
+        group=group,
     )
 
 
@@ -237,11 +251,14 @@ def convert_pooling(ctx: LayerContext) -> None:
         raise LayerProblem(f"pooling needs a 4-d input, found {list(shape)}")
     method = {0: "MAX", 1: "AVE"}.get(param.pool)
     if method is None:
-        raise LayerProblem("STOCHASTIC pooling is random at training and a weighted sum at test; not supported",
-                           remedy="replace it by AVE pooling if an approximation is acceptable")
+        raise LayerProblem(
+            "STOCHASTIC pooling is random at training and a weighted sum at test; not supported",
+            remedy="replace it by AVE pooling if an approximation is acceptable",
+        )
     if param.global_pooling:
-        ctx.output("GlobalMaxPool" if method == "MAX" else "GlobalAveragePool", [ctx.inputs[0]],
-                   (shape[0], shape[1], 1, 1))
+        ctx.output(
+            "GlobalMaxPool" if method == "MAX" else "GlobalAveragePool", [ctx.inputs[0]], (shape[0], shape[1], 1, 1)
+        )
         return
     if param.HasField("kernel_size") == (param.HasField("kernel_h") or param.HasField("kernel_w")):
         raise LayerProblem("sets kernel_size or kernel_h and kernel_w (exactly one of the two)")
@@ -269,17 +286,32 @@ def convert_pooling(ctx: LayerContext) -> None:
     if method == "MAX":
         # out is either the floor size or ONNX's ceil size (Caffe's clip only drops a
         # window ONNX drops too), and padding never wins a max.
-        ctx.output("MaxPool", [ctx.inputs[0]], out_shape, kernel_shape=kernel, pads=pads + pads,
-                   strides=strides, ceil_mode=int(sizes != floor_sizes))
+        ctx.output(
+            "MaxPool",
+            [ctx.inputs[0]],
+            out_shape,
+            kernel_shape=kernel,
+            pads=pads + pads,
+            strides=strides,
+            ceil_mode=int(sizes != floor_sizes),
+        )
         return
     if sizes == floor_sizes:
         extra = {"count_include_pad": 1} if any_pad else {}
-        ctx.output("AveragePool", [ctx.inputs[0]], out_shape, kernel_shape=kernel, pads=pads + pads,
-                   strides=strides, **extra)
+        ctx.output(
+            "AveragePool", [ctx.inputs[0]], out_shape, kernel_shape=kernel, pads=pads + pads, strides=strides, **extra
+        )
         return
     end_pads = [max(0, (o - 1) * s + k - n - p) for n, k, p, s, o in zip(shape[2:], kernel, pads, strides, sizes)]
-    pooled = ctx.node("AveragePool", [ctx.inputs[0]], out_shape, kernel_shape=kernel, pads=pads + end_pads,
-                      strides=strides, count_include_pad=1)
+    pooled = ctx.node(
+        "AveragePool",
+        [ctx.inputs[0]],
+        out_shape,
+        kernel_shape=kernel,
+        pads=pads + end_pads,
+        strides=strides,
+        count_include_pad=1,
+    )
     factors = []
     for n, k, p, s, o in zip(shape[2:], kernel, pads, strides, sizes):
         starts = np.arange(o) * s - p
@@ -308,8 +340,11 @@ def convert_inner_product(ctx: LayerContext) -> None:
             inputs.append(ctx.weight(ctx.blob(1, (outputs,)), [1]))
         ctx.output("Gemm", inputs, out_shape, transB=0 if param.transpose else 1)
         return
-    rows = ctx.node("Reshape", [ctx.inputs[0], ctx.constant("shape", np.array([*shape[:axis], inner], np.int64))],
-                    (*shape[:axis], inner))
+    rows = ctx.node(
+        "Reshape",
+        [ctx.inputs[0], ctx.constant("shape", np.array([*shape[:axis], inner], np.int64))],
+        (*shape[:axis], inner),
+    )
     matrix = ctx.weight(weight if param.transpose else np.ascontiguousarray(weight.T), [0])
     if not param.bias_term:
         ctx.output("MatMul", [rows, matrix], out_shape)
@@ -638,15 +673,23 @@ def convert_lrn(ctx: LayerContext) -> None:
     if size % 2 == 0:
         raise LayerProblem(f"local_size {size} is even; Caffe's LRN needs an odd size")
     if param.norm_region == 0:
-        ctx.output("LRN", [ctx.inputs[0]], shape, size=size, alpha=float(param.alpha), beta=float(param.beta),
-                   bias=float(param.k))
+        ctx.output(
+            "LRN",
+            [ctx.inputs[0]],
+            shape,
+            size=size,
+            alpha=float(param.alpha),
+            beta=float(param.beta),
+            bias=float(param.k),
+        )
         return
     if len(shape) != 4:
         raise LayerProblem(f"WITHIN_CHANNEL LRN needs a 4-d input, found {list(shape)}")
     pad = (size - 1) // 2
     square = ctx.node("Mul", [ctx.inputs[0], ctx.inputs[0]], shape)
-    mean = ctx.node("AveragePool", [square], shape, kernel_shape=[size, size], pads=[pad] * 4, strides=[1, 1],
-                    count_include_pad=1)
+    mean = ctx.node(
+        "AveragePool", [square], shape, kernel_shape=[size, size], pads=[pad] * 4, strides=[1, 1], count_include_pad=1
+    )
     scaled = ctx.node("Mul", [mean, ctx.constant("alpha", np.float32(param.alpha))], shape)
     base = ctx.node("Add", [scaled, ctx.constant("one", np.float32(1.0))], shape)
     factor = ctx.node("Pow", [base, ctx.constant("minus_beta", np.float32(-param.beta))], shape)
@@ -673,9 +716,12 @@ def convert_crop(ctx: LayerContext) -> None:
     out_shape = (*shape[:axis], *reference[axis:])
     ctx.output(
         "Slice",
-        [ctx.inputs[0], ctx.constant("starts", np.array(offsets, np.int64)),
-         ctx.constant("ends", np.array(ends, np.int64)),
-         ctx.constant("axes", np.arange(axis, len(shape), dtype=np.int64))],
+        [
+            ctx.inputs[0],
+            ctx.constant("starts", np.array(offsets, np.int64)),
+            ctx.constant("ends", np.array(ends, np.int64)),
+            ctx.constant("axes", np.arange(axis, len(shape), dtype=np.int64)),
+        ],
         out_shape,
     )
 

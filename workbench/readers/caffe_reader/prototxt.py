@@ -11,6 +11,7 @@ omits it; the prototxt is parsed with a variant of the schema that knows both
 spellings by name. Only text is parsed with the variant, so the field number
 given to ``ceil_mode`` is never read or written.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,18 +26,45 @@ from ...formats import caffe_pb2
 # V1LayerParameter.LayerType -> the type string of the current format, as
 # Caffe's UpgradeV1LayerType spells it.
 V1_TYPE_NAMES = {
-    "ABSVAL": "AbsVal", "ACCURACY": "Accuracy", "ARGMAX": "ArgMax", "BNLL": "BNLL",
-    "CONCAT": "Concat", "CONTRASTIVE_LOSS": "ContrastiveLoss", "CONVOLUTION": "Convolution",
-    "DATA": "Data", "DECONVOLUTION": "Deconvolution", "DROPOUT": "Dropout",
-    "DUMMY_DATA": "DummyData", "EUCLIDEAN_LOSS": "EuclideanLoss", "ELTWISE": "Eltwise",
-    "EXP": "Exp", "FLATTEN": "Flatten", "HDF5_DATA": "HDF5Data", "HDF5_OUTPUT": "HDF5Output",
-    "HINGE_LOSS": "HingeLoss", "IM2COL": "Im2col", "IMAGE_DATA": "ImageData",
-    "INFOGAIN_LOSS": "InfogainLoss", "INNER_PRODUCT": "InnerProduct", "LRN": "LRN",
-    "MEMORY_DATA": "MemoryData", "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
-    "MVN": "MVN", "POOLING": "Pooling", "POWER": "Power", "RELU": "ReLU", "SIGMOID": "Sigmoid",
-    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss", "SILENCE": "Silence",
-    "SOFTMAX": "Softmax", "SOFTMAX_LOSS": "SoftmaxWithLoss", "SPLIT": "Split", "SLICE": "Slice",
-    "TANH": "TanH", "WINDOW_DATA": "WindowData", "THRESHOLD": "Threshold",
+    "ABSVAL": "AbsVal",
+    "ACCURACY": "Accuracy",
+    "ARGMAX": "ArgMax",
+    "BNLL": "BNLL",
+    "CONCAT": "Concat",
+    "CONTRASTIVE_LOSS": "ContrastiveLoss",
+    "CONVOLUTION": "Convolution",
+    "DATA": "Data",
+    "DECONVOLUTION": "Deconvolution",
+    "DROPOUT": "Dropout",
+    "DUMMY_DATA": "DummyData",
+    "EUCLIDEAN_LOSS": "EuclideanLoss",
+    "ELTWISE": "Eltwise",
+    "EXP": "Exp",
+    "FLATTEN": "Flatten",
+    "HDF5_DATA": "HDF5Data",
+    "HDF5_OUTPUT": "HDF5Output",
+    "HINGE_LOSS": "HingeLoss",
+    "IM2COL": "Im2col",
+    "IMAGE_DATA": "ImageData",
+    "INFOGAIN_LOSS": "InfogainLoss",
+    "INNER_PRODUCT": "InnerProduct",
+    "LRN": "LRN",
+    "MEMORY_DATA": "MemoryData",
+    "MULTINOMIAL_LOGISTIC_LOSS": "MultinomialLogisticLoss",
+    "MVN": "MVN",
+    "POOLING": "Pooling",
+    "POWER": "Power",
+    "RELU": "ReLU",
+    "SIGMOID": "Sigmoid",
+    "SIGMOID_CROSS_ENTROPY_LOSS": "SigmoidCrossEntropyLoss",
+    "SILENCE": "Silence",
+    "SOFTMAX": "Softmax",
+    "SOFTMAX_LOSS": "SoftmaxWithLoss",
+    "SPLIT": "Split",
+    "SLICE": "Slice",
+    "TANH": "TanH",
+    "WINDOW_DATA": "WindowData",
+    "THRESHOLD": "Threshold",
 }
 
 _TEXT_ONLY_CEIL_MODE_NUMBER = 10013  # any free number: the variant schema only parses text
@@ -54,12 +82,16 @@ def _text_schema() -> descriptor_pool.DescriptorPool:
     round_mode.value.add(name="FLOOR", number=1)
     label = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
     pooling.field.add(
-        name="round_mode", number=13, label=label,
+        name="round_mode",
+        number=13,
+        label=label,
         type=descriptor_pb2.FieldDescriptorProto.TYPE_ENUM,
         type_name=f".{file_proto.package}.PoolingParameter.RoundMode",
     )
     pooling.field.add(
-        name="ceil_mode", number=_TEXT_ONLY_CEIL_MODE_NUMBER, label=label,
+        name="ceil_mode",
+        number=_TEXT_ONLY_CEIL_MODE_NUMBER,
+        label=label,
         type=descriptor_pb2.FieldDescriptorProto.TYPE_BOOL,
     )
     pool = descriptor_pool.DescriptorPool()

@@ -5,6 +5,7 @@ OpenCV DNN runs with the same numbers; ``"opencv"`` may also use layers only
 OpenCV's Caffe importer knows (Permute, ReLU6). Converters, one module per op
 family, are registered in ``CAFFE_LAYERS`` keyed by ONNX op type.
 """
+
 from .net import CAFFE_LAYERS, DIALECTS, OPENCV_ONLY_LAYERS
 from .writer import build_caffe_net, find_problems, write_caffe
 

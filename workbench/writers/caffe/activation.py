@@ -15,6 +15,7 @@
   ``axis``, which equals Caffe's softmax only when ``axis`` is the last non-unit
   dimension.
 """
+
 from __future__ import annotations
 
 import math

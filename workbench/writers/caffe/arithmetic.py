@@ -16,6 +16,7 @@
   ``x*c``, ``x+c``, ``x-c``, ``c-x``, ``x/c`` (scale ``1/c``, within one rounding
   of the division), ``Pow(x, p)``, ``Sqrt``, ``Neg``, ``Reciprocal``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,9 @@ _ELTWISE = {
 }
 
 
-def _power(node: ir.Node, net: CaffeNet, data: ir.Value, power: float = 1.0, scale: float = 1.0, shift: float = 0.0) -> None:
+def _power(
+    node: ir.Node, net: CaffeNet, data: ir.Value, power: float = 1.0, scale: float = 1.0, shift: float = 0.0
+) -> None:
     layer = net.add_layer(node, "Power", [net.bottom(node, data)], in_place=True)
     if power != 1.0:
         layer.power_param.power = power
@@ -93,7 +96,9 @@ def _with_constant(node: ir.Node, net: CaffeNet, data: ir.Value, const: np.ndarr
         return
     axis, num_axes = axes
     aligned = const.reshape((1,) * (len(shape) - const.ndim) + const.shape)
-    blob = np.broadcast_to(aligned, shape)[(0,) * axis + (slice(None),) * num_axes + (0,) * (len(shape) - axis - num_axes)]
+    blob = np.broadcast_to(aligned, shape)[
+        (0,) * axis + (slice(None),) * num_axes + (0,) * (len(shape) - axis - num_axes)
+    ]
     const_input = 0 if const_first else 1
     if op == "Mul":
         weights, weight_inputs = [blob], [const_input]

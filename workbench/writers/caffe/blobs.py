@@ -17,6 +17,7 @@ bytes object.
 The varint and tag encoding is written here by hand: protobuf's Python package
 keeps its encoder private, and the format is four lines of arithmetic.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -12,6 +12,7 @@ input pixel is copied into an ``s x s`` block, which is what nearest sampling
 with integer scale gives for the coordinate modes checked below. BVLC Caffe has
 no Upsample layer; this form runs in both BVLC Caffe and OpenCV.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -144,7 +145,9 @@ def convert_resize(node: ir.Node, net: CaffeNet) -> None:
     if node.op_type == "Upsample":
         transform, nearest = "asymmetric", "floor"
     if in_shape is None or out_shape is None or len(in_shape) != 4:
-        net.problem(node, "dynamic-shape", "the resize needs known 4-D input and output shapes", "export with fixed shapes")
+        net.problem(
+            node, "dynamic-shape", "the resize needs known 4-D input and output shapes", "export with fixed shapes"
+        )
         return
     factors = [o / i for i, o in zip(in_shape, out_shape)]
     integer = all(f == int(f) and f >= 1 for f in factors) and factors[:2] == [1, 1]

@@ -15,6 +15,7 @@ before a Linear), the permutation moves into the weights (see
 ``W' [:, index[j]] = W[:, j]`` gives ``W' flatten(x) = W flatten(transpose(x))``,
 so the InnerProduct reads the untransposed blob and no Permute layer is needed.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -15,6 +15,7 @@ Element-wise layers (ReLU, BatchNorm, Scale, ...) are written in place
 (``top == bottom``, the usual Caffe style) when no later node reads the blob
 they overwrite and it is not a graph output.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -244,9 +245,7 @@ class CaffeNet:
         if blobs:
             self.add_layer(node, "Silence", list(blobs), [], role="discard")
 
-    def problem(
-        self, node: ir.Node, kind: str, message: str, remedy: str = "", severity: str = "error"
-    ) -> None:
+    def problem(self, node: ir.Node, kind: str, message: str, remedy: str = "", severity: str = "error") -> None:
         self.problems.append(
             Problem(severity, kind, node.name or "", node.op_type, message, remedy, provenance.sources(node))
         )

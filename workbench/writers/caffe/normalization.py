@@ -7,6 +7,7 @@ factor of training). The affine part ``gamma * y + beta`` is a Scale layer with
 A model with BatchNorm already folded into the convolutions (``fold_bn``) needs
 neither layer.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -27,9 +28,7 @@ def convert_batch_norm(node: ir.Node, net: CaffeNet) -> None:
             "export the model in eval() mode so the running statistics are stored",
         )
         return
-    if node.attributes.get_int("training_mode", 0) or any(
-        v is not None and v.consumers() for v in node.outputs[1:]
-    ):
+    if node.attributes.get_int("training_mode", 0) or any(v is not None and v.consumers() for v in node.outputs[1:]):
         net.problem(node, "training-mode", "BatchNormalization in training mode", "export the model in eval() mode")
         return
     norm = net.add_layer(

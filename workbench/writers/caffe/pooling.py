@@ -20,6 +20,7 @@ padding differs from Caffe at the borders and is reported.
 ``GlobalAveragePool``/``GlobalMaxPool`` and ``ReduceMean``/``ReduceMax`` over
 H and W become global pooling (plus a Flatten when ``keepdims=0``).
 """
+
 from __future__ import annotations
 
 import math

@@ -18,6 +18,7 @@
 * ``Identity``, ``Dropout`` (inference) -> nothing: the output is the input blob.
 * ``Constant`` -> nothing: constants reach Caffe only as layer weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,9 @@ def _feeds_only_inner_products(value: ir.Value, net: CaffeNet) -> bool:
         bool(users)
         and not value.is_graph_output()
         and all(
-            user.op_type in ("Gemm", "MatMul") and user.inputs[0] is value and not isinstance(inner_product_weights(user, net), str)
+            user.op_type in ("Gemm", "MatMul")
+            and user.inputs[0] is value
+            and not isinstance(inner_product_weights(user, net), str)
             for user in users
         )
     )
@@ -60,7 +63,9 @@ def _absorbable_transpose(node: ir.Node, net: CaffeNet, perm: tuple[int, ...]) -
         and not output.is_graph_output()
         and bool(users)
         and all(
-            _is_flatten_to_2d(user, net) and user.inputs[0] is output and _feeds_only_inner_products(user.outputs[0], net)
+            _is_flatten_to_2d(user, net)
+            and user.inputs[0] is output
+            and _feeds_only_inner_products(user.outputs[0], net)
             for user in users
         )
     )
@@ -219,8 +224,10 @@ def _slice_ranges(node: ir.Node, net: CaffeNet, shape: tuple[int, ...]) -> dict[
         steps = [1] * len(starts)
     else:
         found = [net.constant(v) if v is not None else None for v in list(node.inputs[1:5]) + [None] * 4]
-        if found[0] is None or found[1] is None or any(
-            v is not None and f is None for v, f in zip(node.inputs[3:5], found[2:4])
+        if (
+            found[0] is None
+            or found[1] is None
+            or any(v is not None and f is None for v, f in zip(node.inputs[3:5], found[2:4]))
         ):
             return "the Slice bounds are computed at run time"
         starts, ends = found[0].tolist(), found[1].tolist()

@@ -3,6 +3,7 @@
 ONNX gives ``pads`` as ``[h_begin, w_begin, h_end, w_end]``; Caffe pads both
 ends of an axis by the same amount, so only symmetric pads translate.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -9,6 +9,7 @@ Besides the two Caffe files, ``NAME.provenance.json`` records for every layer
 (in prototxt order) the graph nodes and source layers it implements and, per
 top, the graph value it equals, so names map without parsing them.
 """
+
 from __future__ import annotations
 
 import json

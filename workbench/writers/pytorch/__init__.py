@@ -2,6 +2,7 @@
 
 Importing the op-family modules registers their emitters in ``EMITTERS``.
 """
+
 from . import (  # noqa: F401 (imported for their emitter registrations)
     activations,
     convolution,

@@ -12,6 +12,7 @@ except:
   over all those elements together.
 * ``x * sigmoid(x)`` (how exporters write SiLU) becomes one ``nn.SiLU``.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ lists) until it is rendered, so a long ``torch.cat([...], dim=1)`` or a
 ``nn.Conv2d(...)`` with many arguments breaks into one argument per line instead
 of running past the line limit. Nothing here knows about graphs.
 """
+
 from __future__ import annotations
 
 import builtins

@@ -15,6 +15,7 @@ A transposed convolution's output size is
 ``stride * (in - 1) + output_padding + (kernel - 1) * dilation + 1 - begin - end``;
 with ``output_shape`` given the pads are solved from it.
 """
+
 from __future__ import annotations
 
 import math
@@ -147,7 +148,9 @@ def emit_conv(ctx: NodeContext) -> None:
     arguments = conv_arguments(conv.kernel, conv.strides, padding, conv.dilations, conv.groups)
     if conv.bias is None:
         arguments["bias"] = "False"
-    layer = call(f"nn.Conv{conv.spatial}d", str(conv.weight.shape[1] * conv.groups), str(conv.weight.shape[0]), **arguments)
+    layer = call(
+        f"nn.Conv{conv.spatial}d", str(conv.weight.shape[1] * conv.groups), str(conv.weight.shape[0]), **arguments
+    )
     ctx.assign(call(ctx.module(layer, conv.state(), shared=[1, 2]), source))
 
 
@@ -173,7 +176,10 @@ def emit_conv_transpose(ctx: NodeContext) -> None:
     order = ("kernel_size", "stride", "padding", "output_padding", "groups", "bias", "dilation")
     ordered = {key: arguments[key] for key in order if key in arguments}
     layer = call(
-        f"nn.ConvTranspose{conv.spatial}d", str(conv.weight.shape[0]), str(conv.weight.shape[1] * conv.groups), **ordered
+        f"nn.ConvTranspose{conv.spatial}d",
+        str(conv.weight.shape[0]),
+        str(conv.weight.shape[1] * conv.groups),
+        **ordered,
     )
     output = call(ctx.module(layer, conv.state(), shared=[1, 2]), ctx.x(0))
     if begins == ends:

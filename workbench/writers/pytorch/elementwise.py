@@ -6,6 +6,7 @@ ONNX ``Div`` of integers truncates towards zero, which PyTorch spells
 ``torch.div(a, b, rounding_mode="trunc")``; ``Mod`` follows the divisor's sign
 unless ``fmod = 1`` (``torch.remainder`` / ``torch.fmod``).
 """
+
 from __future__ import annotations
 
 from functools import reduce

@@ -7,6 +7,7 @@ when ``C`` is one value per output feature. ``MatMul(x, B)`` is ``nn.Linear``
 with ``W = B.T``; an ``Add`` of one value per output feature right after it
 becomes the layer's bias. Anything else is written as ``torch.matmul``.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -9,6 +9,7 @@ PyTorch layer also keeps ``num_batches_tracked``, written as 0 so that
 in both; for an even ``size`` the window sits one channel differently (ONNX
 puts the extra channel after c, PyTorch before), so only odd sizes are written.
 """
+
 from __future__ import annotations
 
 import numpy as np

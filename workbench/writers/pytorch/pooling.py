@@ -8,6 +8,7 @@ cannot be written that way and is reported. ONNX's ``count_include_pad``
 defaults to 0, PyTorch's to True, so it is always written when pads are present.
 Global pooling is adaptive pooling to size 1.
 """
+
 from __future__ import annotations
 
 from .codegen import call, ints, single_or_tuple
@@ -59,9 +60,7 @@ def _pool(ctx: NodeContext, kind: str) -> None:
             )
             return
         fill = {"value": '-float("inf")'} if kind == "Max" else {}
-        source = ctx.temporary(
-            call("F.pad", source, ints(torch_pad_order(begins, ends)), **fill), f"{source}_padded"
-        )
+        source = ctx.temporary(call("F.pad", source, ints(torch_pad_order(begins, ends)), **fill), f"{source}_padded")
         padding = [0] * spatial
     arguments = {"kernel_size": single_or_tuple(kernel), "stride": single_or_tuple(strides)}
     if any(p != 0 for p in padding):

@@ -17,6 +17,7 @@ An emitter that cannot express a node records a ``Problem`` and returns, so ever
 problem of a graph is found in one pass. Emitters may absorb a following node
 (``Sigmoid`` + ``Mul`` -> ``nn.SiLU``); the walk then skips it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -371,8 +372,6 @@ class NodeContext:
             return
         names = [node.name or node.op_type for node in self.nodes]
         self.program.statements.append(Statement(target, expr, names, self.sources()))
-
-
 
 
 def _shape_of(value: ir.Value | None) -> tuple[int | None, ...] | None:

@@ -5,6 +5,7 @@ after. Without axes every axis is reduced, unless ``noop_with_empty_axes = 1``,
 which makes the op the identity. ``keepdims`` defaults to 1 in ONNX and to
 False in PyTorch, so it is always written.
 """
+
 from __future__ import annotations
 
 from .codegen import call, ints

@@ -24,6 +24,7 @@ Semantics that differ:
 * ``DepthToSpace``: ``CRD`` is ``nn.PixelShuffle``; ``DCR`` splits the channels
   the other way round and is written as reshape / permute / reshape.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -137,9 +138,7 @@ def emit_unsqueeze(ctx: NodeContext) -> None:
     axes_list = [int(a) for a in axes.reshape(-1)]
     rank = ctx.rank(0)
     if any(a < 0 for a in axes_list) and rank is None:
-        ctx.unsupported(
-            "Unsqueeze with negative axes on an input of unknown rank", "run shape inference first"
-        )
+        ctx.unsupported("Unsqueeze with negative axes on an input of unknown rank", "run shape inference first")
         return
     # ONNX axes count in the output's rank; inserting them in increasing order keeps each valid
     out_rank = (rank or 0) + len(axes_list)
@@ -352,8 +351,7 @@ def emit_resize(ctx: NodeContext) -> None:
         return
     if rank not in (3, 4, 5) or (mode["mode"] == '"bicubic"' and rank != 4):
         ctx.unsupported(
-            f"Resize ({mode['mode']}) of an input of rank {rank}; nn.Upsample takes 3-d to 5-d inputs "
-            "(bicubic: 4-d)",
+            f"Resize ({mode['mode']}) of an input of rank {rank}; nn.Upsample takes 3-d to 5-d inputs (bicubic: 4-d)",
             "run shape inference or simplify the model first" if rank is None else "",
         )
         return

@@ -13,6 +13,7 @@ Before anything is written, every node is checked: ops without an emitter and
 attribute values PyTorch cannot express are all reported in one
 ``UnsupportedError``.
 """
+
 from __future__ import annotations
 
 import json
