@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 OUT ?= out
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-fast benchmarks lab readme-tables proto clean
+.PHONY: install run test test-fast benchmarks coverage lab readme-tables proto clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ test-fast: $(STAMP)
 
 benchmarks: $(STAMP)
 	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+
+# ONNX's backend test suite (vision node cases, light model zoo) through convert --to
+# pytorch and --to caffe: writes benchmarks/COVERAGE.md and benchmarks/coverage.json.
+# A measurement (about 3 minutes), not part of `make test`.
+coverage: $(STAMP)
+	$(BIN)/python benchmarks/onnx_backend_coverage.py
 
 lab: $(STAMP)
 	$(BIN)/workbench lab
