@@ -26,6 +26,7 @@ converters keyed by op or layer type (and since-version for ONNX ops).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
@@ -211,3 +212,33 @@ def _shape_of(value: ir.Value | None) -> tuple[int | None, ...] | None:
     if value is None or value.shape is None:
         return None
     return tuple(d if isinstance(d, int) else None for d in value.shape)
+
+
+@dataclass(frozen=True)
+class SliceBounds:
+    """A Slice node's parameters: ``starts``, ``ends``, ``axes`` (default: the first
+    ``len(starts)`` axes) and ``steps`` (default: 1), as given (not yet clamped)."""
+
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+    axes: tuple[int, ...]
+    steps: tuple[int, ...]
+
+
+def slice_bounds(ctx: OnnxNodeContext) -> SliceBounds | None:
+    """The bounds of the Slice ``ctx`` converts, wherever its opset keeps them
+    (attributes before opset 10, constant inputs after); None after reporting
+    bounds computed at run time or missing."""
+    if not ctx.require_constants("starts", "ends", "axes", "steps"):
+        return None
+    starts, ends, axes, steps = (ctx.param(name) for name in ("starts", "ends", "axes", "steps"))
+    if starts is None or ends is None:
+        ctx.problem("malformed-node", "Slice without starts or ends", "check the model with onnx.checker")
+        return None
+    start_list = tuple(int(v) for v in starts.reshape(-1))
+    return SliceBounds(
+        start_list,
+        tuple(int(v) for v in ends.reshape(-1)),
+        tuple(int(v) for v in axes.reshape(-1)) if axes is not None else tuple(range(len(start_list))),
+        tuple(int(v) for v in steps.reshape(-1)) if steps is not None else (1,) * len(start_list),
+    )

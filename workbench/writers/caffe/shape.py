@@ -26,6 +26,7 @@ import math
 import numpy as np
 import onnx_ir as ir
 
+from ...graph.converter import SliceBounds, slice_bounds
 from ...graph.shapes import constant, static_shape
 from .linear import inner_product_weights
 from .net import CAFFE_LAYERS, CaffeNodeContext, Flattened
@@ -230,23 +231,6 @@ def convert_split(ctx: CaffeNodeContext) -> None:
     layer.slice_param.slice_point.extend(np.cumsum([s[axis] for s in sizes])[:-1].tolist())
 
 
-def _slice_bounds(ctx: CaffeNodeContext) -> tuple[list[int], list[int], list[int], list[int]] | None:
-    """starts, ends, axes and steps where the opset keeps them; None after reporting computed ones."""
-    if not ctx.require_constants("starts", "ends", "axes", "steps"):
-        return None
-    starts, ends, axes, steps = (ctx.param(name) for name in ("starts", "ends", "axes", "steps"))
-    if starts is None or ends is None:
-        ctx.problem("malformed-node", "Slice without starts or ends", "check the model with onnx.checker")
-        return None
-    start_list = [int(v) for v in starts.reshape(-1)]
-    return (
-        start_list,
-        [int(v) for v in ends.reshape(-1)],
-        [int(v) for v in axes.reshape(-1)] if axes is not None else list(range(len(start_list))),
-        [int(v) for v in steps.reshape(-1)] if steps is not None else [1] * len(start_list),
-    )
-
-
 def _clamped(start: int, end: int, size: int) -> tuple[int, int]:
     """A Slice range made absolute and clamped to ``[0, size]`` as ONNX does (open end: INT64_MAX)."""
     start = min(max(start + size if start < 0 else start, 0), size)
@@ -254,14 +238,12 @@ def _clamped(start: int, end: int, size: int) -> tuple[int, int]:
     return start, end
 
 
-def _slice_ranges(
-    starts: list[int], ends: list[int], axes: list[int], steps: list[int], shape: tuple[int, ...]
-) -> dict[int, tuple[int, int]] | str:
+def _slice_ranges(bounds: SliceBounds, shape: tuple[int, ...]) -> dict[int, tuple[int, int]] | str:
     """axis -> (start, end) of every axis the Slice cuts, or why it cannot be written."""
-    if any(step != 1 for step in steps):
-        return f"Slice with steps {steps}; Caffe's Slice takes contiguous ranges only"
+    if any(step != 1 for step in bounds.steps):
+        return f"Slice with steps {list(bounds.steps)}; Caffe's Slice takes contiguous ranges only"
     ranges = {}
-    for start, end, axis in zip(starts, ends, axes):
+    for start, end, axis in zip(bounds.starts, bounds.ends, bounds.axes):
         axis %= len(shape)
         start, end = _clamped(start, end, shape[axis])
         if end <= start:
@@ -278,10 +260,10 @@ def convert_slice(ctx: CaffeNodeContext) -> None:
     if shape is None:
         ctx.problem("dynamic-shape", "Slice needs a known input shape", "export with fixed shapes")
         return
-    bounds = _slice_bounds(ctx)
+    bounds = slice_bounds(ctx)
     if bounds is None:
         return
-    ranges = _slice_ranges(*bounds, shape)
+    ranges = _slice_ranges(bounds, shape)
     if isinstance(ranges, str):
         ctx.problem("slice", ranges, "slice with constant bounds and step 1")
         return

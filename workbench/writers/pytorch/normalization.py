@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from .codegen import call, flat, ints, number
-from .program import EMITTERS, NodeContext
+from .program import EMITTERS, TorchNodeContext
 
 
-def _norm_rank(ctx: NodeContext, layer: str, low: int) -> int | None:
+def _norm_rank(ctx: TorchNodeContext, layer: str, low: int) -> int | None:
     """The 1/2/3 of nn.XNorm{n}d for the input's rank, or None with a problem."""
     rank = ctx.rank(0)
     if rank is None or rank < low or rank > 5:
@@ -30,7 +30,7 @@ def _norm_rank(ctx: NodeContext, layer: str, low: int) -> int | None:
     return max(rank - 2, 1)
 
 
-def _constants(ctx: NodeContext, indices: range) -> list[np.ndarray] | None:
+def _constants(ctx: TorchNodeContext, indices: range) -> list[np.ndarray] | None:
     found = [ctx.const(i) for i in indices]
     if any(item is None for item in found):
         ctx.problem(
@@ -43,7 +43,7 @@ def _constants(ctx: NodeContext, indices: range) -> list[np.ndarray] | None:
 
 
 @EMITTERS.register("BatchNormalization")
-def emit_batch_norm(ctx: NodeContext) -> None:
+def emit_batch_norm(ctx: TorchNodeContext) -> None:
     """nn.BatchNorm1d/2d/3d(channels, eps) in inference mode"""
     if ctx.attr("training_mode", 0) or any(output.uses() for output in ctx.node.outputs[1:]):
         ctx.unsupported(
@@ -74,7 +74,7 @@ def emit_batch_norm(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("InstanceNormalization")
-def emit_instance_norm(ctx: NodeContext) -> None:
+def emit_instance_norm(ctx: TorchNodeContext) -> None:
     """nn.InstanceNorm1d/2d/3d(channels, eps, affine=True)"""
     spatial = _norm_rank(ctx, "nn.InstanceNorm", 3)
     found = _constants(ctx, range(1, 3))
@@ -89,7 +89,7 @@ def emit_instance_norm(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("LayerNormalization")
-def emit_layer_norm(ctx: NodeContext) -> None:
+def emit_layer_norm(ctx: TorchNodeContext) -> None:
     """nn.LayerNorm(normalized shape, eps) over the trailing axes from `axis`"""
     shape = ctx.shape(0)
     axis = int(ctx.attr("axis", -1))
@@ -120,7 +120,7 @@ def emit_layer_norm(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("LRN")
-def emit_lrn(ctx: NodeContext) -> None:
+def emit_lrn(ctx: TorchNodeContext) -> None:
     """nn.LocalResponseNorm(size, alpha, beta, k) for odd sizes"""
     size = int(ctx.attr("size"))
     if size % 2 == 0:
