@@ -92,3 +92,22 @@ class UnsupportedError(WorkbenchError):
             found=f"\n    {listing}",
             remedy="apply the remedies listed, or run `workbench check` for the full report",
         )
+
+
+class UnsupportedLayersError(UnsupportedError):
+    """Raised once by a reader with every source layer it cannot convert, sorted by type and name."""
+
+    def __init__(self, source_format: str, problems: Iterable[Problem], *, remedy: str) -> None:
+        self.target = f"the workbench graph ({source_format} reader)"
+        self.problems = sorted(problems, key=lambda p: (p.op_type, p.node, p.kind))
+        types = sorted({p.op_type for p in self.problems})
+        listing = "\n    ".join(
+            f"{p.node} ({p.op_type}): {p.message}" + (f". Remedy: {p.remedy}" if p.remedy else "")
+            for p in self.problems
+        )
+        WorkbenchError.__init__(
+            self,
+            f"{len(self.problems)} {source_format} layer(s) cannot be converted: types {', '.join(types)}",
+            found=f"\n    {listing}",
+            remedy=remedy,
+        )
