@@ -25,7 +25,7 @@ converters keyed by op or layer type (and since-version for ONNX ops).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -41,7 +41,7 @@ from . import provenance
 from .pads import Window, WindowProblem, read_window
 from .shapes import constant, static_shape
 
-F = TypeVar("F")
+F = TypeVar("F", bound=Callable[..., Any])
 
 UNSUPPORTED_REMEDY = "express this layer differently in the source model, or convert it by hand"
 FIXED_SHAPES_REMEDY = (

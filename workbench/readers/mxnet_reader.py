@@ -274,8 +274,9 @@ def convert_batchnorm(ctx: MXNetNodeContext) -> ir.Value | None:
         {"epsilon": float(ctx.attrs.get("eps", 1e-3))},
         params=dict(enumerate(ctx.params)),
     )
-    if fixed:
-        provenance.add_transform(value.producer(), f"fix_gamma: stored {ctx.params[1]} ignored, gamma = 1")
+    producer = value.producer()
+    if fixed and producer is not None:
+        provenance.add_transform(producer, f"fix_gamma: stored {ctx.params[1]} ignored, gamma = 1")
     return value
 
 
@@ -301,8 +302,8 @@ def convert_leaky_relu(ctx: MXNetNodeContext) -> ir.Value | None:
         return ctx.emit("LeakyRelu", ctx.inputs[:1], {"alpha": slope})
     if kind == "prelu":
         # ONNX PRelu broadcasts the slope from the right: (C,) must become (C, 1, 1)
-        slope = ctx.constant("gamma_chw", ctx.parameter(1).reshape(-1, 1, 1))
-        return ctx.emit("PRelu", [ctx.inputs[0], slope], params={1: ctx.params[1]})
+        slopes = ctx.constant("gamma_chw", ctx.parameter(1).reshape(-1, 1, 1))
+        return ctx.emit("PRelu", [ctx.inputs[0], slopes], params={1: ctx.params[1]})
     if kind == "elu":
         return ctx.emit("Elu", ctx.inputs[:1], {"alpha": slope})
     if kind == "selu":

@@ -15,9 +15,9 @@ is not in the ONNX standard at the model's opset, or one from another domain
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -25,6 +25,7 @@ from ..errors import InputError, Problem, UnsupportedError, errors_of
 from ..graph import Model, StepReport, provenance
 from ..graph.converter import OnnxNodeContext
 from ..graph.report import timed
+from ..graph.shapes import static_shape
 from .files import WrittenFiles, staged_output
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -112,11 +113,12 @@ def _metadata(model: Model) -> dict[str, str]:
 
 
 def _weight_bytes(model: Model) -> int:
-    return sum(
-        int(np.prod(value.shape)) * value.dtype.itemsize
-        for value in model.graph.initializers.values()
-        if value.shape is not None and value.dtype is not None
-    )
+    total = 0.0  # sub-byte types (int4) have fractional item sizes
+    for value in model.graph.initializers.values():
+        shape = static_shape(value)
+        if shape is not None and value.dtype is not None:
+            total += math.prod(shape) * value.dtype.itemsize
+    return int(total)
 
 
 def write_onnx(model: Model, outdir: str | Path, *, name: str | None = None) -> WrittenFiles:

@@ -228,6 +228,7 @@ class _NetConverter:
         """The value of an output blob, under the blob's name (a Split or Dropout at
         the end passes its bottom through, so the name needs an Identity)."""
         value = self.values[blob]
+        assert value is not None  # a layer that did not convert was reported and raised
         if value.name == blob:
             return value
         writer = next(layer.name for layer in reversed(self.net.layers) if blob in layer.top)

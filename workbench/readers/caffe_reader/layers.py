@@ -37,11 +37,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import onnx_ir as ir
 
 from ...errors import Problem
 from ...graph.converter import ConverterContext
 from ...graph.pads import pooled_size
+from ...graph.shapes import static_shape
 from ...registry import Registry
 from .prototxt import pooling_rounds_up
 
@@ -79,7 +81,9 @@ class LayerContext(ConverterContext):
 
     # ---- reading the layer -------------------------------------------------
     def shape(self, index: int = 0) -> Shape:
-        return tuple(int(d) for d in self.inputs[index].shape or ())
+        shape = static_shape(self.inputs[index])
+        assert shape is not None  # the network walk gives every value its static shape
+        return shape
 
     def expect_bottoms(self, low: int, high: float | None = None) -> bool:
         """True for exactly ``low`` bottoms, or ``low`` to ``high`` (``math.inf``: no upper bound)."""
@@ -121,9 +125,9 @@ class LayerContext(ConverterContext):
         self._param_names[id(value)] = names
         return value
 
-    def constant(self, label: str, array: np.ndarray | float | Sequence[int]) -> ir.Value:
+    def constant(self, label: str, data: npt.ArrayLike) -> ir.Value:
         """An initializer that is not a Caffe blob (shapes, unit scales, divisors)."""
-        array = np.asarray(array)
+        array = np.asarray(data)
         if array.dtype == np.float64:
             array = array.astype(np.float32)
         return self._initializer(f"{self.name}/{label}", array)

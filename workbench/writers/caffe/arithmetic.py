@@ -35,7 +35,9 @@ _ELTWISE = {
 }
 
 
-def _power(ctx: CaffeNodeContext, data: ir.Value, power: float = 1.0, scale: float = 1.0, shift: float = 0.0) -> None:
+def _power(
+    ctx: CaffeNodeContext, data: ir.Value | None, power: float = 1.0, scale: float = 1.0, shift: float = 0.0
+) -> None:
     layer = ctx.add_layer("Power", [ctx.bottom(data)], in_place=True)
     if power != 1.0:
         layer.power_param.power = power
@@ -72,7 +74,7 @@ def scale_axes(data_shape: tuple[int, ...], const_shape: tuple[int, ...]) -> tup
     return varying[0], varying[-1] - varying[0] + 1
 
 
-def _with_scalar(ctx: CaffeNodeContext, data: ir.Value, value: float, const_first: bool) -> None:
+def _with_scalar(ctx: CaffeNodeContext, data: ir.Value | None, value: float, const_first: bool) -> None:
     form = power_form(ctx.node.op_type, value, const_first)
     if form is None:
         ctx.problem(
@@ -85,7 +87,7 @@ def _with_scalar(ctx: CaffeNodeContext, data: ir.Value, value: float, const_firs
     _power(ctx, data, power=power, scale=scale, shift=shift)
 
 
-def _with_constant(ctx: CaffeNodeContext, data: ir.Value, const: np.ndarray, const_first: bool) -> None:
+def _with_constant(ctx: CaffeNodeContext, data: ir.Value | None, const: np.ndarray, const_first: bool) -> None:
     if const.size == 1:
         _with_scalar(ctx, data, float(const.reshape(())), const_first)
         return
@@ -105,6 +107,7 @@ def _with_constant(ctx: CaffeNodeContext, data: ir.Value, const: np.ndarray, con
         (0,) * axis + (slice(None),) * num_axes + (0,) * (len(shape) - axis - num_axes)
     ]
     const_input = 0 if const_first else 1
+    weight_inputs: list[int | None]
     if op == "Mul":
         weights, weight_inputs = [blob], [const_input]
     else:
@@ -124,7 +127,9 @@ def _broadcast_scale(ctx: CaffeNodeContext) -> bool:
     output = static_shape(ctx.node.outputs[0])
     large, small = sorted(ctx.node.inputs, key=lambda value: static_shape(value) != output)
     large_shape, small_shape = static_shape(large), static_shape(small)
-    axes = scale_axes(large_shape, small_shape) if large_shape == output else None
+    if large_shape is None or small_shape is None or large_shape != output:
+        return False
+    axes = scale_axes(large_shape, small_shape)
     if axes is None or axes[1] == 0:
         return False
     axis, num_axes = axes
@@ -159,7 +164,7 @@ def convert_arithmetic(ctx: CaffeNodeContext) -> None:
     _eltwise(ctx, inputs)
 
 
-def _eltwise(ctx: CaffeNodeContext, inputs: list[ir.Value]) -> None:
+def _eltwise(ctx: CaffeNodeContext, inputs: list[ir.Value | None]) -> None:
     """Computed tensors: one Eltwise when their shapes agree, a two-bottom Scale for a broadcast product."""
     shapes = {static_shape(value) for value in inputs}
     if ctx.node.op_type == "Mul" and len(shapes) == 2 and None not in shapes and _broadcast_scale(ctx):

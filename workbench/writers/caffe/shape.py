@@ -164,9 +164,9 @@ def _channel_shuffle(ctx: CaffeNodeContext) -> bool:
     return True
 
 
-def _flatten_transposed(ctx: CaffeNodeContext) -> None:
-    """Record the flatten of an absorbed Transpose's output as a reordered flatten of its input."""
-    transpose, perm = ctx.net.transposed[ctx.node.inputs[0]]
+def _flatten_transposed(ctx: CaffeNodeContext, data: ir.Value) -> None:
+    """Record the flatten of an absorbed Transpose's output ``data`` as a reordered flatten of its input."""
+    transpose, perm = ctx.net.transposed[data]
     source = transpose.inputs[0]
     shape = static_shape(source)
     assert shape is not None  # an absorbable Transpose has a static input
@@ -181,8 +181,8 @@ def convert_reshape(ctx: CaffeNodeContext) -> None:
     data, output = ctx.node.inputs[0], ctx.node.outputs[0]
     if ctx.node.op_type == "Reshape" and ctx.const(1) is not None and _channel_shuffle(ctx):
         return
-    if data in ctx.net.transposed and _is_flatten_to_2d(ctx.node):
-        _flatten_transposed(ctx)
+    if data is not None and data in ctx.net.transposed and _is_flatten_to_2d(ctx.node):
+        _flatten_transposed(ctx, data)
         return
     if ctx.node.op_type == "Reshape" and ctx.const(1) is None:
         ctx.problem(
@@ -218,8 +218,8 @@ def convert_concat(ctx: CaffeNodeContext) -> None:
 def convert_split(ctx: CaffeNodeContext) -> None:
     """Slice at the cumulative split sizes"""
     shape = ctx.static_shape(0)
-    sizes = [static_shape(value) for value in ctx.node.outputs]
-    if shape is None or any(s is None for s in sizes):
+    sizes = [size for size in map(static_shape, ctx.node.outputs) if size is not None]
+    if shape is None or len(sizes) != len(ctx.node.outputs):
         ctx.problem("dynamic-shape", "Split needs known shapes", "export with fixed shapes")
         return
     axis = int(ctx.attr("axis", 0)) % len(shape)

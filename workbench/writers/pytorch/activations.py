@@ -161,6 +161,7 @@ def emit_prelu(ctx: TorchNodeContext) -> None:
     aligned = (1,) * ((rank or 0) - slope.ndim) + slope.shape if rank is not None else None
     if (
         aligned is not None
+        and rank is not None
         and rank >= 2
         and len(aligned) == rank
         and all(size == 1 for axis, size in enumerate(aligned) if axis != 1)

@@ -9,11 +9,9 @@ unless ``fmod = 1`` (``torch.remainder`` / ``torch.fmod``).
 
 from __future__ import annotations
 
-from functools import reduce
-
 import onnx_ir as ir
 
-from .codegen import call, string
+from .codegen import Expr, call, string
 from .program import EMITTERS, TorchNodeContext, torch_dtype
 
 _OPERATORS = {
@@ -111,7 +109,10 @@ def emit_extreme(ctx: TorchNodeContext) -> None:
     if len(operands) == 1:
         ctx.alias(0)
         return
-    ctx.assign(reduce(lambda left, right: call(function, left, right), operands))
+    folded: Expr = operands[0]
+    for operand in operands[1:]:
+        folded = call(function, folded, operand)
+    ctx.assign(folded)
 
 
 @EMITTERS.register("Sum", "Mean")

@@ -80,7 +80,7 @@ def emit_matmul(ctx: TorchNodeContext) -> None:
         data = constant(other[0]) if len(other) == 1 else None
         # a bias of higher rank than the product would broadcast it to a new shape
         fits = data is not None and data.size == features and data.shape[-1] == features
-        if fits and data.ndim <= (ctx.rank(0) or 1):
+        if data is not None and fits and data.ndim <= (ctx.rank(0) or 1):
             bias = data.reshape(features)
             ctx.absorb(add)
     _linear(ctx, weight.T, bias, ctx.x(0))

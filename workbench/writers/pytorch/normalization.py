@@ -39,7 +39,7 @@ def _constants(ctx: TorchNodeContext, indices: range) -> list[np.ndarray] | None
             "constant-fold the model (workbench.steps.simplify) so they are initializers",
         )
         return None
-    return found
+    return [item for item in found if item is not None]
 
 
 @EMITTERS.register("BatchNormalization")
@@ -101,9 +101,9 @@ def emit_layer_norm(ctx: TorchNodeContext) -> None:
             "run shape inference or simplify the model first",
         )
         return
-    normalized = shape[axis:]
-    if any(size is None for size in normalized):
-        ctx.problem("dynamic-shape", f"LayerNormalization over axes of unknown size {normalized}")
+    normalized = tuple(size for size in shape[axis:] if size is not None)
+    if len(normalized) != len(shape[axis:]):
+        ctx.problem("dynamic-shape", f"LayerNormalization over axes of unknown size {shape[axis:]}")
         return
     size = int(np.prod(normalized))
     state = {"weight": np.broadcast_to(scale, normalized).copy()}

@@ -216,8 +216,11 @@ class TorchNodeContext(OnnxNodeContext):
         return self.x(index)
 
     def buffer(self, index: int) -> str:
+        """``self.<buffer>`` holding constant input ``index``."""
         value = self.value(index)
         data = self.const(index)
+        if value is None or data is None:
+            raise ValueError(f"{self.name} input {index} is not a constant")
         record = self.program.add_buffer(value, data, identifier(value.name or "", "constant") or "constant")
         record.nodes.append(self.name)
         record.sources.extend(s for s in self.sources() if s not in record.sources)

@@ -203,8 +203,9 @@ def emit_slice(ctx: TorchNodeContext) -> None:
     if bounds is None:
         return
     rank = ctx.rank(0)
-    normalized = [_axis(ctx, a, rank) for a in bounds.axes]
-    if any(a is None for a in normalized):
+    found = [_axis(ctx, a, rank) for a in bounds.axes]
+    normalized = [a for a in found if a is not None]
+    if len(normalized) != len(found):
         return
     if any(step < 1 for step in bounds.steps):
         ctx.unsupported(
@@ -295,8 +296,8 @@ def emit_expand(ctx: TorchNodeContext) -> None:
     if found is None:
         return
     target = tuple(int(d) for d in found.reshape(-1))
-    shape = ctx.shape(0)
-    if shape is not None and all(d is not None for d in shape):
+    shape = ctx.static_shape(0)
+    if shape is not None:
         ctx.assign(call(f"{ctx.x(0)}.expand", *(str(d) for d in np.broadcast_shapes(shape, target))))
         return
     broadcast = call("torch.broadcast_shapes", f"{ctx.x(0)}.shape", ints(target))
@@ -318,8 +319,8 @@ def emit_depth_to_space(ctx: TorchNodeContext) -> None:
     if ctx.attr("mode", "DCR") == "CRD":
         ctx.assign(call(ctx.module(call("nn.PixelShuffle", str(block))), ctx.x(0)))
         return
-    shape = ctx.shape(0)
-    if shape is None or len(shape) != 4 or any(d is None for d in shape):
+    shape = ctx.static_shape(0)
+    if shape is None or len(shape) != 4:
         ctx.problem(
             "dynamic-shape",
             "DepthToSpace (DCR) needs the input's full shape",

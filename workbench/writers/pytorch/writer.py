@@ -132,7 +132,8 @@ def render_source(program: Program, model: Model, title: str) -> tuple[str, dict
     for record in program.modules.values():
         body += render(f"self.{record.name} = ", record.constructor, INDENT * 2)
     for buffer in program.buffers.values():
-        placeholder = call("torch.zeros", ints(buffer.array.shape), dtype=torch_dtype(buffer.array.dtype))
+        dtype = torch_dtype(buffer.array.dtype) or "None"  # None: PyTorch's default, load_state_dict casts
+        placeholder = call("torch.zeros", ints(buffer.array.shape), dtype=dtype)
         body += render("", call("self.register_buffer", f'"{buffer.name}"', placeholder), INDENT * 2)
     body += [
         f"{INDENT * 2}# the weights come from weights.pt; the converted network runs in inference",
@@ -174,11 +175,12 @@ def _output_expression(program: Program, value: ir.Value) -> str:
     return program.variable(value)
 
 
-def provenance_record(program: Program, lines: dict[int, int]) -> dict:
+def provenance_record(program: Program, lines: dict[int, int]) -> dict[str, object]:
     """What provenance.json holds: the origin of every submodule, buffer and forward
     line, and the nodes that need no code of their own (constants read as literals or
     buffers, identities and inference-mode dropouts)."""
-    covered = {name for entry in [*program.modules.values(), *program.statements] for name in entry.nodes}
+    covered = {name for record in program.modules.values() for name in record.nodes}
+    covered |= {name for statement in program.statements for name in statement.nodes}
     return {
         "modules": [_module_entry(record) for record in program.modules.values()],
         "buffers": [
