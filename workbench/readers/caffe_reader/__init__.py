@@ -35,7 +35,7 @@ from ...graph.converter import ConverterContext
 from ...graph.names import UniqueNames
 from ...graph.report import timed
 from .caffemodel import Weights, read_weights
-from .layers import LAYERS, WEIGHTS_KIND, LayerContext, needs_weights
+from .layers import LAYERS, WEIGHTS_KIND, Converter, LayerContext, needs_weights
 from .prototxt import DeployNet, read_net
 
 __all__ = ["LAYERS", "read_caffe"]
@@ -206,7 +206,8 @@ class _NetConverter:
                 f"layer {layer.name} ({layer.type}) reads blob(s) {', '.join(unknown)} that no earlier layer makes",
                 remedy="check the bottom names and the layer order of the prototxt",
             )
-        inputs = [self.values[blob] for blob in layer.bottom]
+        found = [self.values[blob] for blob in layer.bottom]
+        inputs = [value for value in found if value is not None]
         for blob in layer.top:
             self.values[blob] = None  # until the layer converts
         converter = LAYERS.get(layer.type)
@@ -214,15 +215,16 @@ class _NetConverter:
             ConverterContext(self.problems, name=layer.name, op_type=layer.type).problem(
                 "unsupported-layer", "layer type not supported"
             )
-            return
-        if any(value is None for value in inputs):
-            return  # an earlier layer failed and was reported
-        context = self._context(layer, [value for value in inputs if value is not None])
+        elif len(inputs) == len(found):  # else an earlier layer failed and was reported
+            self._run(converter, self._context(layer, inputs))
+
+    def _run(self, converter: Converter, context: LayerContext) -> None:
         converter(context)
-        if context.ok and len(context.outputs or []) != len(layer.top):
-            context.problem("tops", f"has {len(layer.top)} top(s), the conversion gives {len(context.outputs or [])}")
-        if context.ok and context.outputs is not None:
-            self.values.update(zip(layer.top, context.outputs))
+        outputs, tops = context.outputs or [], list(context.layer.top)
+        if context.ok and len(outputs) != len(tops):
+            context.problem("tops", f"has {len(tops)} top(s), the conversion gives {len(outputs)}")
+        if context.ok:
+            self.values.update(zip(tops, outputs))
 
     def _output_value(self, blob: str) -> ir.Value:
         """The value of an output blob, under the blob's name (a Split or Dropout at

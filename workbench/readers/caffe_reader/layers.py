@@ -235,6 +235,28 @@ def _conv_geometry(ctx: LayerContext, param: Any, spatial: int) -> tuple[list[in
     return None if dilations is None else (*found, dilations)
 
 
+def _conv_sizes(ctx: LayerContext, shape: Shape, geometry: tuple[list[int], ...]) -> list[int] | None:
+    """The output's spatial size (Caffe's arithmetic), or None after a problem."""
+    param = ctx.layer.convolution_param
+    kernel, pads, strides, dilations = geometry
+    if shape[1] % param.group or param.num_output % param.group:
+        ctx.problem(
+            "setting",
+            f"group {param.group} does not divide {shape[1]} input and {param.num_output} output channels",
+        )
+        return None
+    reach = [d * (k - 1) + 1 for d, k in zip(dilations, kernel)]
+    transposed = ctx.layer.type == "Deconvolution"
+    sizes = [
+        s * (n - 1) + r - 2 * p if transposed else (n + 2 * p - r) // s + 1
+        for n, p, r, s in zip(shape[2:], pads, reach, strides)
+    ]
+    if min(sizes) < 1:
+        ctx.problem("setting", f"output size {sizes} is empty for input {list(shape)}")
+        return None
+    return sizes
+
+
 @LAYERS.register("Convolution", "Deconvolution")
 @bottoms(1)
 def convert_convolution(ctx: LayerContext) -> None:
@@ -245,30 +267,20 @@ def convert_convolution(ctx: LayerContext) -> None:
     if axis is not None and axis != 1:
         ctx.problem("setting", f"convolution over axis {param.axis} (only the channel axis 1 is supported)")
     geometry = _conv_geometry(ctx, param, len(shape) - 2) if ctx.ok else None
-    if geometry is None:
+    sizes = _conv_sizes(ctx, shape, geometry) if geometry is not None else None
+    if geometry is None or sizes is None:
         return
     kernel, pads, strides, dilations = geometry
     group, outputs, channels = param.group, param.num_output, shape[1]
-    if channels % group or outputs % group:
-        ctx.problem("setting", f"group {group} does not divide {channels} input and {outputs} output channels")
-        return
-    reach = [d * (k - 1) + 1 for d, k in zip(dilations, kernel)]
-    if ctx.layer.type == "Convolution":
-        weight_shape = (outputs, channels // group, *kernel)
-        sizes = [(n + 2 * p - r) // s + 1 for n, p, r, s in zip(shape[2:], pads, reach, strides)]
-    else:
-        weight_shape = (channels, outputs // group, *kernel)
-        sizes = [s * (n - 1) + r - 2 * p for n, p, r, s in zip(shape[2:], pads, reach, strides)]
-    if min(sizes) < 1:
-        ctx.problem("setting", f"output size {sizes} is empty for input {list(shape)}")
-        return
-    weight = ctx.blob(0, weight_shape)
+    transposed = ctx.layer.type == "Deconvolution"
+    weight_shape = (channels, outputs // group) if transposed else (outputs, channels // group)
+    weight = ctx.blob(0, (*weight_shape, *kernel))
     bias = ctx.blob(1, (outputs,)) if param.bias_term else None
     if not ctx.ok or weight is None:
         return
     inputs = [ctx.inputs[0], ctx.weight(weight, [0])] + ([ctx.weight(bias, [1])] if bias is not None else [])
     ctx.output(
-        "Conv" if ctx.layer.type == "Convolution" else "ConvTranspose",
+        "ConvTranspose" if transposed else "Conv",
         inputs,
         (shape[0], outputs, *sizes),
         kernel_shape=kernel,
@@ -758,22 +770,27 @@ def _reshaped_span(ctx: LayerContext, shape: Shape) -> tuple[int, int] | None:
     return start, end
 
 
+def _reshape_error(middle: list[int], total: int) -> str | None:
+    """Why the sizes ``middle`` (0 already copied, at most one -1) cannot hold ``total`` values."""
+    known = math.prod(d for d in middle if d != -1)
+    if middle.count(-1) > 1 or any(d < -1 for d in middle):
+        return "has more than one -1 or a negative size"
+    if -1 in middle:
+        return f"cannot hold {total} values" if known == 0 or total % known else None
+    return f"holds {known} values, the input axes hold {total}" if known != total else None
+
+
 def _reshaped_middle(ctx: LayerContext, shape: Shape, start: int, end: int) -> list[int] | None:
     """The new sizes of axes ``[start, end)``: 0 copied, -1 inferred; None after a problem."""
     dims = [int(d) for d in ctx.layer.reshape_param.shape.dim]
     middle = [shape[start + i] if d == 0 else d for i, d in enumerate(dims)]
-    known = math.prod(d for d in middle if d != -1)
     total = math.prod(shape[start:end])
-    if middle.count(-1) > 1 or any(d < -1 for d in middle):
-        ctx.problem("setting", f"shape {dims} has more than one -1 or a negative size")
-    elif -1 in middle and (known == 0 or total % known):
-        ctx.problem("setting", f"shape {dims} cannot hold {total} values")
-    elif -1 not in middle and known != total:
-        ctx.problem("setting", f"shape {dims} holds {known} values, the input axes {start}..{end} hold {total}")
-    if not ctx.ok:
+    error = _reshape_error(middle, total)
+    if error is not None:
+        ctx.problem("setting", f"shape {dims} (axes {start}..{end}) {error}")
         return None
     if -1 in middle:
-        middle[middle.index(-1)] = total // known
+        middle[middle.index(-1)] = total // math.prod(d for d in middle if d != -1)
     return middle
 
 

@@ -418,18 +418,19 @@ def _factors(ctx: TorchNodeContext, scales: np.ndarray | None, sizes: np.ndarray
 
 def _nearest_mode(sampling: _Sampling, factors: np.ndarray | None) -> str | None:
     """``nn.Upsample``'s nearest mode sampling the same pixels, or None."""
-    half_pixel = sampling.transform in ("half_pixel", "pytorch_half_pixel")
-    values = [float(f) for f in factors.reshape(-1)] if factors is not None else None
-    whole = values is not None and all(f.is_integer() and f >= 1 for f in values)
-    upscaling = values is not None and all(f >= 1 for f in values)
-    rules = [
-        (sampling.transform == "asymmetric" and sampling.nearest == "floor", "nearest"),
-        (sampling.transform == "asymmetric" and sampling.nearest == "simple" and upscaling, "nearest"),
-        (half_pixel and sampling.nearest == "round_prefer_ceil", "nearest-exact"),
+    values = [float(f) for f in factors.reshape(-1)] if factors is not None else []
+    upscaling = bool(values) and all(f >= 1 for f in values)
+    whole = upscaling and all(f.is_integer() for f in values)
+    # (coordinate transform, rounding) -> the mode, when it applies to these factors
+    rules = {
+        ("asymmetric", "floor"): "nearest",
+        ("asymmetric", "simple"): "nearest" if upscaling else None,
+        ("half_pixel", "round_prefer_ceil"): "nearest-exact",
         # whole upscaling factors: each output pixel sits strictly inside its source pixel
-        (half_pixel and sampling.nearest == "round_prefer_floor" and whole, "nearest"),
-    ]
-    return next((mode for applies, mode in rules if applies), None)
+        ("half_pixel", "round_prefer_floor"): "nearest" if whole else None,
+    }
+    transform = "half_pixel" if sampling.transform == "pytorch_half_pixel" else sampling.transform
+    return rules.get((transform, sampling.nearest))
 
 
 def _interpolating_mode(sampling: _Sampling, rank: int | None) -> dict[str, str] | None:
