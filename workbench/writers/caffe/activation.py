@@ -157,25 +157,35 @@ def convert_clip(ctx: CaffeNodeContext) -> None:
         )
 
 
-@CAFFE_LAYERS.register("Softmax", since=13)
-def convert_softmax(ctx: CaffeNodeContext) -> None:
-    """Softmax along axis"""
+def _softmax_axis(ctx: CaffeNodeContext) -> tuple[int, tuple[int, ...]] | None:
+    """The non-negative softmax axis and the input shape, or None after a problem."""
     shape = ctx.static_shape(0)
     if shape is None:
         ctx.problem("dynamic-shape", "the Softmax input has no known rank", "export with fixed shapes")
-        return
+        return None
+    return int(ctx.attr("axis")) % len(shape), shape
+
+
+def _write_softmax(ctx: CaffeNodeContext, axis: int) -> None:
     layer = ctx.add_layer("Softmax")
-    layer.softmax_param.axis = int(ctx.attr("axis")) % len(shape)
+    layer.softmax_param.axis = axis
+
+
+@CAFFE_LAYERS.register("Softmax", since=13)
+def convert_softmax(ctx: CaffeNodeContext) -> None:
+    """Softmax along axis"""
+    found = _softmax_axis(ctx)
+    if found is not None:
+        _write_softmax(ctx, found[0])
 
 
 @CAFFE_LAYERS.register("Softmax", since=1)
 def convert_flattening_softmax(ctx: CaffeNodeContext) -> None:
     """Softmax along axis, when the axes after it (which ONNX flattens into it) have size 1"""
-    shape = ctx.static_shape(0)
-    if shape is None:
-        ctx.problem("dynamic-shape", "the Softmax input has no known rank", "export with fixed shapes")
+    found = _softmax_axis(ctx)
+    if found is None:
         return
-    axis = int(ctx.attr("axis")) % len(shape)
+    axis, shape = found
     if any(d != 1 for d in shape[axis + 1 :]):
         ctx.problem(
             "softmax-axis",
@@ -183,4 +193,4 @@ def convert_flattening_softmax(ctx: CaffeNodeContext) -> None:
             "re-export with opset 13 or later",
         )
         return
-    convert_softmax(ctx)
+    _write_softmax(ctx, axis)

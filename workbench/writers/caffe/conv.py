@@ -60,16 +60,20 @@ def _blobs(weight: np.ndarray, bias: np.ndarray | None) -> list[np.ndarray]:
     return [weight] if bias is None else [weight, bias]
 
 
+def _weights_and_window(ctx: CaffeNodeContext) -> tuple[np.ndarray, np.ndarray | None, CaffeWindow] | None:
+    """The (transposed) convolution's weights, bias and Caffe window, or None after a problem."""
+    found = _weights(ctx)
+    win = window(ctx, found[0].shape[2:]) if found is not None else None
+    return None if found is None or win is None else (*found, win)
+
+
 @CAFFE_LAYERS.register("Conv")
 def convert_conv(ctx: CaffeNodeContext) -> None:
     """Convolution (group, dilation, depthwise)"""
-    found = _weights(ctx)
+    found = _weights_and_window(ctx)
     if found is None:
         return
-    weight, bias = found
-    win = window(ctx, weight.shape[2:])
-    if win is None:
-        return
+    weight, bias, win = found
     layer = ctx.add_layer("Convolution", weights=_blobs(weight, bias), weight_inputs=[1, 2])
     param = layer.convolution_param
     param.num_output = weight.shape[0]
@@ -109,14 +113,11 @@ def _deconvolution_fits(ctx: CaffeNodeContext, win: CaffeWindow, output_padding:
 @CAFFE_LAYERS.register("ConvTranspose")
 def convert_conv_transpose(ctx: CaffeNodeContext) -> None:
     """Deconvolution"""
-    found = _weights(ctx)
-    if found is None:
-        return
-    weight, bias = found
-    win = window(ctx, weight.shape[2:])
+    found = _weights_and_window(ctx)
     output_padding = tuple(int(p) for p in ctx.attr("output_padding", (0, 0)))
-    if win is None or not _deconvolution_fits(ctx, win, output_padding):
+    if found is None or not _deconvolution_fits(ctx, found[2], output_padding):
         return
+    weight, bias, win = found
     group = int(ctx.attr("group"))
     layer = ctx.add_layer("Deconvolution", weights=_blobs(weight, bias), weight_inputs=[1, 2])
     param = layer.convolution_param

@@ -115,7 +115,8 @@ class CaffeNet:
         """``name`` if unused (as a layer or blob name), else ``name_1``, ``name_2``, ..."""
         return self._names.claim(name)
 
-    def _layer_name(self, node: ir.Node, role: str | None) -> str:
+    def layer_name(self, node: ir.Node, role: str | None) -> str:
+        """The layer name of ``node`` (its first source layer), or ``<name>/<role>`` for its extra layers."""
         if node not in self._base_names:
             names = provenance.sources(node)
             self._base_names[node] = self.unique(names[0] if names else node.name or node.op_type)
@@ -148,6 +149,12 @@ class CaffeNet:
         self._blob_of[value] = blob
         self._values_in_blob.setdefault(blob, []).append(value)
 
+    def claim_blob(self, blob: str, value: ir.Value | None) -> None:
+        """A layer writes ``blob``; ``value`` is the graph value it holds (None: an intermediate)."""
+        self._values_in_blob.setdefault(blob, [])
+        if value is not None:
+            self.bind(value, blob)
+
     def can_overwrite(self, blob: str, node: ir.Node) -> bool:
         """Whether ``node`` may write ``blob`` in place: nothing later reads it."""
         if blob in self._input_blobs or blob not in self._values_in_blob:
@@ -176,49 +183,8 @@ class CaffeNet:
         self._input_blobs.add(blob)
         self.bind(value, blob)
 
-    def add_layer(
-        self,
-        node: ir.Node,
-        layer_type: str,
-        bottoms: Sequence[str],
-        outputs: Sequence[ir.Value | None],
-        *,
-        role: str | None = None,
-        weights: Sequence[np.ndarray] = (),
-        weight_inputs: Sequence[int | None] = (),
-        in_place: bool = False,
-        also: Sequence[ir.Node] = (),
-    ) -> caffe_pb2.LayerParameter:
-        """Append a layer for ``node`` reading ``bottoms`` and standing for the graph values
-        ``outputs`` (``None``: an intermediate blob); returns it for its parameters.
-
-        ``in_place`` writes the single top over the first bottom when that is safe.
-        ``also`` are further nodes (absorbed into this layer) whose provenance the layer
-        carries. ``weight_inputs`` gives, per weight, the node input it was taken from
-        (``None``: made by the writer), so each blob records its own source parameters.
-        """
-        name = self._layer_name(node, role)
-        layer = caffe_pb2.LayerParameter(name=name, type=layer_type, bottom=list(bottoms))
-        tops = self._tops(node, name, bottoms, len(outputs), in_place)
-        layer.top.extend(tops)
-        for top, value in zip(tops, outputs):
-            self._values_in_blob.setdefault(top, [])
-            if value is not None:
-                self.bind(value, top)
-        nodes = (*also, node)
-        self.layers.append(
-            CaffeLayer(
-                layer,
-                [np.asarray(w, dtype=np.float32) for w in weights],
-                nodes=[n.name or n.op_type for n in nodes],
-                sources=list(dict.fromkeys(s for n in nodes for s in provenance.sources(n))),
-                values=[v.name if v is not None else None for v in outputs],
-                blob_params=_blob_params(node, len(weights), weight_inputs),
-            )
-        )
-        return layer
-
-    def _tops(self, node: ir.Node, name: str, bottoms: Sequence[str], count: int, in_place: bool) -> list[str]:
+    def tops(self, node: ir.Node, name: str, bottoms: Sequence[str], count: int, in_place: bool) -> list[str]:
+        """Top names of ``node``'s layer ``name``: the first bottom when written in place (and safe)."""
         if in_place and count == 1 and bottoms and self.can_overwrite(bottoms[0], node):
             return [bottoms[0]]
         if count == 1:
@@ -314,19 +280,37 @@ class CaffeNodeContext(OnnxNodeContext):
         in_place: bool = False,
         also: Sequence[ir.Node] = (),
     ) -> caffe_pb2.LayerParameter:
-        """``CaffeNet.add_layer`` for this node: ``bottoms`` default to the blob of its
-        first input, ``outputs`` to its outputs."""
-        return self.net.add_layer(
-            self.node,
-            layer_type,
-            [self.bottom(self.node.inputs[0])] if bottoms is None else bottoms,
-            list(self.node.outputs) if outputs is None else outputs,
-            role=role,
-            weights=weights,
-            weight_inputs=weight_inputs,
-            in_place=in_place,
-            also=also,
+        """Append a layer for this node and bind its tops; returns it for its parameters.
+
+        ``bottoms`` default to the blob of the node's first input; ``outputs`` are the
+        graph values the tops stand for (``None``: an intermediate blob), default the
+        node's outputs. ``in_place`` writes the single top over the first bottom when
+        that is safe. ``also`` are further nodes (absorbed into this layer) whose
+        provenance the layer carries. ``weight_inputs`` gives, per weight, the node
+        input it was taken from (``None``: made by the writer), so each blob records
+        its own source parameters.
+        """
+        net, node = self.net, self.node
+        bottoms = [self.bottom(node.inputs[0])] if bottoms is None else list(bottoms)
+        outputs = list(node.outputs) if outputs is None else list(outputs)
+        name = net.layer_name(node, role)
+        layer = caffe_pb2.LayerParameter(name=name, type=layer_type, bottom=bottoms)
+        tops = net.tops(node, name, bottoms, len(outputs), in_place)
+        layer.top.extend(tops)
+        for top, value in zip(tops, outputs):
+            net.claim_blob(top, value)
+        nodes = (*also, node)
+        net.layers.append(
+            CaffeLayer(
+                layer,
+                [np.asarray(w, dtype=np.float32) for w in weights],
+                nodes=[n.name or n.op_type for n in nodes],
+                sources=list(dict.fromkeys(s for n in nodes for s in provenance.sources(n))),
+                values=[v.name if v is not None else None for v in outputs],
+                blob_params=_blob_params(node, len(weights), weight_inputs),
+            )
         )
+        return layer
 
     def alias(self, output: ir.Value | None = None, source: ir.Value | None = None) -> None:
         """Make ``output`` (default: the node's first output) the same blob as ``source``

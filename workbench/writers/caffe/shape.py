@@ -143,13 +143,9 @@ def _channel_shuffle(ctx: CaffeNodeContext) -> bool:
     channels = len(source)
     permutation = np.zeros((channels, channels, 1, 1), np.float32)
     permutation[np.arange(channels), source] = 1.0
-    layer = ctx.net.add_layer(
-        restore,
-        "Convolution",
-        [ctx.bottom(ctx.node.inputs[0])],
-        list(restore.outputs),
-        weights=[permutation],
-        also=[ctx.node, transpose],
+    bottom = ctx.bottom(ctx.node.inputs[0])
+    layer = ctx.net.context(restore).add_layer(
+        "Convolution", [bottom], weights=[permutation], also=[ctx.node, transpose]
     )
     layer.convolution_param.num_output = channels
     layer.convolution_param.bias_term = False
