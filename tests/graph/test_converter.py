@@ -190,3 +190,14 @@ def test_registry_picks_the_newest_converter_at_or_below_the_opset() -> None:
     )
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("Softmax", since=13)(softmax)
+
+
+def test_weights_are_constants_and_optional_ones_may_be_left_out() -> None:
+    weight = np.ones((2, 3, 1, 1), np.float32)
+    ctx, problems = read(node_at(13, "Conv", ["x", "w"], {"w": weight}))
+    found = ctx.weights(1, 2)
+    assert found is not None and list(found) == [1] and problems == []  # the bias B is optional
+    np.testing.assert_array_equal(found[1], weight)
+    ctx, problems = read(node_at(13, "Conv", ["x", "w", "z"], {"w": weight}))
+    assert ctx.weights(1, 2) is None
+    assert [(p.kind, p.severity) for p in problems] == [("dynamic-weights", "error")] and problems[0].remedy

@@ -48,6 +48,7 @@ FIXED_SHAPES_REMEDY = (
     "simplify the model with fixed input shapes first (workbench.steps.simplify, --input-shape) "
     "so it becomes a constant"
 )
+WEIGHTS_REMEDY = "make them parameters of the source model, or constant-fold it first (workbench.steps.simplify)"
 _SCHEMA_DEFAULT: Any = object()
 
 
@@ -142,6 +143,27 @@ class OnnxNodeContext(ConverterContext):
     def static_shape(self, index: int = 0) -> tuple[int, ...] | None:
         """The input's shape when every dimension is known, else None."""
         return static_shape(self.value(index))
+
+    def weights(self, *indices: int, remedy: str = WEIGHTS_REMEDY) -> dict[int, np.ndarray] | None:
+        """The constant data of inputs ``indices`` (weights, biases, statistics) by index; an
+        optional input the node leaves out is absent. None after reporting a required input
+        left out, or one computed at run time: a converter stores weights, never computes them."""
+        found: dict[int, np.ndarray] = {}
+        for index in indices:
+            value, data = self.value(index), self.const(index)
+            if not self.has_input(index) and opsets.is_optional_input(self.schema, index):
+                continue
+            if data is None:
+                what = f"input {value.name}" if value is not None and self.has_input(index) else f"input {index}"
+                self.problem(
+                    "dynamic-weights" if self.has_input(index) else "malformed-node",
+                    f"{self.node.op_type} {what} is {'computed at run time' if self.has_input(index) else 'missing'}; "
+                    "the target stores weights as constants",
+                    remedy,
+                )
+                return None
+            found[index] = data
+        return found
 
     def rank(self, index: int = 0) -> int | None:
         shape = self.shape(index)

@@ -61,8 +61,11 @@ def input_index(found: onnx.defs.OpSchema | None, name: str) -> int | None:
     return names.index(name) if name in names else None
 
 
-def has_attribute(found: onnx.defs.OpSchema | None, name: str) -> bool:
-    return found is not None and name in found.attributes
+def is_optional_input(found: onnx.defs.OpSchema | None, index: int) -> bool:
+    """Whether input ``index`` may be left out (an op without schema: any may)."""
+    if found is None or index >= len(found.inputs):
+        return True
+    return found.inputs[index].option == onnx.defs.OpSchema.FormalParameterOption.Optional
 
 
 def attribute_default(found: onnx.defs.OpSchema | None, name: str) -> Any:

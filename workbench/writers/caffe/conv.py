@@ -43,28 +43,15 @@ def _set_window(param: caffe_pb2.ConvolutionParameter, win: CaffeWindow) -> None
         param.dilation.extend(win.dilation[:1] if win.dilation[0] == win.dilation[1] else win.dilation)
 
 
-def _weights(ctx: CaffeNodeContext) -> tuple[np.ndarray, np.ndarray | None] | None:
-    weight = ctx.const(1)
-    bias = ctx.const(2) if ctx.has_input(2) else None
-    if weight is None or (ctx.has_input(2) and bias is None):
-        ctx.problem(
-            "dynamic-weights",
-            f"{ctx.node.op_type} weights or bias are computed at run time; Caffe stores them as blobs",
-            "make them parameters of the source model, or run simplify to fold them",
-        )
-        return None
-    return weight, bias
-
-
 def _blobs(weight: np.ndarray, bias: np.ndarray | None) -> list[np.ndarray]:
     return [weight] if bias is None else [weight, bias]
 
 
 def _weights_and_window(ctx: CaffeNodeContext) -> tuple[np.ndarray, np.ndarray | None, CaffeWindow] | None:
     """The (transposed) convolution's weights, bias and Caffe window, or None after a problem."""
-    found = _weights(ctx)
-    win = window(ctx, found[0].shape[2:]) if found is not None else None
-    return None if found is None or win is None else (*found, win)
+    found = ctx.weights(1, 2)
+    win = window(ctx, found[1].shape[2:]) if found is not None else None
+    return None if found is None or win is None else (found[1], found.get(2), win)
 
 
 @CAFFE_LAYERS.register("Conv")

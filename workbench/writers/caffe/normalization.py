@@ -18,15 +18,10 @@ from .net import CAFFE_LAYERS, CaffeNodeContext
 @CAFFE_LAYERS.register("BatchNormalization")
 def convert_batch_norm(ctx: CaffeNodeContext) -> None:
     """BatchNorm (mean, var, factor 1, eps) + Scale (gamma, beta)"""
-    found = [ctx.const(index) for index in range(1, 5)]
-    if any(array is None for array in found):
-        ctx.problem(
-            "dynamic-weights",
-            "BatchNormalization statistics or affine parameters are not constants",
-            "export the model in eval() mode so the running statistics are stored",
-        )
+    found = ctx.weights(1, 2, 3, 4, remedy="export the model in eval() mode so the running statistics are stored")
+    if found is None:
         return
-    scale, bias, mean, var = (array for array in found if array is not None)
+    scale, bias, mean, var = found.values()
     if ctx.attr("training_mode", 0) or any(v is not None and v.consumers() for v in ctx.node.outputs[1:]):
         ctx.problem("training-mode", "BatchNormalization in training mode", "export the model in eval() mode")
         return

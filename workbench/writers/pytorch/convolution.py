@@ -48,15 +48,10 @@ def conv_arguments(
 
 
 def _weights(ctx: TorchNodeContext) -> tuple[np.ndarray, np.ndarray | None] | None:
-    weight = ctx.const(1)
-    bias = ctx.const(2) if ctx.has_input(2) else None
-    if weight is None or (ctx.has_input(2) and bias is None):
-        ctx.problem(
-            "dynamic-weight",
-            f"{ctx.node.op_type} weights are computed at run time, not stored in the model",
-            "constant-fold the model (workbench.steps.simplify) so the weights are initializers",
-        )
+    found = ctx.weights(1, 2)
+    if found is None:
         return None
+    weight, bias = found[1], found.get(2)
     if weight.ndim not in (3, 4, 5):
         ctx.unsupported(
             f"{ctx.node.op_type} with a {weight.ndim - 2}-d kernel; PyTorch layers are 1-d to 3-d",

@@ -30,18 +30,6 @@ def _norm_rank(ctx: TorchNodeContext, layer: str, low: int) -> int | None:
     return max(rank - 2, 1)
 
 
-def _constants(ctx: TorchNodeContext, indices: range) -> list[np.ndarray] | None:
-    found = [ctx.const(i) for i in indices]
-    if any(item is None for item in found):
-        ctx.problem(
-            "dynamic-weight",
-            f"{ctx.node.op_type} parameters are computed at run time, not stored in the model",
-            "constant-fold the model (workbench.steps.simplify) so they are initializers",
-        )
-        return None
-    return [item for item in found if item is not None]
-
-
 @EMITTERS.register("BatchNormalization")
 def emit_batch_norm(ctx: TorchNodeContext) -> None:
     """nn.BatchNorm1d/2d/3d(channels, eps) in inference mode"""
@@ -52,10 +40,10 @@ def emit_batch_norm(ctx: TorchNodeContext) -> None:
         )
         return
     spatial = _norm_rank(ctx, "nn.BatchNorm", 2)
-    found = _constants(ctx, range(1, 5))
+    found = ctx.weights(1, 2, 3, 4)
     if spatial is None or found is None:
         return
-    scale, bias, mean, var = found
+    scale, bias, mean, var = found.values()
     channels = scale.size
     arguments = {}
     eps = float(ctx.attr("epsilon", 1e-5))
@@ -77,10 +65,10 @@ def emit_batch_norm(ctx: TorchNodeContext) -> None:
 def emit_instance_norm(ctx: TorchNodeContext) -> None:
     """nn.InstanceNorm1d/2d/3d(channels, eps, affine=True)"""
     spatial = _norm_rank(ctx, "nn.InstanceNorm", 3)
-    found = _constants(ctx, range(1, 3))
+    found = ctx.weights(1, 2)
     if spatial is None or found is None:
         return
-    scale, bias = found
+    scale, bias = found.values()
     channels = scale.size
     eps = number(float(ctx.attr("epsilon", 1e-5)))
     layer = call(f"nn.InstanceNorm{spatial}d", str(channels), eps=eps, affine="True")
