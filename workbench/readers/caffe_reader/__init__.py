@@ -167,7 +167,9 @@ class _NetConverter:
     def convert(self, report: StepReport) -> ir.Model:
         for layer in self.net.layers:
             if needs_weights(layer) and not self.weights.blobs.get(layer.name):
-                self._context(layer).problem(WEIGHTS_KIND, "has no weights in the caffemodel")
+                self._context(layer).problem(
+                    WEIGHTS_KIND, "has no weights in the caffemodel", "pass the caffemodel trained with this prototxt"
+                )
         self._raise_problems()
         self._check_input_shapes()
         for blob, declared in self.net.inputs.items():
@@ -212,8 +214,10 @@ class _NetConverter:
             self.values[blob] = None  # until the layer converts
         converter = LAYERS.get(layer.type)
         if converter is None:
-            ConverterContext(self.problems, name=layer.name, op_type=layer.type).problem(
-                "unsupported-layer", "layer type not supported"
+            ConverterContext(self.problems, name=layer.name, op_type=layer.type, source=(layer.name,)).problem(
+                "unsupported-layer",
+                "layer type not supported",
+                "replace the layer by types the reader converts (the README lists them), or convert it by hand",
             )
         elif len(inputs) == len(found):  # else an earlier layer failed and was reported
             self._run(converter, self._context(layer, inputs))
@@ -222,7 +226,11 @@ class _NetConverter:
         converter(context)
         outputs, tops = context.outputs or [], list(context.layer.top)
         if context.ok and len(outputs) != len(tops):
-            context.problem("tops", f"has {len(tops)} top(s), the conversion gives {len(outputs)}")
+            context.problem(
+                "tops",
+                f"has {len(tops)} top(s), the conversion gives {len(outputs)}",
+                "give the layer the tops its type produces",
+            )
         if context.ok:
             self.values.update(zip(tops, outputs))
 

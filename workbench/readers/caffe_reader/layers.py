@@ -49,7 +49,12 @@ from .prototxt import pooling_rounds_up
 
 Shape = tuple[int, ...]
 
+SETTING_REMEDY = (
+    "correct the layer in the prototxt (its settings must fit its inputs), or replace it by layers the reader converts"
+)
+AXIS_REMEDY = "use an axis within the input's rank (negative axes count from the end)"
 WEIGHTS_KIND = "weights"
+WEIGHTS_REMEDY = "pass the caffemodel trained with this prototxt"
 """The kind of problem a blob that does not fit its layer is reported with (bad input, not unsupported)."""
 
 
@@ -92,20 +97,22 @@ class LayerContext(ConverterContext):
         if low <= count <= high:
             return True
         wanted = str(low) if low == high else f"at least {low}" if high == math.inf else f"{low} to {high}"
-        self.problem("bottoms", f"takes {wanted} bottom blob(s), found {count}")
+        self.problem(
+            "bottoms", f"takes {wanted} bottom blob(s), found {count}", "give the layer the bottoms its type takes"
+        )
         return False
 
     def axis(self, axis: int, rank: int, *, what: str = "axis") -> int | None:
         """Caffe's CanonicalAxisIndex: -rank <= axis < rank, negative from the end."""
         if not -rank <= axis < rank:
-            self.problem("axis", f"{what} {axis} is out of range for a {rank}-d input")
+            self.problem("axis", f"{what} {axis} is out of range for a {rank}-d input", AXIS_REMEDY)
             return None
         return axis % rank
 
     def blob(self, index: int, shape: Sequence[int]) -> np.ndarray | None:
         """Blob ``index`` reshaped to ``shape`` (legacy 4-d blobs hold the same values)."""
         if index >= len(self._blobs):
-            self.problem(WEIGHTS_KIND, f"needs blob {index}, the caffemodel holds {len(self._blobs)}")
+            self.problem(WEIGHTS_KIND, f"needs blob {index}, the caffemodel holds {len(self._blobs)}", WEIGHTS_REMEDY)
             return None
         array = self._blobs[index]
         if array.size != math.prod(shape):
@@ -113,9 +120,15 @@ class LayerContext(ConverterContext):
                 WEIGHTS_KIND,
                 f"blob {index} has shape {list(array.shape)} ({array.size} values), "
                 f"expected {list(shape)} ({math.prod(shape)} values)",
+                WEIGHTS_REMEDY,
             )
             return None
         return array.reshape(tuple(shape))
+
+    def setting(self, message: str, remedy: str = SETTING_REMEDY) -> None:
+        """Report a layer setting the reader cannot convert: invalid for the layer's inputs,
+        or a form it does not express."""
+        self.problem("setting", message, remedy)
 
     # ---- emitting ----------------------------------------------------------
     def weight(self, array: np.ndarray, from_blobs: Sequence[int]) -> ir.Value:
@@ -200,13 +213,13 @@ def per_axis(
     found = [int(v) for v in values]
     if not found:
         if default is None:
-            ctx.problem("setting", f"sets no {what}")
+            ctx.setting(f"sets no {what}")
             return None
         return [default] * spatial
     if len(found) == 1:
         return found * spatial
     if len(found) != spatial:
-        ctx.problem("setting", f"{what} has {len(found)} values for {spatial} spatial axes")
+        ctx.setting(f"{what} has {len(found)} values for {spatial} spatial axes")
         return None
     return found
 
@@ -217,7 +230,7 @@ def _geometry(ctx: LayerContext, param: Any, spatial: int, name: str, default: i
     repeated = "kernel_size" if name == "kernel" else name
     if param.HasField(f"{name}_h") or param.HasField(f"{name}_w"):
         if spatial != 2:
-            ctx.problem("setting", f"{name}_h/{name}_w apply to 2-d inputs only")
+            ctx.setting(f"{name}_h/{name}_w apply to 2-d inputs only")
             return None
         return [getattr(param, f"{name}_h"), getattr(param, f"{name}_w")]
     return per_axis(ctx, getattr(param, repeated), spatial, default, repeated)
@@ -240,8 +253,7 @@ def _conv_sizes(ctx: LayerContext, shape: Shape, geometry: tuple[list[int], ...]
     param = ctx.layer.convolution_param
     kernel, pads, strides, dilations = geometry
     if shape[1] % param.group or param.num_output % param.group:
-        ctx.problem(
-            "setting",
+        ctx.setting(
             f"group {param.group} does not divide {shape[1]} input and {param.num_output} output channels",
         )
         return None
@@ -252,7 +264,7 @@ def _conv_sizes(ctx: LayerContext, shape: Shape, geometry: tuple[list[int], ...]
         for n, p, r, s in zip(shape[2:], pads, reach, strides)
     ]
     if min(sizes) < 1:
-        ctx.problem("setting", f"output size {sizes} is empty for input {list(shape)}")
+        ctx.setting(f"output size {sizes} is empty for input {list(shape)}")
         return None
     return sizes
 
@@ -265,7 +277,7 @@ def convert_convolution(ctx: LayerContext) -> None:
     shape = ctx.shape()
     axis = ctx.axis(param.axis, len(shape))
     if axis is not None and axis != 1:
-        ctx.problem("setting", f"convolution over axis {param.axis} (only the channel axis 1 is supported)")
+        ctx.setting(f"convolution over axis {param.axis} (only the channel axis 1 is supported)")
     geometry = _conv_geometry(ctx, param, len(shape) - 2) if ctx.ok else None
     sizes = _conv_sizes(ctx, shape, geometry) if geometry is not None else None
     if geometry is None or sizes is None:
@@ -294,7 +306,7 @@ def convert_convolution(ctx: LayerContext) -> None:
 def _pooling_window(ctx: LayerContext, param: Any) -> tuple[list[int], list[int], list[int]] | None:
     """kernel, pads and strides of a (non-global) pooling, or None after a problem."""
     if param.HasField("kernel_size") == (param.HasField("kernel_h") or param.HasField("kernel_w")):
-        ctx.problem("setting", "sets kernel_size or kernel_h and kernel_w (exactly one of the two)")
+        ctx.setting("sets kernel_size or kernel_h and kernel_w (exactly one of the two)")
         return None
     # Caffe's PoolingLayer reads the _h/_w pair only when the _h field is set
     kernel = [param.kernel_size] * 2 if param.HasField("kernel_size") else [param.kernel_h, param.kernel_w]
@@ -311,12 +323,11 @@ def _pooled_sizes(ctx: LayerContext, shape: Shape, window: tuple[list[int], list
     for n, k, p, s in zip(shape[2:], kernel, pads, strides):
         out = pooled_size(n, k, s, p, p, ceil=rounds_up, padded=padded)
         if p >= k:
-            ctx.problem("setting", f"pad {p} is not smaller than kernel {k}")
+            ctx.setting(f"pad {p} is not smaller than kernel {k}")
         elif out < 1:
-            ctx.problem("setting", f"kernel {k} is larger than the padded input {n + 2 * p}")
+            ctx.setting(f"kernel {k} is larger than the padded input {n + 2 * p}")
         elif (out - 1) * s - p >= n:
-            ctx.problem(
-                "setting",
+            ctx.setting(
                 f"the last window starts past the input (size {n}, kernel {k}, stride {s}); "
                 "Caffe's output there is not a pooled value",
                 "use round_mode: FLOOR (ceil_mode: false) or a kernel at least the stride",
@@ -333,10 +344,9 @@ def convert_pooling(ctx: LayerContext) -> None:
     shape = ctx.shape()
     method = {0: "MAX", 1: "AVE"}.get(param.pool)
     if len(shape) != 4:
-        ctx.problem("setting", f"pooling needs a 4-d input, found {list(shape)}")
+        ctx.setting(f"pooling needs a 4-d input, found {list(shape)}")
     elif method is None:
-        ctx.problem(
-            "setting",
+        ctx.setting(
             "STOCHASTIC pooling is random at training and a weighted sum at test; not supported",
             "replace it by AVE pooling if an approximation is acceptable",
         )
@@ -444,8 +454,7 @@ def convert_batch_norm(ctx: LayerContext) -> None:
     """BatchNormalization with the stored statistics divided by the scale factor."""
     param = ctx.layer.batch_norm_param
     if param.HasField("use_global_stats") and not param.use_global_stats:
-        ctx.problem(
-            "setting",
+        ctx.setting(
             "use_global_stats: false normalises each batch by its own statistics",
             "set use_global_stats: true to use the trained statistics (what deployment expects)",
         )
@@ -473,7 +482,7 @@ def _axes_span(ctx: LayerContext, shape: Shape, axis: int, num_axes: int) -> tup
     (-1: to the end), and how many trailing axes it is broadcast over."""
     count = len(shape) - axis if num_axes == -1 else num_axes
     if count < 0 or axis + count > len(shape):
-        ctx.problem("setting", f"num_axes {num_axes} does not fit a {len(shape)}-d input from axis {axis}")
+        ctx.setting(f"num_axes {num_axes} does not fit a {len(shape)}-d input from axis {axis}")
         return None
     return shape[axis : axis + count], len(shape) - axis - count
 
@@ -482,7 +491,7 @@ def _broadcast_input(ctx: LayerContext, index: int, axis: int) -> ir.Value | Non
     """Bottom ``index`` (matching bottom 0 from ``axis``) unsqueezed to broadcast over it."""
     shape, operand_shape = ctx.shape(0), ctx.shape(index)
     if shape[axis : axis + len(operand_shape)] != operand_shape:
-        ctx.problem("setting", f"second input {list(operand_shape)} does not match {list(shape)} from axis {axis}")
+        ctx.setting(f"second input {list(operand_shape)} does not match {list(shape)} from axis {axis}")
         return None
     trailing = len(shape) - axis - len(operand_shape)
     if not trailing:
@@ -631,11 +640,11 @@ def _eltwise_settings(ctx: LayerContext) -> tuple[str, list[float]] | None:
     coefficients = [float(c) for c in param.coeff]
     operation = {0: "PROD", 1: "SUM", 2: "MAX"}[param.operation]
     if any(ctx.shape(i) != shape for i in range(len(ctx.inputs))):
-        ctx.problem("setting", f"inputs differ in shape: {[list(ctx.shape(i)) for i in range(len(ctx.inputs))]}")
+        ctx.setting(f"inputs differ in shape: {[list(ctx.shape(i)) for i in range(len(ctx.inputs))]}")
     elif coefficients and operation != "SUM":
-        ctx.problem("setting", f"coeff applies to SUM only, found it with {operation}")
+        ctx.setting(f"coeff applies to SUM only, found it with {operation}")
     elif coefficients and len(coefficients) != len(ctx.inputs):
-        ctx.problem("setting", f"{len(coefficients)} coeff values for {len(ctx.inputs)} inputs")
+        ctx.setting(f"{len(coefficients)} coeff values for {len(ctx.inputs)} inputs")
     return (operation, coefficients) if ctx.ok else None
 
 
@@ -677,7 +686,7 @@ def convert_concat(ctx: LayerContext) -> None:
         return
     shapes = [ctx.shape(i) for i in range(len(ctx.inputs))]
     if any(len(s) != len(shape) or s[:axis] + s[axis + 1 :] != shape[:axis] + shape[axis + 1 :] for s in shapes):
-        ctx.problem("setting", f"inputs {[list(s) for s in shapes]} differ outside axis {axis}")
+        ctx.setting(f"inputs {[list(s) for s in shapes]} differ outside axis {axis}")
         return
     out_shape = (*shape[:axis], sum(s[axis] for s in shapes), *shape[axis + 1 :])
     ctx.output("Concat", ctx.inputs, out_shape, axis=axis)
@@ -689,12 +698,12 @@ def _slice_sizes(ctx: LayerContext, length: int, axis: int) -> list[int] | None:
     tops = len(ctx.layer.top)
     if not param.slice_point:
         if length % tops:
-            ctx.problem("setting", f"axis {axis} of size {length} does not split into {tops} equal parts")
+            ctx.setting(f"axis {axis} of size {length} does not split into {tops} equal parts")
             return None
         return [length // tops] * tops
     points = [0, *(int(p) for p in param.slice_point), length]
     if len(points) - 1 != tops or any(b <= a for a, b in itertools.pairwise(points)):
-        ctx.problem("setting", f"slice_point {list(param.slice_point)} does not cut {length} into {tops} parts")
+        ctx.setting(f"slice_point {list(param.slice_point)} does not cut {length} into {tops} parts")
         return None
     return [b - a for a, b in itertools.pairwise(points)]
 
@@ -760,12 +769,12 @@ def _reshaped_span(ctx: LayerContext, shape: Shape) -> tuple[int, int] | None:
     param = ctx.layer.reshape_param
     rank = len(shape)
     if not -(rank + 1) <= param.axis <= rank:
-        ctx.problem("axis", f"axis {param.axis} is out of range for a {rank}-d input")
+        ctx.problem("axis", f"axis {param.axis} is out of range for a {rank}-d input", AXIS_REMEDY)
         return None
     start = param.axis if param.axis >= 0 else rank + 1 + param.axis
     end = rank if param.num_axes == -1 else start + param.num_axes
     if param.num_axes < -1 or end > rank:
-        ctx.problem("setting", f"num_axes {param.num_axes} does not fit a {rank}-d input from axis {start}")
+        ctx.setting(f"num_axes {param.num_axes} does not fit a {rank}-d input from axis {start}")
         return None
     return start, end
 
@@ -787,7 +796,7 @@ def _reshaped_middle(ctx: LayerContext, shape: Shape, start: int, end: int) -> l
     total = math.prod(shape[start:end])
     error = _reshape_error(middle, total)
     if error is not None:
-        ctx.problem("setting", f"shape {dims} (axes {start}..{end}) {error}")
+        ctx.setting(f"shape {dims} (axes {start}..{end}) {error}")
         return None
     if -1 in middle:
         middle[middle.index(-1)] = total // math.prod(d for d in middle if d != -1)
@@ -827,7 +836,7 @@ def convert_lrn(ctx: LayerContext) -> None:
     shape = ctx.shape()
     size = param.local_size
     if size % 2 == 0:
-        ctx.problem("setting", f"local_size {size} is even; Caffe's LRN needs an odd size")
+        ctx.setting(f"local_size {size} is even; Caffe's LRN needs an odd size")
     elif param.norm_region == 0:
         ctx.output(
             "LRN",
@@ -839,7 +848,7 @@ def convert_lrn(ctx: LayerContext) -> None:
             bias=float(param.k),
         )
     elif len(shape) != 4:
-        ctx.problem("setting", f"WITHIN_CHANNEL LRN needs a 4-d input, found {list(shape)}")
+        ctx.setting(f"WITHIN_CHANNEL LRN needs a 4-d input, found {list(shape)}")
     else:
         _lrn_within_channel(ctx, param, shape)
 
@@ -862,11 +871,11 @@ def _crop_offsets(ctx: LayerContext, shape: Shape, reference: Shape, axis: int) 
     offsets = [int(o) for o in ctx.layer.crop_param.offset]
     cropped = len(shape) - axis
     if len(offsets) not in (0, 1, cropped):
-        ctx.problem("setting", f"{len(offsets)} offsets for {cropped} cropped axes")
+        ctx.setting(f"{len(offsets)} offsets for {cropped} cropped axes")
         return None
     offsets = offsets * cropped if len(offsets) == 1 else offsets or [0] * cropped
     if any(o + reference[axis + i] > shape[axis + i] for i, o in enumerate(offsets)):
-        ctx.problem("setting", f"crop {list(reference[axis:])} at offsets {offsets} exceeds {list(shape[axis:])}")
+        ctx.setting(f"crop {list(reference[axis:])} at offsets {offsets} exceeds {list(shape[axis:])}")
         return None
     return offsets
 
@@ -877,7 +886,7 @@ def convert_crop(ctx: LayerContext) -> None:
     """Slice the first bottom to the second's shape from axis on, at the offsets."""
     shape, reference = ctx.shape(0), ctx.shape(1)
     if len(shape) != len(reference):
-        ctx.problem("setting", f"bottoms have ranks {len(shape)} and {len(reference)}")
+        ctx.setting(f"bottoms have ranks {len(shape)} and {len(reference)}")
         return
     axis = ctx.axis(ctx.layer.crop_param.axis, len(shape))
     offsets = _crop_offsets(ctx, shape, reference, axis) if axis is not None else None
@@ -906,7 +915,7 @@ def convert_permute(ctx: LayerContext) -> None:
     if len(axes) != len(order):
         return
     if len(set(axes)) != len(axes):
-        ctx.problem("setting", f"order {axes} repeats an axis")
+        ctx.setting(f"order {axes} repeats an axis")
         return
     perm = axes + [a for a in range(len(shape)) if a not in axes]
     ctx.output("Transpose", [ctx.inputs[0]], tuple(shape[a] for a in perm), perm=perm)

@@ -91,7 +91,11 @@ def emit_layer_norm(ctx: TorchNodeContext) -> None:
         return
     normalized = tuple(size for size in shape[axis:] if size is not None)
     if len(normalized) != len(shape[axis:]):
-        ctx.problem("dynamic-shape", f"LayerNormalization over axes of unknown size {shape[axis:]}")
+        ctx.problem(
+            "dynamic-shape",
+            f"LayerNormalization over axes of unknown size {shape[axis:]}",
+            "give the model fixed input shapes and simplify it first",
+        )
         return
     size = int(np.prod(normalized))
     state = {"weight": np.broadcast_to(scale, normalized).copy()}
