@@ -48,7 +48,7 @@ FIXED_SHAPES_REMEDY = (
     "simplify the model with fixed input shapes first (workbench.steps.simplify, --input-shape) "
     "so it becomes a constant"
 )
-WEIGHTS_REMEDY = "make them parameters of the source model, or constant-fold it first (workbench.steps.simplify)"
+WEIGHTS_REMEDY = "make them parameters of the source model, or constant-fold the model first (workbench.steps.simplify)"
 _SCHEMA_DEFAULT: Any = object()
 
 
@@ -150,20 +150,30 @@ class OnnxNodeContext(ConverterContext):
         left out, or one computed at run time: a converter stores weights, never computes them."""
         found: dict[int, np.ndarray] = {}
         for index in indices:
-            value, data = self.value(index), self.const(index)
-            if not self.has_input(index) and opsets.is_optional_input(self.schema, index):
+            given = self.has_input(index)
+            if not given and opsets.is_optional_input(self.schema, index):
                 continue
+            data = self.const(index) if given else None
             if data is None:
-                what = f"input {value.name}" if value is not None and self.has_input(index) else f"input {index}"
-                self.problem(
-                    "dynamic-weights" if self.has_input(index) else "malformed-node",
-                    f"{self.node.op_type} {what} is {'computed at run time' if self.has_input(index) else 'missing'}; "
-                    "the target stores weights as constants",
-                    remedy,
-                )
+                self._unusable_weight(index, given, remedy)
                 return None
             found[index] = data
         return found
+
+    def _unusable_weight(self, index: int, given: bool, remedy: str) -> None:
+        value = self.value(index)
+        if given and value is not None:
+            self.problem(
+                "dynamic-weights",
+                f"{self.node.op_type} input {value.name} is computed at run time; the target stores weights as constants",
+                remedy,
+            )
+        else:
+            self.problem(
+                "malformed-node",
+                f"{self.node.op_type} has no input {index}, which the operator requires",
+                "check the model with onnx.checker.check_model(model, full_check=True)",
+            )
 
     def rank(self, index: int = 0) -> int | None:
         shape = self.shape(index)
