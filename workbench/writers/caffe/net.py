@@ -312,11 +312,9 @@ class CaffeNodeContext(OnnxNodeContext):
         )
         return layer
 
-    def alias(self, output: ir.Value | None = None, source: ir.Value | None = None) -> None:
-        """Make ``output`` (default: the node's first output) the same blob as ``source``
-        (default: its first input), for nodes written as nothing."""
-        output = output if output is not None else self.node.outputs[0]
-        self.net.bind(output, self.bottom(source if source is not None else self.node.inputs[0]))
+    def alias(self) -> None:
+        """Make the node's first output the same blob as its first input (a node written as nothing)."""
+        self.net.bind(self.node.outputs[0], self.bottom(self.node.inputs[0]))
 
     def discard(self, blobs: Sequence[str]) -> None:
         """Consume tops nobody needs with a Silence layer, so they are not net outputs."""
