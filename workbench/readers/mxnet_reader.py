@@ -206,10 +206,16 @@ class MXNetNodeContext(ConverterContext):
     def constant(self, suffix: str, array: np.ndarray) -> ir.Value:
         return self.builder.add_initializer(f"{self.name}_{suffix}", np.asarray(array))
 
-    def parameter(self, index: int) -> np.ndarray:
-        """The data of input ``index``, a parameter from the params file."""
-        tensor = self.inputs[index].const_value
-        assert tensor is not None  # parameters are initializers
+    def parameter(self, index: int) -> np.ndarray | None:
+        """The data of input ``index``, a parameter from the params file; None after
+        reporting an input that is computed instead."""
+        tensor = self.inputs[index].const_value if index < len(self.inputs) else None
+        if tensor is None:
+            self.unsupported(
+                f"{self.op} input {index} is computed in the graph; the reader expects a parameter there",
+                "save the value as a parameter (an arg in the .params file)",
+            )
+            return None
         return tensor.numpy()
 
 
@@ -266,8 +272,11 @@ def convert_batchnorm(ctx: MXNetNodeContext) -> ir.Value | None:
         return None
     data, gamma, beta, mean, var = ctx.inputs[:5]
     fixed = ctx.attrs.get("fix_gamma", True)
-    if fixed:
-        gamma = ctx.constant("gamma_fixed", np.ones(ctx.parameter(1).shape, np.float32))
+    stored_gamma = ctx.parameter(1) if fixed else None
+    if fixed and stored_gamma is None:
+        return None
+    if stored_gamma is not None:
+        gamma = ctx.constant("gamma_fixed", np.ones(stored_gamma.shape, np.float32))
     value = ctx.emit(
         "BatchNormalization",
         [data, gamma, beta, mean, var],
@@ -302,7 +311,10 @@ def convert_leaky_relu(ctx: MXNetNodeContext) -> ir.Value | None:
         return ctx.emit("LeakyRelu", ctx.inputs[:1], {"alpha": slope})
     if kind == "prelu":
         # ONNX PRelu broadcasts the slope from the right: (C,) must become (C, 1, 1)
-        slopes = ctx.constant("gamma_chw", ctx.parameter(1).reshape(-1, 1, 1))
+        stored = ctx.parameter(1)
+        if stored is None:
+            return None
+        slopes = ctx.constant("gamma_chw", stored.reshape(-1, 1, 1))
         return ctx.emit("PRelu", [ctx.inputs[0], slopes], params={1: ctx.params[1]})
     if kind == "elu":
         return ctx.emit("Elu", ctx.inputs[:1], {"alpha": slope})
