@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -124,4 +124,4 @@ def _factory(spec: str):
     return getattr(importlib.import_module(module_name), attribute)
 
 
-__all__ = ["detect_format", "example_inputs", "export", "load", "load_factory", "read_onnx"]
+__all__ = ["load", "export", "load_factory", "read_onnx", "detect_format", "example_inputs"]

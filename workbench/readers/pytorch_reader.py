@@ -12,9 +12,9 @@ import importlib
 import logging
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 
