@@ -7,6 +7,7 @@ to do. The CLI turns these into exit status 2 without a traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -51,7 +52,7 @@ class Problem:
     remedy: str = ""
     source: tuple[str, ...] = ()  # provenance of the node
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, object]:
         return {
             "severity": self.severity,
             "kind": self.kind,
@@ -68,10 +69,20 @@ class Problem:
         return f"{text} Remedy: {self.remedy}" if self.remedy else text
 
 
+def sort_problems(problems: Iterable[Problem]) -> list[Problem]:
+    """Errors first, then by op type, node and kind: the order every report lists them in."""
+    return sorted(problems, key=lambda p: (p.severity != "error", p.op_type, p.node, p.kind))
+
+
+def errors_of(problems: Iterable[Problem]) -> list[Problem]:
+    """The problems that block a conversion (severity "error")."""
+    return [p for p in problems if p.severity == "error"]
+
+
 class UnsupportedError(WorkbenchError):
     """Raised once with every blocking problem of a model for a target, sorted."""
 
-    def __init__(self, target: str, problems: list[Problem]) -> None:
+    def __init__(self, target: str, problems: Iterable[Problem]) -> None:
         self.target = target
         self.problems = sorted(problems, key=lambda p: (p.op_type, p.node, p.kind))
         ops = sorted({p.op_type for p in self.problems})
@@ -80,4 +91,23 @@ class UnsupportedError(WorkbenchError):
             f"{len(self.problems)} problem(s) prevent writing {target}: ops {', '.join(ops)}",
             found=f"\n    {listing}",
             remedy="apply the remedies listed, or run `workbench check` for the full report",
+        )
+
+
+class UnsupportedLayersError(UnsupportedError):
+    """Raised once by a reader with every source layer it cannot convert, sorted by type and name."""
+
+    def __init__(self, source_format: str, problems: Iterable[Problem], *, remedy: str) -> None:
+        self.target = f"the workbench graph ({source_format} reader)"
+        self.problems = sorted(problems, key=lambda p: (p.op_type, p.node, p.kind))
+        types = sorted({p.op_type for p in self.problems})
+        listing = "\n    ".join(
+            f"{p.node} ({p.op_type}): {p.message}" + (f". Remedy: {p.remedy}" if p.remedy else "")
+            for p in self.problems
+        )
+        WorkbenchError.__init__(
+            self,
+            f"{len(self.problems)} {source_format} layer(s) cannot be converted: types {', '.join(types)}",
+            found=f"\n    {listing}",
+            remedy=remedy,
         )

@@ -18,7 +18,7 @@ import pytest
 import torch
 from google.protobuf import text_format
 
-from workbench.errors import InputError, WorkbenchError
+from workbench.errors import InputError, UnsupportedError, WorkbenchError
 from workbench.formats import caffe_pb2
 from workbench.graph import Model, provenance
 from workbench.readers.caffe_reader import read_caffe
@@ -885,3 +885,23 @@ def test_caffe_network_to_onnx_and_pytorch_matches_opencv(tmp_path: Path) -> Non
     expected = opencv_forward(prototxt, caffemodel, inputs, ["prob"])["prob"]
     # PyTorch (generated model.py) vs OpenCV DNN, float32 softmax outputs: rtol 1e-4, atol 1e-6
     np.testing.assert_allclose(next(iter(outputs.values())), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_layers_that_cannot_be_converted_are_problems_with_a_remedy(tmp_path: Path) -> None:
+    text = """
+    input: "data" input_shape { dim: 1 dim: 2 dim: 4 dim: 4 }
+    layer { name: "zeta" type: "BNLL" bottom: "data" top: "zeta" }
+    layer { name: "soft" type: "Softmax" bottom: "data" top: "soft" softmax_param { axis: 5 } }
+    layer { name: "cat" type: "Concat" bottom: "data" bottom: "soft" top: "cat" concat_param { axis: 9 } }
+    layer { name: "relu" type: "ReLU" bottom: "data" bottom: "data" top: "relu" }
+    """
+    with pytest.raises(UnsupportedError) as caught:
+        read_caffe(*save_net(net_from_text(text, {}), tmp_path))
+    problems = caught.value.problems
+    # "cat" reads "soft", which was refused: it is not converted and adds no problem of its own
+    assert [(p.node, p.op_type, p.kind) for p in problems] == [  # sorted by type
+        ("zeta", "BNLL", "unsupported-layer"),
+        ("relu", "ReLU", "bottoms"),
+        ("soft", "Softmax", "axis"),
+    ]
+    assert all(p.severity == "error" and p.remedy and p.source == (p.node,) for p in problems)

@@ -131,3 +131,28 @@ def test_simplified_mxnet_model_still_matches_mxnet():
     )
     # the preprocessing scale was folded into conv_1 by onnxsim: the report says so
     assert "_mulscalar0" in model.report.counts.get("sources_folded", [])
+
+
+def test_unsupported_settings_are_listed_at_once_with_a_remedy(tmp_path):
+    """Settings a converter cannot express are Problems: every one is listed, none
+    stops the walk, and the nodes downstream of a refused one add no error of their own."""
+    symbol, params = _files("op_zoo")
+    data = json.loads(symbol.read_text())
+    for node in data["nodes"]:
+        if node["name"] == "pool_valid":
+            node["attrs"]["pool_type"] = "lp"
+        if node["name"] == "pool_full":
+            node["attrs"]["pooling_convention"] = "same"
+    edited = tmp_path / "op_zoo-symbol.json"
+    edited.write_text(json.dumps(data))
+    shutil.copy(params, tmp_path / params.name)
+    with pytest.raises(UnsupportedError) as error:
+        read_mxnet(edited, tmp_path / params.name, input_shapes=(1, 3, 18, 18))
+    problems = error.value.problems
+    # both pools feed concat0 and everything after it: those add nothing
+    assert [(p.node, p.op_type, p.kind) for p in problems] == [
+        ("pool_full", "Pooling", "unsupported-attribute"),
+        ("pool_valid", "Pooling", "unsupported-attribute"),
+    ]
+    assert all(p.remedy and p.source == (p.node,) for p in problems)
+    assert "2 MXNet layer(s) cannot be converted" in str(error.value)

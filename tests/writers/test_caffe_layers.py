@@ -254,6 +254,159 @@ def test_average_pooling_that_ignores_padding_is_reported(tmp_path) -> None:
     assert "count_include_pad" in problem.remedy
 
 
+# --- auto_pad, resolved by the pad normalisation every writer shares ---------------------------
+
+SAME_PADS = {
+    # (op, input shape, weights, attributes, Caffe layer types)
+    "conv-same-upper-k3": ("Conv", (1, 4, 8, 8), weights(6, 4, 3, 3), dict(auto_pad="SAME_UPPER"), ["Convolution"]),
+    "conv-same-lower-k3": ("Conv", (1, 4, 7, 9), weights(6, 4, 3, 3), dict(auto_pad="SAME_LOWER"), ["Convolution"]),
+    "conv-valid": ("Conv", (1, 4, 8, 8), weights(6, 4, 3, 3), dict(auto_pad="VALID", strides=[2, 2]), ["Convolution"]),
+    # total padding 1 at the end: Caffe's pad 0 and its rounded-up last window cover it
+    "maxpool-same-upper-even": (
+        "MaxPool",
+        (1, 3, 8, 8),
+        None,
+        dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+        ["Pooling"],
+    ),
+    "maxpool-same-upper-odd": (
+        "MaxPool",
+        (1, 3, 7, 7),
+        None,
+        dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+        ["Pooling"],
+    ),
+    "maxpool-same-upper-rectangular": (
+        "MaxPool",
+        (1, 3, 8, 7),
+        None,
+        dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+        ["Pooling"],
+    ),
+    "avgpool-same-upper-excluding-pads": (
+        "AveragePool",
+        (1, 3, 8, 8),
+        None,
+        dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+        ["Pooling"],
+    ),
+    "maxpool-explicit-end-pads": (
+        "MaxPool",
+        (1, 3, 9, 9),
+        None,
+        dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 2, 2]),
+        ["Pooling"],
+    ),
+}
+
+
+@pytest.mark.parametrize("op,shape,weight,attributes,types", SAME_PADS.values(), ids=SAME_PADS.keys())
+def test_auto_pad_is_written(op, shape, weight, attributes, types, tmp_path) -> None:
+    model = one_node(op, shape, {"w": weight} if weight is not None else None, **attributes)
+    # OpenCV DNN vs onnxruntime, float32: atol 1e-5 (the default of assert_matches_onnxruntime)
+    written = assert_matches_onnxruntime(model, tmp_path)
+    assert layer_types(written) == types
+
+
+SAME_PAD_PROBLEMS = {
+    # pads Caffe cannot hold once resolved: (model, problem kind)
+    "conv-same-upper-k2": (
+        one_node("Conv", (1, 2, 6, 6), {"w": weights(3, 2, 2, 2)}, auto_pad="SAME_UPPER"),
+        "asymmetric-pads",
+    ),
+    "maxpool-same-lower-even": (
+        one_node("MaxPool", (1, 2, 8, 8), kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_LOWER"),
+        "asymmetric-pads",
+    ),
+    "maxpool-same-upper-stride1": (
+        one_node("MaxPool", (1, 2, 6, 6), kernel_shape=[2, 2], auto_pad="SAME_UPPER"),
+        "pooling-rounding",
+    ),
+    "avgpool-same-upper-counting-pads": (
+        one_node(
+            "AveragePool", (1, 2, 8, 8), kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER", count_include_pad=1
+        ),
+        "avgpool-pad",
+    ),
+}
+
+
+@pytest.mark.parametrize("model,kind", SAME_PAD_PROBLEMS.values(), ids=SAME_PAD_PROBLEMS.keys())
+def test_resolved_pads_caffe_cannot_hold_are_reported(model, kind) -> None:
+    problems = find_problems(model)
+    assert [(p.severity, p.kind) for p in problems] == [("error", kind)]
+    assert problems[0].remedy
+
+
+# --- parameters as older opsets keep them, read through the converter contract ---------------
+
+OLD_OPSETS = {
+    # (nodes, input shape, initializers, opset, Caffe layer types)
+    "clip-opset6-attributes": (
+        [helper.make_node("Clip", ["x"], ["y"], name="clip", min=0.0, max=6.0)],
+        (1, 3, 4, 4),
+        {},
+        6,
+        ["ReLU", "Power", "Power", "Eltwise", "Power"],
+    ),
+    "softmax-opset11-last-axis": (
+        [helper.make_node("Softmax", ["x"], ["y"], name="softmax")],
+        (2, 7),
+        {},
+        11,
+        ["Softmax"],
+    ),
+    "softmax-opset11-unit-trailing-axes": (
+        [helper.make_node("Softmax", ["x"], ["y"], name="softmax", axis=1)],
+        (1, 5, 1, 1),
+        {},
+        11,
+        ["Softmax"],
+    ),
+    "reduce-mean-opset13-attribute-axes": (
+        [helper.make_node("ReduceMean", ["x"], ["y"], name="mean", axes=[2, 3], keepdims=0)],
+        (1, 5, 6, 7),
+        {},
+        13,
+        ["Pooling", "Flatten"],
+    ),
+    "slice-opset9-attributes": (
+        [helper.make_node("Slice", ["x"], ["y"], name="slice", starts=[1], ends=[3], axes=[1])],
+        (1, 4, 3, 3),
+        {},
+        9,
+        ["Slice", "Silence"],
+    ),
+    "resize-opset10-nearest": (
+        [helper.make_node("Resize", ["x", "scales"], ["y"], name="up", mode="nearest")],
+        (1, 3, 4, 5),
+        {"scales": np.array([1, 1, 2, 2], np.float32)},
+        10,
+        ["Deconvolution"],
+    ),
+    "upsample-opset9-nearest": (
+        [helper.make_node("Upsample", ["x", "scales"], ["y"], name="up", mode="nearest")],
+        (1, 3, 4, 5),
+        {"scales": np.array([1, 1, 3, 2], np.float32)},
+        9,
+        ["Deconvolution"],
+    ),
+}
+
+
+@pytest.mark.parametrize("nodes,shape,params,opset,types", OLD_OPSETS.values(), ids=OLD_OPSETS.keys())
+def test_older_opset_forms(nodes, shape, params, opset, types, tmp_path) -> None:
+    model = graph(nodes, {"x": shape}, ["y"], params, opset=opset)
+    written = assert_matches_onnxruntime(model, tmp_path)  # OpenCV DNN vs onnxruntime, float32: atol 1e-5
+    assert layer_types(written) == types
+
+
+def test_softmax_before_opset_13_over_several_axes_is_reported() -> None:
+    node = helper.make_node("Softmax", ["x"], ["y"], name="softmax")  # opset 11 default axis 1: C, H, W together
+    (problem,) = find_problems(graph([node], {"x": (1, 3, 4, 4)}, ["y"], opset=11))
+    assert (problem.kind, problem.node) == ("softmax-axis", "softmax") and "opset 13" in problem.remedy
+
+
 GLOBAL_POOLS = {
     "global-average": ("GlobalAveragePool", {}, {}, ["Pooling"]),
     "global-max": ("GlobalMaxPool", {}, {}, ["Pooling"]),

@@ -423,6 +423,28 @@ CASES = [
         "resize_nearest_half_pixel_sizes",
         one("Resize", [X, None, None, ints(1, 3, 16, 24)], mode="nearest", expect="size=(16, 24)"),
     ),
+    # parameters as older opsets keep them (attributes, other inputs), read through the converter contract
+    case(
+        "resize_opset10_nearest",
+        one("Resize", [X, np.array([1, 1, 2, 2], np.float32)], mode="nearest", opset=10, expect='mode="nearest"'),
+    ),
+    case("upsample_opset9_fractional", one("Upsample", [X, np.array([1, 1, 1.5, 1.5], np.float32)], opset=9)),
+    case("upsample_opset7_attribute", one("Upsample", [X], scales=[1.0, 1.0, 2.0, 2.0], opset=7)),
+    case("pad_opset2_attributes", one("Pad", [X], pads=[0, 0, 1, 2, 0, 0, 3, 0], value=0.5, opset=2, expect="0.5")),
+    case("squeeze_opset11_attribute", one("Squeeze", [(1, 3, 1, 4)], axes=[0, 2], opset=11)),
+    case("split_opset11_attribute", one("Split", [(1, 6, 4, 4)], axis=1, split=[1, 2, 3], outputs=3, opset=11)),
+    case("reduce_sum_opset11_attribute", one("ReduceSum", [X], axes=[1], keepdims=0, opset=11)),
+    case("clip_opset11_one_bound", one("Clip", [X, None, np.array(0.5, np.float32)], opset=11, expect="max=0.5")),
+    # auto_pad resolved by the shared pad normalisation
+    case("maxpool_same_upper", one("MaxPool", [X], kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")),
+    case(
+        "avgpool_same_lower_counted",
+        one("AveragePool", [(1, 3, 7, 7)], kernel_shape=[2, 2], auto_pad="SAME_LOWER", count_include_pad=1),
+    ),
+    case(
+        "conv_transpose_same_upper",
+        one("ConvTranspose", [X, weights(3, 2, 3, 3)], strides=[2, 2], auto_pad="SAME_UPPER"),
+    ),
     case("identity", one("Identity", [X])),
     case("dropout", one("Dropout", [X], opset=13)),
 ]

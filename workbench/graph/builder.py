@@ -8,7 +8,8 @@ Weights enter as NumPy arrays and are wrapped without copying element by element
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir

@@ -10,15 +10,17 @@ they copy it, so every artifact of a conversion chain stays available for
 from __future__ import annotations
 
 import html
+import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
-import numpy as np
+import onnx_ir  # inside Model, the field ``ir`` hides the module's short name
 import onnx_ir as ir
 
 from . import provenance
 from .report import StepReport
+from .shapes import static_shape
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class Model:
     reports: list[StepReport] = field(default_factory=list)
 
     @property
-    def graph(self) -> ir.Graph:
+    def graph(self) -> onnx_ir.Graph:
         return self.ir.graph
 
     @property
@@ -51,20 +53,20 @@ class Model:
 
     @property
     def input_names(self) -> list[str]:
-        return [value.name for value in self.graph.inputs]
+        return [value.name or "" for value in self.graph.inputs]
 
     @property
     def output_names(self) -> list[str]:
-        return [value.name for value in self.graph.outputs]
+        return [value.name or "" for value in self.graph.outputs]
 
     @property
     def opset(self) -> int:
         return self.graph.opset_imports.get("", self.ir.opset_imports.get("", 0))
 
     def input_shapes(self) -> dict[str, tuple]:
-        return {value.name: tuple(value.shape) if value.shape is not None else () for value in self.graph.inputs}
+        return {value.name or "": tuple(value.shape) if value.shape is not None else () for value in self.graph.inputs}
 
-    def nodes(self) -> Iterator[ir.Node]:
+    def nodes(self) -> Iterator[onnx_ir.Node]:
         return iter(self.graph)
 
     def census(self) -> Counter:
@@ -72,15 +74,14 @@ class Model:
         return Counter(node.op_type for node in self.graph)
 
     def parameter_count(self) -> int:
-        return sum(
-            int(np.prod(value.shape)) if value.shape is not None else 0 for value in self.graph.initializers.values()
-        )
+        shapes = map(static_shape, self.graph.initializers.values())
+        return sum(math.prod(shape) if shape is not None else 0 for shape in shapes)
 
-    def copy(self) -> "Model":
+    def copy(self) -> Model:
         """A deep copy (graph and weights), keeping source and reports."""
         return Model(ir.from_proto(ir.to_proto(self.ir)), self.source, list(self.reports))
 
-    def derive(self, model: ir.Model, report: StepReport) -> "Model":
+    def derive(self, model: onnx_ir.Model, report: StepReport) -> Model:
         """A new Model for the output of a step, with its report appended."""
         return Model(model, self.source, [*self.reports, report])
 

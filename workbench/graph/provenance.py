@@ -18,7 +18,7 @@ editing name strings.
 from __future__ import annotations
 
 import json
-from typing import Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 
 import onnx_ir as ir
 
@@ -162,7 +162,7 @@ def restore(model: ir.Model, saved: Mapping[str, Mapping[str, str]]) -> int:
     for node in model.graph:
         if SOURCE_KEY in node.metadata_props:
             continue
-        record = next((saved[o.name] for o in node.outputs if o.name in saved), None)
+        record = next((saved[o.name] for o in node.outputs if o.name is not None and o.name in saved), None)
         if record is None:
             missing += 1
             continue

@@ -25,10 +25,8 @@ def static_shape(value: ir.Value | None) -> tuple[int, ...] | None:
     """The value's shape as ints, or None when unknown or symbolic."""
     if value is None or value.shape is None:
         return None
-    dims = tuple(value.shape)
-    if not all(isinstance(d, int) for d in dims):
-        return None
-    return dims
+    dims = tuple(d for d in value.shape if isinstance(d, int))
+    return dims if len(dims) == len(value.shape) else None
 
 
 def constant(value: ir.Value | None) -> np.ndarray | None:

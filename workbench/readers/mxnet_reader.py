@@ -33,15 +33,17 @@ from __future__ import annotations
 import ast
 import json
 import struct
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
-from ..errors import InputError, Problem, UnsupportedError
+from ..errors import InputError, Problem, UnsupportedLayersError
 from ..graph import Model, SourceInfo, provenance
 from ..graph.builder import GraphBuilder
+from ..graph.converter import ConverterContext
 from ..registry import Registry
 
 _LIST_MAGIC = 0x112
@@ -153,10 +155,20 @@ def _pair(value: Any, default: int) -> list[int]:
     return [int(v) for v in value]
 
 
-class _Context:
-    """What a converter needs: the builder, the node, its inputs and attributes."""
+class MXNetNodeContext(ConverterContext):
+    """What a converter needs: the builder, the node, its inputs and attributes; problems
+    are reported through the converter contract (``ctx.unsupported``) and the converter
+    returns None."""
 
-    def __init__(self, builder: GraphBuilder, node: dict, inputs: list[ir.Value], params: list[str | None]):
+    def __init__(
+        self,
+        problems: list[Problem],
+        builder: GraphBuilder,
+        node: dict[str, Any],
+        inputs: list[ir.Value],
+        params: list[str | None],
+    ) -> None:
+        super().__init__(problems, name=node["name"], op_type=node["op"], source=(node["name"],))
         self.builder = builder
         self.name = node["name"]
         self.op = node["op"]
@@ -168,10 +180,10 @@ class _Context:
         self,
         op_type: str,
         inputs: Sequence[ir.Value | None],
-        attributes: dict | None = None,
+        attributes: dict[str, Any] | None = None,
         *,
         final: bool = True,
-        params: dict[int, str] | None = None,
+        params: dict[int, str | None] | None = None,
     ) -> ir.Value:
         """Add one ONNX node for this MXNet node; the final one carries the MXNet output name.
 
@@ -194,12 +206,25 @@ class _Context:
     def constant(self, suffix: str, array: np.ndarray) -> ir.Value:
         return self.builder.add_initializer(f"{self.name}_{suffix}", np.asarray(array))
 
+    def parameter(self, index: int) -> np.ndarray | None:
+        """The data of input ``index``, a parameter from the params file; None after
+        reporting an input that is computed instead."""
+        tensor = self.inputs[index].const_value if index < len(self.inputs) else None
+        if tensor is None:
+            self.unsupported(
+                f"{self.op} input {index} is computed in the graph; the reader expects a parameter there",
+                "save the value as a parameter (an arg in the .params file)",
+            )
+            return None
+        return tensor.numpy()
 
-CONVERTERS: Registry[Callable[[_Context], ir.Value]] = Registry("MXNet reader: MXNet op → ONNX")
+
+Converter = Callable[[MXNetNodeContext], ir.Value | None]
+CONVERTERS: Registry[Converter] = Registry("MXNet reader: MXNet op → ONNX")
 
 
 @CONVERTERS.register("Convolution")
-def convert_convolution(ctx: _Context) -> ir.Value:
+def convert_convolution(ctx: MXNetNodeContext) -> ir.Value | None:
     """Conv: kernel, stride, pad, dilate, num_group; bias unless no_bias."""
     kernel = _pair(ctx.attrs.get("kernel"), 1)
     pads = _pair(ctx.attrs.get("pad"), 0)
@@ -218,12 +243,13 @@ def convert_convolution(ctx: _Context) -> ir.Value:
 
 
 @CONVERTERS.register("Deconvolution")
-def convert_deconvolution(ctx: _Context) -> ir.Value:
+def convert_deconvolution(ctx: MXNetNodeContext) -> ir.Value | None:
     """ConvTranspose: weight (in, out/group, kh, kw); MXNet's default is no bias."""
     pads = _pair(ctx.attrs.get("pad"), 0)
     has_bias = not ctx.attrs.get("no_bias", True)
     if ctx.attrs.get("target_shape"):
-        raise _Unsupported("Deconvolution with target_shape", "give explicit pad and adj instead")
+        ctx.unsupported("Deconvolution with target_shape", "give explicit pad and adj instead")
+        return None
     return ctx.emit(
         "ConvTranspose",
         ctx.inputs[:3] if has_bias else ctx.inputs[:2],
@@ -239,22 +265,27 @@ def convert_deconvolution(ctx: _Context) -> ir.Value:
 
 
 @CONVERTERS.register("BatchNorm")
-def convert_batchnorm(ctx: _Context) -> ir.Value:
+def convert_batchnorm(ctx: MXNetNodeContext) -> ir.Value | None:
     """BatchNormalization with MXNet's defaults: eps 1e-3, fix_gamma true (gamma := 1)."""
     if int(ctx.attrs.get("axis", 1)) != 1:
-        raise _Unsupported("BatchNorm over an axis other than 1", "transpose to NCHW first")
+        ctx.unsupported("BatchNorm over an axis other than 1", "transpose to NCHW first")
+        return None
     data, gamma, beta, mean, var = ctx.inputs[:5]
     fixed = ctx.attrs.get("fix_gamma", True)
-    if fixed:
-        gamma = ctx.constant("gamma_fixed", np.ones(gamma.const_value.numpy().shape, np.float32))
+    stored_gamma = ctx.parameter(1) if fixed else None
+    if fixed and stored_gamma is None:
+        return None
+    if stored_gamma is not None:
+        gamma = ctx.constant("gamma_fixed", np.ones(stored_gamma.shape, np.float32))
     value = ctx.emit(
         "BatchNormalization",
         [data, gamma, beta, mean, var],
         {"epsilon": float(ctx.attrs.get("eps", 1e-3))},
         params=dict(enumerate(ctx.params)),
     )
-    if fixed:
-        provenance.add_transform(value.producer(), f"fix_gamma: stored {ctx.params[1]} ignored, gamma = 1")
+    producer = value.producer()
+    if fixed and producer is not None:
+        provenance.add_transform(producer, f"fix_gamma: stored {ctx.params[1]} ignored, gamma = 1")
     return value
 
 
@@ -262,16 +293,17 @@ _ACTIVATIONS = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softrelu"
 
 
 @CONVERTERS.register("Activation")
-def convert_activation(ctx: _Context) -> ir.Value:
+def convert_activation(ctx: MXNetNodeContext) -> ir.Value | None:
     """Relu, Sigmoid, Tanh, Softplus (softrelu), Softsign."""
     kind = ctx.attrs.get("act_type")
     if kind not in _ACTIVATIONS:
-        raise _Unsupported(f"Activation act_type={kind}", "")
+        ctx.unsupported(f"Activation act_type={kind}")
+        return None
     return ctx.emit(_ACTIVATIONS[kind], ctx.inputs[:1])
 
 
 @CONVERTERS.register("LeakyReLU")
-def convert_leaky_relu(ctx: _Context) -> ir.Value:
+def convert_leaky_relu(ctx: MXNetNodeContext) -> ir.Value | None:
     """leaky → LeakyRelu, prelu → PRelu (per-channel slope), elu → Elu, selu → Selu."""
     kind = ctx.attrs.get("act_type", "leaky")
     slope = float(ctx.attrs.get("slope", 0.25))
@@ -279,29 +311,35 @@ def convert_leaky_relu(ctx: _Context) -> ir.Value:
         return ctx.emit("LeakyRelu", ctx.inputs[:1], {"alpha": slope})
     if kind == "prelu":
         # ONNX PRelu broadcasts the slope from the right: (C,) must become (C, 1, 1)
-        slope = ctx.constant("gamma_chw", ctx.inputs[1].const_value.numpy().reshape(-1, 1, 1))
-        return ctx.emit("PRelu", [ctx.inputs[0], slope], params={1: ctx.params[1]})
+        stored = ctx.parameter(1)
+        if stored is None:
+            return None
+        slopes = ctx.constant("gamma_chw", stored.reshape(-1, 1, 1))
+        return ctx.emit("PRelu", [ctx.inputs[0], slopes], params={1: ctx.params[1]})
     if kind == "elu":
         return ctx.emit("Elu", ctx.inputs[:1], {"alpha": slope})
     if kind == "selu":
         return ctx.emit("Selu", ctx.inputs[:1])
-    raise _Unsupported(f"LeakyReLU act_type={kind}", "")
+    ctx.unsupported(f"LeakyReLU act_type={kind}")
+    return None
 
 
 @CONVERTERS.register("Pooling")
-def convert_pooling(ctx: _Context) -> ir.Value:
+def convert_pooling(ctx: MXNetNodeContext) -> ir.Value | None:
     """Max/avg/sum pooling; "full" convention = ceil rounding, "valid" = floor; global pooling."""
     kind = ctx.attrs.get("pool_type", "max")
     if kind not in ("max", "avg", "sum"):
-        raise _Unsupported(f"Pooling pool_type={kind}", "")
+        ctx.unsupported(f"Pooling pool_type={kind}")
+        return None
     if ctx.attrs.get("global_pool", False):
-        op = "GlobalMaxPool" if kind == "max" else "GlobalAveragePool"
         if kind == "sum":
-            raise _Unsupported("global sum pooling", "")
-        return ctx.emit(op, ctx.inputs[:1])
+            ctx.unsupported("global sum pooling", "use avg pooling and multiply by the window size")
+            return None
+        return ctx.emit("GlobalMaxPool" if kind == "max" else "GlobalAveragePool", ctx.inputs[:1])
     convention = ctx.attrs.get("pooling_convention", "valid")
     if convention not in ("valid", "full"):
-        raise _Unsupported(f"Pooling pooling_convention={convention}", "use valid or full")
+        ctx.unsupported(f"Pooling pooling_convention={convention}", "use valid or full")
+        return None
     kernel = _pair(ctx.attrs.get("kernel"), 1)
     pads = _pair(ctx.attrs.get("pad"), 0)
     attributes = {
@@ -321,32 +359,32 @@ def convert_pooling(ctx: _Context) -> ir.Value:
 
 
 @CONVERTERS.register("Flatten")
-def convert_flatten(ctx: _Context) -> ir.Value:
+def convert_flatten(ctx: MXNetNodeContext) -> ir.Value | None:
     """Flatten all but the batch axis."""
     return ctx.emit("Flatten", ctx.inputs[:1], {"axis": 1})
 
 
 @CONVERTERS.register("FullyConnected")
-def convert_fully_connected(ctx: _Context) -> ir.Value:
+def convert_fully_connected(ctx: MXNetNodeContext) -> ir.Value | None:
     """Gemm with transB (after Flatten when flatten=true, MXNet's default)."""
     data = ctx.inputs[0]
-    if ctx.attrs.get("flatten", True):
-        data = ctx.emit("Flatten", [data], {"axis": 1}, final=False)
-    else:
-        raise _Unsupported("FullyConnected with flatten=False", "")
+    if not ctx.attrs.get("flatten", True):
+        ctx.unsupported("FullyConnected with flatten=False")
+        return None
+    data = ctx.emit("Flatten", [data], {"axis": 1}, final=False)
     has_bias = not ctx.attrs.get("no_bias", False)
     inputs = [data, ctx.inputs[1]] + ([ctx.inputs[2]] if has_bias else [])
     return ctx.emit("Gemm", inputs, {"transB": 1}, params=dict(enumerate(ctx.params)))
 
 
 @CONVERTERS.register("Concat")
-def convert_concat(ctx: _Context) -> ir.Value:
+def convert_concat(ctx: MXNetNodeContext) -> ir.Value | None:
     """Concat along dim (default 1), inputs in the symbol's order."""
     return ctx.emit("Concat", ctx.inputs, {"axis": int(ctx.attrs.get("dim", 1))})
 
 
 @CONVERTERS.register("softmax", "SoftmaxActivation", "SoftmaxOutput")
-def convert_softmax(ctx: _Context) -> ir.Value:
+def convert_softmax(ctx: MXNetNodeContext) -> ir.Value | None:
     """Softmax: ``softmax`` over ``axis`` (default -1); the others over the channel axis."""
     if ctx.op == "softmax":
         axis = int(ctx.attrs.get("axis", -1))
@@ -359,7 +397,7 @@ def convert_softmax(ctx: _Context) -> ir.Value:
 
 
 @CONVERTERS.register("Dropout")
-def convert_dropout(ctx: _Context) -> ir.Value:
+def convert_dropout(ctx: MXNetNodeContext) -> ir.Value | None:
     """Identity at inference."""
     return ctx.emit("Identity", ctx.inputs[:1])
 
@@ -391,13 +429,13 @@ _ELEMENTWISE = {
 
 
 @CONVERTERS.register(*_ELEMENTWISE)
-def convert_elementwise(ctx: _Context) -> ir.Value:
+def convert_elementwise(ctx: MXNetNodeContext) -> ir.Value | None:
     """Binary elementwise ops (Add, Sub, Mul, Div, Max, Min), with broadcasting."""
     return ctx.emit(_ELEMENTWISE[ctx.op], ctx.inputs[:2])
 
 
 @CONVERTERS.register("add_n", "ElementWiseSum")
-def convert_add_n(ctx: _Context) -> ir.Value:
+def convert_add_n(ctx: MXNetNodeContext) -> ir.Value | None:
     """Sum of all inputs."""
     return ctx.emit("Sum", ctx.inputs)
 
@@ -413,7 +451,7 @@ _SCALAR = {
 
 
 @CONVERTERS.register(*_SCALAR)
-def convert_scalar(ctx: _Context) -> ir.Value:
+def convert_scalar(ctx: MXNetNodeContext) -> ir.Value | None:
     """x op scalar (or scalar op x for the _r forms): preprocessing written into the graph."""
     op, reverse = _SCALAR[ctx.op]
     scalar = ctx.constant("scalar", np.array(float(ctx.attrs["scalar"]), np.float32))
@@ -422,7 +460,7 @@ def convert_scalar(ctx: _Context) -> ir.Value:
 
 
 @CONVERTERS.register("clip")
-def convert_clip(ctx: _Context) -> ir.Value:
+def convert_clip(ctx: MXNetNodeContext) -> ir.Value | None:
     """Clip between a_min and a_max."""
     low = ctx.constant("min", np.array(float(ctx.attrs["a_min"]), np.float32))
     high = ctx.constant("max", np.array(float(ctx.attrs["a_max"]), np.float32))
@@ -430,36 +468,39 @@ def convert_clip(ctx: _Context) -> ir.Value:
 
 
 @CONVERTERS.register("Reshape")
-def convert_reshape(ctx: _Context) -> ir.Value:
+def convert_reshape(ctx: MXNetNodeContext) -> ir.Value | None:
     """Reshape; 0 (copy) and -1 (infer) mean the same in ONNX; -2/-3/-4 are not supported."""
     shape = [int(d) for d in ctx.attrs.get("shape", ())]
     if any(d < -1 for d in shape) or ctx.attrs.get("reverse", False):
-        raise _Unsupported("Reshape with special values -2/-3/-4 or reverse", "rewrite with 0 and -1")
+        ctx.unsupported("Reshape with special values -2/-3/-4 or reverse", "rewrite with 0 and -1")
+        return None
     return ctx.emit("Reshape", [ctx.inputs[0], ctx.constant("shape", np.array(shape, np.int64))])
 
 
 @CONVERTERS.register("transpose")
-def convert_transpose(ctx: _Context) -> ir.Value:
+def convert_transpose(ctx: MXNetNodeContext) -> ir.Value | None:
     """Transpose by axes (reversed when none are given)."""
     axes = ctx.attrs.get("axes")
     return ctx.emit("Transpose", ctx.inputs[:1], {"perm": [int(a) for a in axes]} if axes else None)
 
 
 @CONVERTERS.register("UpSampling")
-def convert_upsampling(ctx: _Context) -> ir.Value:
+def convert_upsampling(ctx: MXNetNodeContext) -> ir.Value | None:
     """Nearest upsampling by an integer scale."""
     if ctx.attrs.get("sample_type", "nearest") != "nearest":
-        raise _Unsupported("bilinear UpSampling", "")
+        ctx.unsupported("bilinear UpSampling")
+        return None
     scale = float(ctx.attrs.get("scale", 1))
     scales = ctx.constant("scales", np.array([1, 1, scale, scale], np.float32))
     return ctx.emit("Resize", [ctx.inputs[0], None, scales], {"mode": "nearest"})
 
 
 @CONVERTERS.register("L2Normalization")
-def convert_l2_normalization(ctx: _Context) -> ir.Value:
+def convert_l2_normalization(ctx: MXNetNodeContext) -> ir.Value | None:
     """instance mode: x / sqrt(sum over all non-batch axes of x² + eps)."""
     if ctx.attrs.get("mode", "instance") != "instance":
-        raise _Unsupported(f"L2Normalization mode={ctx.attrs.get('mode')}", "")
+        ctx.unsupported(f"L2Normalization mode={ctx.attrs.get('mode')}")
+        return None
     x = ctx.inputs[0]
     flat = ctx.emit("Flatten", [x], {"axis": 1}, final=False)
     squares = ctx.emit(
@@ -474,11 +515,87 @@ def convert_l2_normalization(ctx: _Context) -> ir.Value:
     return ctx.emit("Reshape", [normalized, shape])
 
 
-class _Unsupported(Exception):
-    def __init__(self, what: str, remedy: str) -> None:
-        super().__init__(what)
-        self.what = what
-        self.remedy = remedy
+def _read_symbol(symbol_path: Path) -> tuple[list[dict[str, Any]], list[list[int]]]:
+    """The ``nodes`` and ``heads`` of a symbol file."""
+    try:
+        symbol = json.loads(symbol_path.read_text())
+        return symbol["nodes"], symbol["heads"]
+    except FileNotFoundError as error:
+        raise InputError(
+            f"no such MXNet symbol file: {symbol_path}", expected="a *-symbol.json", remedy="check the path"
+        ) from error
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(
+            f"{symbol_path} is not an MXNet symbol file",
+            expected="JSON with 'nodes' and 'heads' (saved by sym.save / export)",
+            found=str(error),
+            remedy="pass the *-symbol.json written together with the .params",
+        ) from error
+
+
+_UNSUPPORTED_REMEDY = "convert them to supported ops in MXNet before exporting, or extend the reader"
+
+
+def _unsupported_ops(nodes: list[dict[str, Any]]) -> list[Problem]:
+    """A problem for every node whose op has no converter (all of them, before converting any)."""
+    problems: list[Problem] = []
+    for node in nodes:
+        if node["op"] != "null" and node["op"] not in CONVERTERS:
+            ConverterContext(problems, name=node["name"], op_type=node["op"], source=(node["name"],)).problem(
+                "unsupported-op",
+                f"MXNet op {node['op']} has no converter",
+                "convert it to supported ops in MXNet before exporting, or extend the reader",
+            )
+    return problems
+
+
+class _SymbolWalk:
+    """The walk over a symbol's nodes: (node index, output index) -> value, problems collected."""
+
+    def __init__(self, builder: GraphBuilder, nodes: list[dict[str, Any]], labels: set[int]) -> None:
+        self.builder = builder
+        self.nodes = nodes
+        self.labels = labels  # SoftmaxOutput label variables: training-only inputs, left out
+        self.values: dict[tuple[int, int], ir.Value] = {}
+        self.param_names: dict[int, str] = {}
+        self.problems: list[Problem] = []
+        self.failed: set[int] = set()  # nodes not converted (reported), and the nodes that use them
+
+    def add_variables(self, shapes: dict[str, tuple[int, ...]], params: dict[str, np.ndarray]) -> None:
+        for index, node in enumerate(self.nodes):
+            if node["op"] != "null":
+                continue
+            if node["name"] in shapes:
+                self.values[(index, 0)] = self.builder.add_input(node["name"], shapes[node["name"]])
+            elif node["name"] in params:
+                self.values[(index, 0)] = self.builder.add_initializer(node["name"], params[node["name"]])
+                self.param_names[index] = node["name"]
+
+    def convert(self) -> None:
+        for index, node in enumerate(self.nodes):
+            if node["op"] != "null":
+                self._convert_node(index, node)
+
+    def _convert_node(self, index: int, node: dict[str, Any]) -> None:
+        entries = [entry for entry in node["inputs"] if entry[0] not in self.labels]
+        if any(entry[0] in self.failed for entry in entries):
+            self.failed.add(index)  # the problem upstream is already reported
+            return
+        missing = [self.nodes[entry[0]]["name"] for entry in entries if (entry[0], entry[1]) not in self.values]
+        if missing:
+            raise InputError(
+                f"MXNet node {node['name']} uses {', '.join(missing)}, which the params file does not hold",
+                remedy="check that the .params belongs to this symbol (same epoch and prefix)",
+            )
+        inputs = [self.values[(entry[0], entry[1])] for entry in entries]
+        sources = [self.param_names.get(entry[0]) for entry in entries]
+        converter = CONVERTERS.get(node["op"])
+        assert converter is not None  # unsupported ops were reported before the walk
+        value = converter(MXNetNodeContext(self.problems, self.builder, node, inputs, sources))
+        if value is None:
+            self.failed.add(index)
+        else:
+            self.values[(index, 0)] = value
 
 
 def read_mxnet(
@@ -492,92 +609,35 @@ def read_mxnet(
     ``input_shapes``: ``{input name: shape}``, or one shape for a single input.
     """
     symbol_path, params_path = Path(symbol_path), Path(params_path)
-    try:
-        symbol = json.loads(symbol_path.read_text())
-        nodes = symbol["nodes"]
-        heads = symbol["heads"]
-    except FileNotFoundError as error:
-        raise InputError(
-            f"no such MXNet symbol file: {symbol_path}", expected="a *-symbol.json", remedy="check the path"
-        ) from error
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise InputError(
-            f"{symbol_path} is not an MXNet symbol file",
-            expected="JSON with 'nodes' and 'heads' (saved by sym.save / export)",
-            found=str(error),
-            remedy="pass the *-symbol.json written together with the .params",
-        ) from error
+    nodes, heads = _read_symbol(symbol_path)
     params = read_params(params_path)
-    consumers_of_label = {
-        node["inputs"][1][0] for node in nodes if node["op"] == "SoftmaxOutput" and len(node["inputs"]) > 1
-    }
+    labels = {node["inputs"][1][0] for node in nodes if node["op"] == "SoftmaxOutput" and len(node["inputs"]) > 1}
     data_names = [
         node["name"]
         for index, node in enumerate(nodes)
-        if node["op"] == "null" and node["name"] not in params and index not in consumers_of_label
+        if node["op"] == "null" and node["name"] not in params and index not in labels
     ]
     shapes = _input_shapes(data_names, input_shapes, nodes)
-
-    problems = [
-        Problem(
-            "error",
-            "unsupported-op",
-            node["name"],
-            node["op"],
-            f"MXNet op {node['op']} has no converter",
-            "convert it to supported ops in MXNet before exporting, or extend the reader",
-        )
-        for node in nodes
-        if node["op"] != "null" and node["op"] not in CONVERTERS
-    ]
+    problems = _unsupported_ops(nodes)
     if problems:
-        raise UnsupportedError("the workbench graph (MXNet reader)", problems)
-
-    builder = GraphBuilder(symbol_path.name.removesuffix("-symbol.json"))
-    values: dict[tuple[int, int], ir.Value] = {}
-    param_names: dict[int, str] = {}
-    for index, node in enumerate(nodes):
-        if node["op"] != "null":
-            continue
-        if node["name"] in shapes:
-            values[(index, 0)] = builder.add_input(node["name"], shapes[node["name"]])
-        elif node["name"] in params:
-            values[(index, 0)] = builder.add_initializer(node["name"], params[node["name"]])
-            param_names[index] = node["name"]
-
-    for index, node in enumerate(nodes):
-        if node["op"] == "null":
-            continue
-        inputs = [values.get((entry[0], entry[1])) for entry in node["inputs"] if entry[0] not in consumers_of_label]
-        missing = [
-            nodes[entry[0]]["name"]
-            for entry in node["inputs"]
-            if (entry[0], entry[1]) not in values and entry[0] not in consumers_of_label
-        ]
-        if missing:
-            raise InputError(
-                f"MXNet node {node['name']} uses {', '.join(missing)}, which the params file does not hold",
-                remedy="check that the .params belongs to this symbol (same epoch and prefix)",
-            )
-        sources = [param_names.get(entry[0]) for entry in node["inputs"] if entry[0] not in consumers_of_label]
-        try:
-            values[(index, 0)] = CONVERTERS.get(node["op"])(_Context(builder, node, inputs, sources))
-        except _Unsupported as unsupported:
-            problems.append(
-                Problem(
-                    "error", "unsupported-attribute", node["name"], node["op"], unsupported.what, unsupported.remedy
-                )
-            )
-    if problems:
-        raise UnsupportedError("the workbench graph (MXNet reader)", problems)
-    builder.set_outputs([values[(head[0], head[1])] for head in heads])
-    model = builder.build()
+        raise UnsupportedLayersError("MXNet", problems, remedy=_UNSUPPORTED_REMEDY)
+    walk = _SymbolWalk(GraphBuilder(symbol_path.name.removesuffix("-symbol.json")), nodes, labels)
+    walk.add_variables(shapes, params)
+    walk.convert()
+    if walk.problems:
+        raise UnsupportedLayersError("MXNet", walk.problems, remedy=_UNSUPPORTED_REMEDY)
+    walk.builder.set_outputs([walk.values[(head[0], head[1])] for head in heads])
+    model = walk.builder.build()
     for value in model.graph.inputs:
         value.type = ir.TensorType(ir.DataType.FLOAT)
-    return Model(model, SourceInfo("mxnet", (str(symbol_path), str(params_path)), builder.name))
+    return Model(model, SourceInfo("mxnet", (str(symbol_path), str(params_path)), walk.builder.name))
 
 
-def _input_shapes(names: list[str], given, nodes: list[dict]) -> dict[str, tuple[int, ...]]:
+def _input_shapes(
+    names: list[str],
+    given: dict[str, Sequence[int]] | Sequence[int] | None,
+    nodes: list[dict[str, Any]],
+) -> dict[str, tuple[int, ...]]:
     if isinstance(given, dict):
         shapes = {k: tuple(int(d) for d in v) for k, v in given.items()}
     elif given is not None and len(names) == 1:

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import Problem, UnsupportedError
+from ..errors import Problem, UnsupportedError, errors_of, sort_problems
 from ..graph import Model, StepReport, provenance
 from ..graph.report import timed
 from ..writers import call_with_options, writer_module
@@ -33,7 +33,7 @@ class CheckReport:
 
     @property
     def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
+        return errors_of(self.problems)
 
     @property
     def warnings(self) -> list[Problem]:
@@ -144,10 +144,7 @@ def check(model: Model, target: str, **options: Any) -> CheckReport:
     with timed(report):
         writer = writer_module(target)
         found = call_with_options(writer.find_problems, target, model, **options)
-        problems = sorted(
-            [*found, *general_pitfalls(model)],
-            key=lambda p: (p.severity != "error", p.op_type, p.node, p.kind),
-        )
+        problems = sort_problems([*found, *general_pitfalls(model)])
         result = CheckReport(target, model.name, problems, report)
     report.summary = f"{target}: {len(result.errors)} error(s), {len(result.warnings)} warning(s)" + (
         "" if result.ok else f" in ops {', '.join(sorted({p.op_type for p in result.errors}))}"

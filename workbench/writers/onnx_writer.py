@@ -15,15 +15,17 @@ is not in the ONNX standard at the model's opset, or one from another domain
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnx_ir as ir
 
-from ..errors import InputError, Problem, UnsupportedError
+from ..errors import InputError, Problem, UnsupportedError, errors_of
 from ..graph import Model, StepReport, provenance
+from ..graph.converter import OnnxNodeContext
 from ..graph.report import timed
+from ..graph.shapes import static_shape
 from .files import WrittenFiles, staged_output
 
 STANDARD_DOMAINS = ("", "ai.onnx")
@@ -32,50 +34,40 @@ ONNXRUNTIME_DOMAIN = "com.microsoft"
 EXTERNAL_DATA_BYTES = 1 << 30
 
 
-def _node_problem(node: ir.Node, severity: str, kind: str, message: str, remedy: str) -> Problem:
-    return Problem(severity, kind, node.name or "", node.op_type, message, remedy, provenance.sources(node))
+def _report_node(ctx: OnnxNodeContext, known: set[tuple[str, str, str]]) -> None:
+    """Report the node if the ONNX target cannot hold it (ops with a function in the model can)."""
+    node = ctx.node
+    if (node.domain, node.op_type, node.overload) in known:
+        return
+    if node.domain in STANDARD_DOMAINS:
+        if not onnx.defs.has(node.op_type, ctx.opset, ""):
+            ctx.problem(
+                "unknown-op",
+                f"{node.op_type} is not an ONNX operator at opset {ctx.opset}",
+                "re-export with a newer opset, or replace the op with standard ones",
+            )
+    elif node.domain == ONNXRUNTIME_DOMAIN:
+        ctx.problem(
+            "runtime-specific-op",
+            f"{node.op_type} is an onnxruntime contrib op ({ONNXRUNTIME_DOMAIN}); other runtimes cannot run it",
+            "export without onnxruntime-specific fusions if the model must run elsewhere",
+            severity="warning",
+        )
+    else:
+        ctx.problem(
+            "custom-domain-op",
+            f"{node.op_type} is in domain {node.domain!r}, which no ONNX runtime knows",
+            "export the op as standard ONNX ops, or include its function definition in the model",
+        )
 
 
 def find_problems(model: Model) -> list[Problem]:
     """Every node the ONNX target cannot hold, then ``onnx.checker``'s verdict."""
-    opset = model.opset
-    functions = {(f.domain, f.name, f.overload) for f in model.ir.functions.values()}
-    problems = []
+    known = {(f.domain, f.name, f.overload) for f in model.ir.functions.values()}
+    problems: list[Problem] = []
     for node in model.graph.all_nodes():
-        if (node.domain, node.op_type, node.overload) in functions:
-            continue
-        if node.domain in STANDARD_DOMAINS:
-            if not onnx.defs.has(node.op_type, opset, ""):
-                problems.append(
-                    _node_problem(
-                        node,
-                        "error",
-                        "unknown-op",
-                        f"{node.op_type} is not an ONNX operator at opset {opset}",
-                        "re-export with a newer opset, or replace the op with standard ones",
-                    )
-                )
-        elif node.domain == ONNXRUNTIME_DOMAIN:
-            problems.append(
-                _node_problem(
-                    node,
-                    "warning",
-                    "runtime-specific-op",
-                    f"{node.op_type} is an onnxruntime contrib op ({ONNXRUNTIME_DOMAIN}); other runtimes cannot run it",
-                    "export without onnxruntime-specific fusions if the model must run elsewhere",
-                )
-            )
-        else:
-            problems.append(
-                _node_problem(
-                    node,
-                    "error",
-                    "custom-domain-op",
-                    f"{node.op_type} is in domain {node.domain!r}, which no ONNX runtime knows",
-                    "export the op as standard ONNX ops, or include its function definition in the model",
-                )
-            )
-    if not any(p.severity == "error" for p in problems):
+        _report_node(OnnxNodeContext(problems, node, model.opset), known)
+    if not errors_of(problems):
         problems += _checker_problems(model)
     return problems
 
@@ -121,11 +113,12 @@ def _metadata(model: Model) -> dict[str, str]:
 
 
 def _weight_bytes(model: Model) -> int:
-    return sum(
-        int(np.prod(value.shape)) * value.dtype.itemsize
-        for value in model.graph.initializers.values()
-        if value.shape is not None and value.dtype is not None
-    )
+    total = 0.0  # sub-byte types (int4) have fractional item sizes
+    for value in model.graph.initializers.values():
+        shape = static_shape(value)
+        if shape is not None and value.dtype is not None:
+            total += math.prod(shape) * value.dtype.itemsize
+    return int(total)
 
 
 def write_onnx(model: Model, outdir: str | Path, *, name: str | None = None) -> WrittenFiles:
@@ -137,7 +130,7 @@ def write_onnx(model: Model, outdir: str | Path, *, name: str | None = None) -> 
             expected="a plain file name without folders",
             remedy="pass the folder as outdir and a bare name",
         )
-    errors = [p for p in find_problems(model) if p.severity == "error"]
+    errors = errors_of(find_problems(model))
     if errors:
         raise UnsupportedError("ONNX", errors)
     report = StepReport("write onnx")

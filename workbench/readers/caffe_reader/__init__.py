@@ -21,22 +21,24 @@ Names and provenance:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
-from ...errors import InputError, WorkbenchError
+from ...errors import InputError, Problem, UnsupportedLayersError
 from ...graph import Model, SourceInfo, StepReport, provenance
 from ...graph.builder import GraphBuilder
+from ...graph.converter import ConverterContext
 from ...graph.names import UniqueNames
 from ...graph.report import timed
 from .caffemodel import Weights, read_weights
-from .layers import LAYERS, LayerContext, LayerProblem, WeightsProblem, needs_weights
+from .layers import LAYERS, WEIGHTS_KIND, Converter, LayerContext, needs_weights
 from .prototxt import DeployNet, read_net
 
-__all__ = ["read_caffe", "LAYERS"]
+__all__ = ["LAYERS", "read_caffe"]
 
 
 def read_caffe(
@@ -103,8 +105,7 @@ class _NetConverter:
         self.taken = UniqueNames([*self.top_names.values(), *self.outputs, *net.inputs])
         self.values: dict[str, ir.Value | None] = {}  # blob -> current value (None: its layer failed)
         self.layer_index = 0
-        self.unsupported: list[tuple[str, str, str]] = []  # (type, layer, why)
-        self.weight_problems: list[tuple[str, str]] = []  # (layer, what)
+        self.problems: list[Problem] = []  # every layer's, through the converter contract
 
     # ---- names and nodes ---------------------------------------------------
     def _initializer(self, name: str, array: np.ndarray) -> ir.Value:
@@ -164,20 +165,13 @@ class _NetConverter:
 
     # ---- the walk ----------------------------------------------------------
     def convert(self, report: StepReport) -> ir.Model:
-        self.weight_problems = [
-            (layer.name, "has no weights in the caffemodel")
-            for layer in self.net.layers
-            if needs_weights(layer) and not self.weights.blobs.get(layer.name)
-        ]
+        for layer in self.net.layers:
+            if needs_weights(layer) and not self.weights.blobs.get(layer.name):
+                self._context(layer).problem(
+                    WEIGHTS_KIND, "has no weights in the caffemodel", "pass the caffemodel trained with this prototxt"
+                )
         self._raise_problems()
-        input_blobs = [*self.net.inputs, *(b for layer in self.net.layers if layer.type == "Input" for b in layer.top)]
-        strangers = sorted(set(self.input_shapes) - set(input_blobs))
-        if strangers:
-            raise InputError(
-                f"input shapes were given for blob(s) that are not network inputs: {', '.join(strangers)}",
-                expected=f"input blobs {', '.join(input_blobs) or '(none)'}",
-                remedy="name the input blobs of the prototxt",
-            )
+        self._check_input_shapes()
         for blob, declared in self.net.inputs.items():
             self.values[blob] = self.builder.add_input(blob, self._input_shape(blob, declared))
         for index, layer in enumerate(self.net.layers):
@@ -190,6 +184,20 @@ class _NetConverter:
         self._fill_report(report, model)
         return model
 
+    def _check_input_shapes(self) -> None:
+        input_blobs = [*self.net.inputs, *(b for layer in self.net.layers if layer.type == "Input" for b in layer.top)]
+        strangers = sorted(set(self.input_shapes) - set(input_blobs))
+        if strangers:
+            raise InputError(
+                f"input shapes were given for blob(s) that are not network inputs: {', '.join(strangers)}",
+                expected=f"input blobs {', '.join(input_blobs) or '(none)'}",
+                remedy="name the input blobs of the prototxt",
+            )
+
+    def _context(self, layer: Any, inputs: list[ir.Value] | None = None) -> LayerContext:
+        blobs = self.weights.blobs.get(layer.name, [])
+        return LayerContext(self.problems, layer, inputs or [], blobs, self._emit, self._initializer)
+
     def _convert_layer(self, layer: Any) -> None:
         if layer.type == "Input":
             self._input_layer(layer)
@@ -200,31 +208,37 @@ class _NetConverter:
                 f"layer {layer.name} ({layer.type}) reads blob(s) {', '.join(unknown)} that no earlier layer makes",
                 remedy="check the bottom names and the layer order of the prototxt",
             )
-        converter = LAYERS.get(layer.type)
-        inputs = [self.values[blob] for blob in layer.bottom]
-        if converter is None:
-            self.unsupported.append((layer.type, layer.name, "layer type not supported"))
-        elif all(value is not None for value in inputs):
-            context = LayerContext(layer, inputs, self.weights.blobs.get(layer.name, []), self._emit, self._initializer)
-            try:
-                converter(context)
-                if len(context.outputs) != len(layer.top):
-                    raise LayerProblem(f"has {len(layer.top)} top(s), the conversion gives {len(context.outputs)}")
-            except WeightsProblem as problem:
-                self.weight_problems.append((layer.name, problem.message))
-            except LayerProblem as problem:
-                why = f"{problem.message}. Remedy: {problem.remedy}" if problem.remedy else problem.message
-                self.unsupported.append((layer.type, layer.name, why))
-            else:
-                self.values.update(zip(layer.top, context.outputs))
-                return
+        found = [self.values[blob] for blob in layer.bottom]
+        inputs = [value for value in found if value is not None]
         for blob in layer.top:
-            self.values[blob] = None
+            self.values[blob] = None  # until the layer converts
+        converter = LAYERS.get(layer.type)
+        if converter is None:
+            ConverterContext(self.problems, name=layer.name, op_type=layer.type, source=(layer.name,)).problem(
+                "unsupported-layer",
+                "layer type not supported",
+                "replace the layer by types the reader converts (the README lists them), or convert it by hand",
+            )
+        elif len(inputs) == len(found):  # else an earlier layer failed and was reported
+            self._run(converter, self._context(layer, inputs))
+
+    def _run(self, converter: Converter, context: LayerContext) -> None:
+        converter(context)
+        outputs, tops = context.outputs or [], list(context.layer.top)
+        if context.ok and len(outputs) != len(tops):
+            context.problem(
+                "tops",
+                f"has {len(tops)} top(s), the conversion gives {len(outputs)}",
+                "give the layer the tops its type produces",
+            )
+        if context.ok:
+            self.values.update(zip(tops, outputs))
 
     def _output_value(self, blob: str) -> ir.Value:
         """The value of an output blob, under the blob's name (a Split or Dropout at
         the end passes its bottom through, so the name needs an Identity)."""
         value = self.values[blob]
+        assert value is not None  # a layer that did not convert was reported and raised
         if value.name == blob:
             return value
         writer = next(layer.name for layer in reversed(self.net.layers) if blob in layer.top)
@@ -235,23 +249,25 @@ class _NetConverter:
         return named
 
     def _raise_problems(self) -> None:
-        if self.weight_problems:
+        """Blobs that do not fit the prototxt are bad input (InputError); layers the reader
+        cannot express are listed all at once (UnsupportedLayersError)."""
+        weights = [p for p in self.problems if p.kind == WEIGHTS_KIND]
+        if weights:
             known = {layer.name for layer in self.net.layers}
             unused = sorted(name for name in self.weights.blobs if name not in known)
-            listing = "\n    ".join(f"{layer}: {what}" for layer, what in sorted(self.weight_problems))
+            listing = "\n    ".join(sorted(f"{p.node}: {p.message}" for p in weights))
             extra = f"\n  layers with weights that the prototxt does not have: {', '.join(unused)}" if unused else ""
+            layers = len({p.node for p in weights})
             raise InputError(
-                f"the weights in {self.caffemodel} do not fit the prototxt ({len(self.weight_problems)} layer(s))",
+                f"the weights in {self.caffemodel} do not fit the prototxt ({layers} layer(s))",
                 expected="a caffemodel trained from this prototxt (the same layer names and blob shapes)",
                 found=f"\n    {listing}{extra}",
                 remedy="pass the caffemodel that belongs to this prototxt, or rename the layers to match",
             )
-        if self.unsupported:
-            listing = "\n    ".join(f"{name} ({kind}): {why}" for kind, name, why in sorted(self.unsupported))
-            kinds = sorted({kind for kind, _, _ in self.unsupported})
-            raise WorkbenchError(
-                f"{len(self.unsupported)} Caffe layer(s) cannot be converted: types {', '.join(kinds)}",
-                found=f"\n    {listing}",
+        if self.problems:
+            raise UnsupportedLayersError(
+                "Caffe",
+                self.problems,
                 remedy="replace or remove these layers in the prototxt, or convert them by hand",
             )
 

@@ -23,12 +23,13 @@ value, wire type 5 or 1), which protobuf parsers must accept.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import mmap
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from google.protobuf.message import DecodeError
@@ -115,30 +116,41 @@ def _copy_numbers(
     return values.reshape(shape)
 
 
+@dataclass
+class _BlobFields:
+    """Where a BlobProto's fields lie in the payload."""
+
+    legacy: dict[int, int] = dataclasses.field(default_factory=dict)  # num/channels/height/width
+    shape: tuple[int, ...] = ()
+    floats: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    doubles: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+
+
+def _blob_fields(payload: bytes | mmap.mmap, start: int, end: int) -> _BlobFields:
+    found = _BlobFields()
+    for number, wire_type, value, value_end in _fields(payload, start, end):
+        if number in _BLOB_LEGACY_DIMS and wire_type == _VARINT:
+            found.legacy[number] = value
+        elif number == _BLOB_DATA and wire_type in (_LENGTH, _FIXED32):
+            found.floats.append((value, value_end))
+        elif number == _BLOB_DOUBLE_DATA and wire_type in (_LENGTH, _FIXED64):
+            found.doubles.append((value, value_end))
+        elif number == _BLOB_SHAPE and wire_type == _LENGTH:
+            try:
+                found.shape = tuple(int(d) for d in caffe_pb2.BlobShape.FromString(payload[value:value_end]).dim)
+            except DecodeError as error:
+                raise _Malformed(f"a blob shape does not parse ({error})") from error
+    return found
+
+
 def _blob(payload: bytes | mmap.mmap, start: int, end: int) -> np.ndarray:
     """A BlobProto as a float32 array of its declared shape (the legacy num/channels/
     height/width when present, as Caffe's Blob::FromProto reads it)."""
-    legacy: dict[int, int] = {}
-    shape: tuple[int, ...] = ()
-    floats: list[tuple[int, int]] = []
-    doubles: list[tuple[int, int]] = []
-    for number, wire_type, value, value_end in _fields(payload, start, end):
-        if number in _BLOB_LEGACY_DIMS and wire_type == _VARINT:
-            legacy[number] = value
-        elif number == _BLOB_DATA and wire_type in (_LENGTH, _FIXED32):
-            floats.append((value, value_end))
-        elif number == _BLOB_DOUBLE_DATA and wire_type in (_LENGTH, _FIXED64):
-            doubles.append((value, value_end))
-        elif number == _BLOB_SHAPE and wire_type == _LENGTH:
-            try:
-                shape = tuple(int(d) for d in caffe_pb2.BlobShape.FromString(payload[value:value_end]).dim)
-            except DecodeError as error:
-                raise _Malformed(f"a blob shape does not parse ({error})") from error
-    if legacy:
-        shape = tuple(legacy.get(number, 0) for number in _BLOB_LEGACY_DIMS)
-    if doubles and not floats:
-        return _copy_numbers(payload, doubles, "<f8", shape)
-    return _copy_numbers(payload, floats, "<f4", shape)
+    found = _blob_fields(payload, start, end)
+    shape = tuple(found.legacy.get(number, 0) for number in _BLOB_LEGACY_DIMS) if found.legacy else found.shape
+    if found.doubles and not found.floats:
+        return _copy_numbers(payload, found.doubles, "<f8", shape)
+    return _copy_numbers(payload, found.floats, "<f4", shape)
 
 
 def read_weights(path: Path) -> Weights:

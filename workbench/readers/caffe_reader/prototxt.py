@@ -209,7 +209,8 @@ def read_net(path: Path) -> DeployNet:
             remedy="upgrade the file with Caffe's upgrade_net_proto_text",
         )
     stages = set(net.state.stage)
-    layers, skipped = [], []
+    layers: list[Any] = []
+    skipped: list[Any] = []
     for layer in [*net.layer, *(_upgrade_v1(v1) for v1 in net.layers)]:
         (layers if _runs_in_test_phase(layer, stages) else skipped).append(layer)
     return DeployNet(net.name or path.stem, _header_inputs(net, path), layers, [l.name for l in skipped])

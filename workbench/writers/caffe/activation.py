@@ -24,52 +24,52 @@ import numpy as np
 import onnx_ir as ir
 
 from ...formats import caffe_pb2
-from .net import CAFFE_LAYERS, CaffeNet
+from .net import CAFFE_LAYERS, CaffeNodeContext
 
 
 @CAFFE_LAYERS.register("Relu")
-def convert_relu(node: ir.Node, net: CaffeNet) -> None:
+def convert_relu(ctx: CaffeNodeContext) -> None:
     """ReLU"""
-    net.add_layer(node, "ReLU", in_place=True)
+    ctx.add_layer("ReLU", in_place=True)
 
 
 @CAFFE_LAYERS.register("LeakyRelu")
-def convert_leaky_relu(node: ir.Node, net: CaffeNet) -> None:
+def convert_leaky_relu(ctx: CaffeNodeContext) -> None:
     """ReLU with negative_slope = alpha"""
-    layer = net.add_layer(node, "ReLU", in_place=True)
-    layer.relu_param.negative_slope = node.attributes.get_float("alpha", 0.01)
+    layer = ctx.add_layer("ReLU", in_place=True)
+    layer.relu_param.negative_slope = float(ctx.attr("alpha", 0.01))
 
 
 @CAFFE_LAYERS.register("Elu")
-def convert_elu(node: ir.Node, net: CaffeNet) -> None:
+def convert_elu(ctx: CaffeNodeContext) -> None:
     """ELU with alpha"""
-    layer = net.add_layer(node, "ELU", in_place=True)
-    layer.elu_param.alpha = node.attributes.get_float("alpha", 1.0)
+    layer = ctx.add_layer("ELU", in_place=True)
+    layer.elu_param.alpha = float(ctx.attr("alpha", 1.0))
 
 
 @CAFFE_LAYERS.register("Sigmoid")
-def convert_sigmoid(node: ir.Node, net: CaffeNet) -> None:
+def convert_sigmoid(ctx: CaffeNodeContext) -> None:
     """Sigmoid"""
-    net.add_layer(node, "Sigmoid", in_place=True)
+    ctx.add_layer("Sigmoid", in_place=True)
 
 
 @CAFFE_LAYERS.register("Tanh")
-def convert_tanh(node: ir.Node, net: CaffeNet) -> None:
+def convert_tanh(ctx: CaffeNodeContext) -> None:
     """TanH"""
-    net.add_layer(node, "TanH", in_place=True)
+    ctx.add_layer("TanH", in_place=True)
 
 
 @CAFFE_LAYERS.register("PRelu")
-def convert_prelu(node: ir.Node, net: CaffeNet) -> None:
+def convert_prelu(ctx: CaffeNodeContext) -> None:
     """PReLU, per channel (axis 1) or shared"""
-    slope = net.constant(node.inputs[1])
-    shape = net.shape(node.inputs[0])
+    slope = ctx.const(1)
+    shape = ctx.static_shape(0)
     if slope is None:
-        net.problem(node, "prelu-slope", "the PRelu slope is not a constant", "make the slope a parameter")
+        ctx.problem("prelu-slope", "the PRelu slope is not a constant", "make the slope a parameter")
         return
     if slope.size == 1:
-        layer = net.add_layer(
-            node, "PReLU", weights=[np.asarray(slope, np.float32).reshape(())], weight_inputs=[1], in_place=True
+        layer = ctx.add_layer(
+            "PReLU", weights=[np.asarray(slope, np.float32).reshape(())], weight_inputs=[1], in_place=True
         )
         layer.prelu_param.channel_shared = True
         return
@@ -78,99 +78,119 @@ def convert_prelu(node: ir.Node, net: CaffeNet) -> None:
     # its only non-unit dimension lands on axis 1
     aligned = (1,) * (len(shape) - slope.ndim) + slope.shape if shape and slope.ndim <= len(shape) else None
     if aligned is None or aligned[1] != channels or math.prod(aligned) != channels:
-        net.problem(
-            node,
+        ctx.problem(
             "prelu-slope",
             f"PRelu slope of shape {slope.shape} on input {shape} is neither per channel (axis 1) nor shared",
             "use one slope per channel (nn.PReLU(num_channels)) or a single shared slope",
         )
         return
-    net.add_layer(node, "PReLU", weights=[slope.reshape(channels)], weight_inputs=[1], in_place=True)
+    ctx.add_layer("PReLU", weights=[slope.reshape(channels)], weight_inputs=[1], in_place=True)
 
 
-def _clip_bounds(node: ir.Node, net: CaffeNet) -> tuple[float, float] | None:
-    """(low, high) from the attributes (opset 6) or the constant inputs (opset 11+)."""
-    if "min" in node.attributes or "max" in node.attributes:
-        return node.attributes.get_float("min", -math.inf), node.attributes.get_float("max", math.inf)
-    bounds = []
-    for index, default in ((1, -math.inf), (2, math.inf)):
-        value = node.inputs[index] if len(node.inputs) > index else None
-        array = net.constant(value) if value is not None else np.float32(default)
-        if array is None:
-            net.problem(node, "clip-bounds", "Clip bounds are not constants", "use constant bounds")
-            return None
-        bounds.append(float(array))
-    return bounds[0], bounds[1]
+def _clip_bounds(ctx: CaffeNodeContext) -> tuple[float, float] | None:
+    """(low, high) where the opset keeps them (attributes before 11, constant inputs after)."""
+    if not ctx.require_constants("min", "max"):
+        return None
+    low, high = ctx.param("min"), ctx.param("max")
+    return (
+        -math.inf if low is None else float(low.reshape(())),
+        math.inf if high is None else float(high.reshape(())),
+    )
+
+
+def _power(
+    ctx: CaffeNodeContext, role: str, bottom: str, scale: float, shift: float = 0.0, output: ir.Value | None = None
+) -> str:
+    layer = ctx.add_layer("Power", [bottom], [output], role=role)
+    layer.power_param.scale = scale
+    if shift:
+        layer.power_param.shift = shift
+    return str(layer.top[0])
+
+
+def _eltwise_max(ctx: CaffeNodeContext, role: str, bottoms: list[str], output: ir.Value | None = None) -> str:
+    layer = ctx.add_layer("Eltwise", bottoms, [output], role=role)
+    layer.eltwise_param.operation = caffe_pb2.EltwiseParameter.MAX
+    return str(layer.top[0])
+
+
+def _clip_layers(ctx: CaffeNodeContext, low: float, high: float) -> int:
+    """Write ``max(x, low)`` then ``min(., high)`` for the finite bounds; returns the layer count."""
+    data = ctx.bottom(ctx.node.inputs[0])
+    output = ctx.node.outputs[0]
+    has_high = math.isfinite(high)
+    written = 0
+    if low == 0.0:
+        data = ctx.add_layer("ReLU", [data], [None if has_high else output]).top[0]
+        written += 1
+    elif math.isfinite(low):
+        floor = _power(ctx, "low", data, 0.0, low)
+        data = _eltwise_max(ctx, "max_low", [data, floor], None if has_high else output)
+        written += 2
+    if has_high:
+        negated = _power(ctx, "neg", data, -1.0)
+        ceiling = _power(ctx, "high", data, 0.0, -high)
+        _power(ctx, "min_high", _eltwise_max(ctx, "max_high", [negated, ceiling]), -1.0, output=output)
+        written += 4
+    return written
 
 
 @CAFFE_LAYERS.register("Clip")
-def convert_clip(node: ir.Node, net: CaffeNet) -> None:
+def convert_clip(ctx: CaffeNodeContext) -> None:
     """ReLU6 (opencv dialect), else exact ReLU / Power / Eltwise MAX layers"""
-    bounds = _clip_bounds(node, net)
+    bounds = _clip_bounds(ctx)
     if bounds is None:
         return
     low, high = bounds
-    if (low, high) == (0.0, 6.0) and net.dialect == "opencv":
-        net.add_layer(node, "ReLU6", in_place=True)
+    if (low, high) == (0.0, 6.0) and ctx.dialect == "opencv":
+        ctx.add_layer("ReLU6", in_place=True)
         return
-    data = net.bottom(node, node.inputs[0])
-    written = 0
-
-    def power(role: str, bottom: str, scale: float, shift: float = 0.0, output: ir.Value | None = None) -> str:
-        layer = net.add_layer(node, "Power", [bottom], [output], role=role)
-        layer.power_param.scale = scale
-        if shift:
-            layer.power_param.shift = shift
-        return layer.top[0]
-
-    def eltwise_max(role: str, bottoms: list[str], output: ir.Value | None = None) -> str:
-        layer = net.add_layer(node, "Eltwise", bottoms, [output], role=role)
-        layer.eltwise_param.operation = caffe_pb2.EltwiseParameter.MAX
-        return layer.top[0]
-
-    has_high = math.isfinite(high)
-    if low == 0.0:
-        data = net.add_layer(node, "ReLU", [data], [None if has_high else node.outputs[0]]).top[0]
-        written += 1
-    elif math.isfinite(low):
-        floor = power("low", data, 0.0, low)
-        data = eltwise_max("max_low", [data, floor], None if has_high else node.outputs[0])
-        written += 2
-    if has_high:
-        negated = power("neg", data, -1.0)
-        ceiling = power("high", data, 0.0, -high)
-        data = power("min_high", eltwise_max("max_high", [negated, ceiling]), -1.0, output=node.outputs[0])
-        written += 4
+    written = _clip_layers(ctx, low, high)
     if written == 0:
-        net.alias(node, node.outputs[0], node.inputs[0])
-        return
-    if written > 1:
+        ctx.alias()
+    elif written > 1:
         hint = "; dialect='opencv' writes one ReLU6 layer" if (low, high) == (0.0, 6.0) else ""
-        net.problem(
-            node,
+        ctx.problem(
             "clip-expanded",
             f"Clip({low:g}, {high:g}) written as {written} layers both BVLC Caffe and OpenCV run (exact){hint}",
             severity="warning",
         )
 
 
-@CAFFE_LAYERS.register("Softmax")
-def convert_softmax(node: ir.Node, net: CaffeNet) -> None:
-    """Softmax along axis"""
-    shape = net.shape(node.inputs[0])
-    default_axis = -1 if net.graph.opset_imports.get("", 13) >= 13 else 1
-    axis = node.attributes.get_int("axis", default_axis)
+def _softmax_axis(ctx: CaffeNodeContext) -> tuple[int, tuple[int, ...]] | None:
+    """The non-negative softmax axis and the input shape, or None after a problem."""
+    shape = ctx.static_shape(0)
     if shape is None:
-        net.problem(node, "dynamic-shape", "the Softmax input has no known rank", "export with fixed shapes")
+        ctx.problem("dynamic-shape", "the Softmax input has no known rank", "export with fixed shapes")
+        return None
+    return int(ctx.attr("axis")) % len(shape), shape
+
+
+def _write_softmax(ctx: CaffeNodeContext, axis: int) -> None:
+    layer = ctx.add_layer("Softmax")
+    layer.softmax_param.axis = axis
+
+
+@CAFFE_LAYERS.register("Softmax", since=13)
+def convert_softmax(ctx: CaffeNodeContext) -> None:
+    """Softmax along axis"""
+    found = _softmax_axis(ctx)
+    if found is not None:
+        _write_softmax(ctx, found[0])
+
+
+@CAFFE_LAYERS.register("Softmax", since=1)
+def convert_flattening_softmax(ctx: CaffeNodeContext) -> None:
+    """Softmax along axis, when the axes after it (which ONNX flattens into it) have size 1"""
+    found = _softmax_axis(ctx)
+    if found is None:
         return
-    axis = axis % len(shape)
-    if net.graph.opset_imports.get("", 13) < 13 and any(d != 1 for d in shape[axis + 1 :]):
-        net.problem(
-            node,
+    axis, shape = found
+    if any(d != 1 for d in shape[axis + 1 :]):
+        ctx.problem(
             "softmax-axis",
             f"Softmax before opset 13 normalizes over all axes from {axis} of {shape}; Caffe over one axis",
             "re-export with opset 13 or later",
         )
         return
-    layer = net.add_layer(node, "Softmax")
-    layer.softmax_param.axis = axis
+    _write_softmax(ctx, axis)

@@ -20,8 +20,9 @@ keeps its encoder private, and the format is four lines of arithmetic.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO, Iterator, Sequence
+from typing import BinaryIO
 
 import numpy as np
 
@@ -55,7 +56,7 @@ def blob_pieces(array: np.ndarray) -> list[bytes | memoryview]:
     """The serialized ``BlobProto`` of ``array`` (shape + packed float32 data), in pieces."""
     data = np.ascontiguousarray(array, dtype="<f4")
     shape = caffe_pb2.BlobProto(shape=caffe_pb2.BlobShape(dim=list(data.shape))).SerializeToString()
-    raw = memoryview(data).cast("B")
+    raw = data.data.cast("B")
     return [shape + record_header(_BLOB_DATA_FIELD, raw.nbytes), raw]
 
 

@@ -21,69 +21,72 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from .net import CAFFE_LAYERS, CaffeNet
+from ...graph.shapes import constant
+from .net import CAFFE_LAYERS, CaffeNodeContext
 
 
-def inner_product_weights(node: ir.Node, net: CaffeNet) -> tuple[np.ndarray, np.ndarray | None] | str:
+def _gemm_weights(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None] | str:
+    if node.attributes.get_int("transA", 0):
+        return "Gemm with transA=1 transposes the data input; InnerProduct cannot"
+    b = constant(node.inputs[1])
+    if b is None:
+        return "the second Gemm input is not a constant, so there are no weights to store"
+    alpha = node.attributes.get_float("alpha", 1.0)
+    weight = b if node.attributes.get_int("transB", 0) else b.T
+    weight = weight * np.float32(alpha) if alpha != 1.0 else weight
+    if len(node.inputs) < 3 or node.inputs[2] is None:
+        return weight, None
+    c = constant(node.inputs[2])
+    if c is None:
+        return "the Gemm bias C is not a constant"
+    outputs = weight.shape[0]
+    if c.size not in (1, outputs) or (c.ndim == 2 and c.shape[0] != 1):
+        return f"the Gemm bias C of shape {c.shape} is not one value per output ({outputs})"
+    bias = np.broadcast_to(c.reshape(-1), (outputs,)).astype(np.float32)
+    beta = node.attributes.get_float("beta", 1.0)
+    return weight, bias * np.float32(beta) if beta != 1.0 else bias
+
+
+def inner_product_weights(node: ir.Node) -> tuple[np.ndarray, np.ndarray | None] | str:
     """``(W, b)`` of the InnerProduct equal to ``node``, or why there is none."""
     if node.op_type == "Gemm":
-        if node.attributes.get_int("transA", 0):
-            return "Gemm with transA=1 transposes the data input; InnerProduct cannot"
-        b = net.constant(node.inputs[1])
-        if b is None:
-            return "the second Gemm input is not a constant, so there are no weights to store"
-        alpha = node.attributes.get_float("alpha", 1.0)
-        beta = node.attributes.get_float("beta", 1.0)
-        weight = b if node.attributes.get_int("transB", 0) else b.T
-        weight = weight * np.float32(alpha) if alpha != 1.0 else weight
-        if len(node.inputs) < 3 or node.inputs[2] is None:
-            return weight, None
-        c = net.constant(node.inputs[2])
-        if c is None:
-            return "the Gemm bias C is not a constant"
-        outputs = weight.shape[0]
-        if c.size not in (1, outputs) or (c.ndim == 2 and c.shape[0] != 1):
-            return f"the Gemm bias C of shape {c.shape} is not one value per output ({outputs})"
-        bias = np.broadcast_to(c.reshape(-1), (outputs,)).astype(np.float32)
-        return weight, bias * np.float32(beta) if beta != 1.0 else bias
-    b = net.constant(node.inputs[1])
+        return _gemm_weights(node)
+    b = constant(node.inputs[1])
     if b is None or b.ndim != 2:
         return "the second MatMul input is not a constant 2-D matrix, so there are no weights to store"
     return b.T, None
 
 
 @CAFFE_LAYERS.register("Gemm", "MatMul")
-def convert_inner_product(node: ir.Node, net: CaffeNet) -> None:
+def convert_inner_product(ctx: CaffeNodeContext) -> None:
     """InnerProduct (constant weights; a transposed flatten moves into the weights)"""
-    found = inner_product_weights(node, net)
+    found = inner_product_weights(ctx.node)
     if isinstance(found, str):
-        net.problem(
-            node,
+        ctx.problem(
             "inner-product",
             found,
             "use nn.Linear (constant weights) in the source model, or run simplify to fold constant inputs",
         )
         return
     weight, bias = found
-    data = node.inputs[0]
-    shape = net.shape(data)
+    data = ctx.node.inputs[0]
     also: list[ir.Node] = []
     axis = 1
-    if data in net.flattened:
-        flat = net.flattened[data]
+    if data in ctx.net.flattened:
+        flat = ctx.net.flattened[data]
         bottom, also = flat.blob, flat.nodes
         permuted = np.empty_like(weight)
         permuted[:, flat.index] = weight
         weight = permuted
     else:
-        bottom = net.bottom(node, data)
-        if node.op_type == "MatMul":
-            if shape is None:
-                net.problem(node, "dynamic-shape", "the MatMul input has no known rank", "export with fixed shapes")
+        bottom = ctx.bottom(data)
+        if ctx.node.op_type == "MatMul":
+            rank = ctx.rank(0)
+            if ctx.static_shape(0) is None or rank is None:
+                ctx.problem("dynamic-shape", "the MatMul input has no known rank", "export with fixed shapes")
                 return
-            axis = len(shape) - 1
-    layer = net.add_layer(
-        node,
+            axis = rank - 1
+    layer = ctx.add_layer(
         "InnerProduct",
         [bottom],
         weights=[weight] + ([bias] if bias is not None else []),

@@ -1,9 +1,12 @@
 """The Caffe net being built from a graph: layers, blob names, problems.
 
 ``CaffeNet`` walks the graph in topological order and calls one converter per
-node (``CAFFE_LAYERS``, keyed by ONNX op type). A converter adds Caffe layers
-through ``add_layer`` or reports a ``Problem``; it never raises for an
-unsupported case, so one pass lists every problem at once.
+node (``CAFFE_LAYERS``, keyed by ONNX op type and since-opset) with a
+``CaffeNodeContext``: the shared converter contract (``workbench.graph.converter``:
+problems, opset-aware attributes, resolved pads) plus the layers it adds. A
+converter adds Caffe layers through ``ctx.add_layer`` or reports a ``Problem``
+with ``ctx.problem``; it never raises for an unsupported case, so one pass lists
+every problem at once.
 
 Names come from provenance: a layer is named after the first source layer of
 its node (``layer1.0.conv1``), made unique; a layer's single top blob carries
@@ -18,8 +21,8 @@ they overwrite and it is not a graph output.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -27,14 +30,18 @@ import onnx_ir as ir
 from ...errors import Problem
 from ...formats import caffe_pb2
 from ...graph import provenance
+from ...graph.converter import ConverterContext, OnnxNodeContext
 from ...graph.names import UniqueNames
+from ...graph.opset import opset_of
 from ...graph.shapes import constant, static_shape
 from ...registry import Registry
 
-Converter = Callable[[ir.Node, "CaffeNet"], None]
+TARGET = "Caffe"
+
+Converter = Callable[["CaffeNodeContext"], None]
 
 CAFFE_LAYERS: Registry[Converter] = Registry("Caffe writer: ONNX op → Caffe layers")
-"""ONNX op type -> function adding the Caffe layers for one node."""
+"""ONNX op type (and since-opset) -> function adding the Caffe layers for one node."""
 
 DIALECTS = ("bvlc", "opencv")
 OPENCV_ONLY_LAYERS = frozenset({"Permute", "ReLU6"})
@@ -52,7 +59,7 @@ class CaffeLayer:
     values: list[str | None] = field(default_factory=list)  # graph value equal to each top
     blob_params: list[list[str]] = field(default_factory=list)  # source parameters of each blob
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, object]:
         return {
             "name": self.param.name,
             "type": self.param.type,
@@ -86,6 +93,7 @@ class CaffeNet:
     def __init__(self, graph: ir.Graph, dialect: str) -> None:
         self.graph = graph
         self.dialect = dialect
+        self.opset = opset_of(graph.opset_imports)
         self.layers: list[CaffeLayer] = []
         self.problems: list[Problem] = []
         self.flattened: dict[ir.Value, Flattened] = {}
@@ -98,12 +106,17 @@ class CaffeNet:
         self._base_names: dict[ir.Node, str] = {}
         self._converted: set[ir.Node] = set()
 
+    def context(self, node: ir.Node) -> CaffeNodeContext:
+        """The context a converter writes ``node`` through."""
+        return CaffeNodeContext(self, node)
+
     # names -----------------------------------------------------------------
     def unique(self, name: str) -> str:
         """``name`` if unused (as a layer or blob name), else ``name_1``, ``name_2``, ..."""
         return self._names.claim(name)
 
-    def _layer_name(self, node: ir.Node, role: str | None) -> str:
+    def layer_name(self, node: ir.Node, role: str | None) -> str:
+        """The layer name of ``node`` (its first source layer), or ``<name>/<role>`` for its extra layers."""
         if node not in self._base_names:
             names = provenance.sources(node)
             self._base_names[node] = self.unique(names[0] if names else node.name or node.op_type)
@@ -112,30 +125,20 @@ class CaffeNet:
         base = self._base_names[node]
         return self.unique(base if role is None else f"{base}/{role}")
 
-    # reading the graph -------------------------------------------------------
-    @staticmethod
-    def shape(value: ir.Value | None) -> tuple[int, ...] | None:
-        return static_shape(value)
-
-    @staticmethod
-    def constant(value: ir.Value | None) -> np.ndarray | None:
-        return constant(value)
-
-    def bottom(self, node: ir.Node, value: ir.Value | None) -> str:
-        """The blob holding ``value`` as input of ``node`` (a problem if there is none)."""
+    # blobs -------------------------------------------------------------------
+    def bottom(self, ctx: ConverterContext, value: ir.Value | None) -> str:
+        """The blob holding ``value`` as an input of the node ``ctx`` converts (a problem if there is none)."""
         if value is not None and value in self._blob_of:
             return self._blob_of[value]
         name = value.name if value is not None else "?"
-        if value is not None and self.constant(value) is not None:
-            self.problem(
-                node,
+        if value is not None and constant(value) is not None:
+            ctx.problem(
                 "constant-input",
                 f"constant tensor {name} is used as data; Caffe holds constants only as layer weights",
                 "fold the constant into the neighbouring layer in the source model, or run simplify",
             )
         else:
-            self.problem(
-                node,
+            ctx.problem(
                 "missing-input",
                 f"input {name} is not produced by any Caffe layer",
                 "check the graph: every data input must be a graph input or a node output",
@@ -146,9 +149,11 @@ class CaffeNet:
         self._blob_of[value] = blob
         self._values_in_blob.setdefault(blob, []).append(value)
 
-    def alias(self, node: ir.Node, output: ir.Value, source: ir.Value) -> None:
-        """Make ``output`` the same blob as ``source`` (for nodes written as nothing)."""
-        self.bind(output, self.bottom(node, source))
+    def claim_blob(self, blob: str, value: ir.Value | None) -> None:
+        """A layer writes ``blob``; ``value`` is the graph value it holds (None: an intermediate)."""
+        self._values_in_blob.setdefault(blob, [])
+        if value is not None:
+            self.bind(value, blob)
 
     def can_overwrite(self, blob: str, node: ir.Node) -> bool:
         """Whether ``node`` may write ``blob`` in place: nothing later reads it."""
@@ -163,19 +168,14 @@ class CaffeNet:
 
     # writing -------------------------------------------------------------------
     def add_input(self, value: ir.Value) -> None:
-        shape = self.shape(value)
+        shape = static_shape(value)
         blob = self.unique(value.name or "data")
         layer = caffe_pb2.LayerParameter(name=blob, type="Input", top=[blob])
         if shape is None:
-            self.problems.append(
-                Problem(
-                    "error",
-                    "dynamic-shape",
-                    "",
-                    "Input",
-                    f"input {value.name} has no fixed shape ({value.shape}); Caffe inputs have fixed shapes",
-                    "export with a fixed input shape (--input-shape 1,3,224,224)",
-                )
+            ConverterContext(self.problems, name="", op_type="Input").problem(
+                "dynamic-shape",
+                f"input {value.name} has no fixed shape ({value.shape}); Caffe inputs have fixed shapes",
+                "export with a fixed input shape (--input-shape 1,3,224,224)",
             )
         else:
             layer.input_param.shape.add().dim.extend(shape)
@@ -183,9 +183,93 @@ class CaffeNet:
         self._input_blobs.add(blob)
         self.bind(value, blob)
 
+    def tops(self, node: ir.Node, name: str, bottoms: Sequence[str], count: int, in_place: bool) -> list[str]:
+        """Top names of ``node``'s layer ``name``: the first bottom when written in place (and safe)."""
+        if in_place and count == 1 and bottoms and self.can_overwrite(bottoms[0], node):
+            return [bottoms[0]]
+        if count == 1:
+            return [name]
+        return [self.unique(f"{name}_{index}") for index in range(count)]
+
+    # the walk ----------------------------------------------------------------
+    def convert(self) -> None:
+        for value in self.graph.inputs:
+            if not value.is_initializer():
+                self.add_input(value)
+        self.graph.sort()
+        for node in self.graph:
+            if node not in self.absorbed:
+                self._convert_node(self.context(node))
+            self._converted.add(node)
+        for value in self.graph.outputs:
+            if value not in self._blob_of:
+                ConverterContext(self.problems, name="", op_type="").problem(
+                    "output",
+                    f"graph output {value.name} is not computed by any Caffe layer (a constant or folded value)",
+                    "make the output depend on the input, or drop it from the model",
+                )
+
+    def _convert_node(self, ctx: CaffeNodeContext) -> None:
+        node = ctx.node
+        if _computes_integers(node):
+            ctx.problem(
+                "needs-simplify",
+                "computes integers (shapes or indices), which Caffe layers cannot hold; "
+                "this is usually a Shape/Gather/Concat chain from x.view(x.size(0), -1)",
+                "run simplify (workbench.steps.simplify) so the chain folds into constants",
+            )
+        else:
+            converter = ctx.converter(CAFFE_LAYERS, TARGET)
+            if converter is not None:
+                converter(ctx)
+        if node.op_type == "Constant":
+            return  # its value reaches Caffe as weights, or as a reported constant input
+        for value in node.outputs:
+            if value not in self._blob_of and value not in self.flattened and value not in self.transposed:
+                # keep converting downstream nodes so every problem is listed
+                self.bind(value, self.unique(f"unconverted:{value.name}"))
+
+    def records(self) -> list[dict[str, object]]:
+        return [layer.record() for layer in self.layers]
+
+    def outputs(self) -> dict[str, str]:
+        return {v.name or "": self._blob_of[v] for v in self.graph.outputs if v in self._blob_of}
+
+    def inputs(self) -> dict[str, str]:
+        return {v.name or "": self._blob_of[v] for v in self.graph.inputs if v in self._blob_of}
+
+
+def _computes_integers(node: ir.Node) -> bool:
+    """True for a node (other than a Constant) with an integer or boolean output."""
+    return node.op_type != "Constant" and any(
+        v.dtype is not None and (v.dtype.is_integer() or v.dtype == ir.DataType.BOOL) for v in node.outputs
+    )
+
+
+def _blob_params(node: ir.Node, count: int, weight_inputs: Sequence[int | None]) -> list[list[str]]:
+    """The source parameters of each of ``count`` weights taken from ``weight_inputs``."""
+    by_input = provenance.params(node)
+    indices = [*weight_inputs, *[None] * (count - len(weight_inputs))][:count]
+    return [list(by_input.get(index, ())) if index is not None else [] for index in indices]
+
+
+class CaffeNodeContext(OnnxNodeContext):
+    """A Caffe converter's view of one node: the shared contract, plus the net it adds layers to."""
+
+    def __init__(self, net: CaffeNet, node: ir.Node) -> None:
+        super().__init__(net.problems, node, net.opset)
+        self.net = net
+
+    @property
+    def dialect(self) -> str:
+        return self.net.dialect
+
+    def bottom(self, value: ir.Value | None) -> str:
+        """The blob holding ``value`` (a problem if no layer produced it)."""
+        return self.net.bottom(self, value)
+
     def add_layer(
         self,
-        node: ir.Node,
         layer_type: str,
         bottoms: Sequence[str] | None = None,
         outputs: Sequence[ir.Value | None] | None = None,
@@ -196,130 +280,54 @@ class CaffeNet:
         in_place: bool = False,
         also: Sequence[ir.Node] = (),
     ) -> caffe_pb2.LayerParameter:
-        """Append a layer for ``node`` and bind its tops; returns it for its parameters.
+        """Append a layer for this node and bind its tops; returns it for its parameters.
 
-        ``bottoms`` default to the blob of the node's first input; ``outputs`` are
-        the graph values the tops stand for (``None``: an intermediate blob),
-        default the node's outputs. ``in_place`` writes the single top over the
-        first bottom when that is safe. ``also`` are further nodes (absorbed into
-        this layer) whose provenance the layer carries. ``weight_inputs`` gives, per
-        weight, the node input it was taken from (``None``: made by the writer), so
-        each blob records its own source parameters.
+        ``bottoms`` default to the blob of the node's first input; ``outputs`` are the
+        graph values the tops stand for (``None``: an intermediate blob), default the
+        node's outputs. ``in_place`` writes the single top over the first bottom when
+        that is safe. ``also`` are further nodes (absorbed into this layer) whose
+        provenance the layer carries. ``weight_inputs`` gives, per weight, the node
+        input it was taken from (``None``: made by the writer), so each blob records
+        its own source parameters.
         """
-        if bottoms is None:
-            bottoms = [self.bottom(node, node.inputs[0])]
-        if outputs is None:
-            outputs = list(node.outputs)
-        name = self._layer_name(node, role)
-        layer = caffe_pb2.LayerParameter(name=name, type=layer_type, bottom=list(bottoms))
-        if in_place and len(outputs) == 1 and bottoms and self.can_overwrite(bottoms[0], node):
-            tops = [bottoms[0]]
-        elif len(outputs) == 1:
-            tops = [name]
-        else:
-            tops = [self.unique(f"{name}_{index}") for index in range(len(outputs))]
+        net, node = self.net, self.node
+        bottoms = [self.bottom(node.inputs[0])] if bottoms is None else list(bottoms)
+        outputs = list(node.outputs) if outputs is None else list(outputs)
+        name = net.layer_name(node, role)
+        layer = caffe_pb2.LayerParameter(name=name, type=layer_type, bottom=bottoms)
+        tops = net.tops(node, name, bottoms, len(outputs), in_place)
         layer.top.extend(tops)
         for top, value in zip(tops, outputs):
-            self._values_in_blob.setdefault(top, [])
-            if value is not None:
-                self.bind(value, top)
-        sources = [s for n in (*also, node) for s in provenance.sources(n)]
-        by_input = provenance.params(node)
-        self.layers.append(
+            net.claim_blob(top, value)
+        nodes = (*also, node)
+        net.layers.append(
             CaffeLayer(
                 layer,
                 [np.asarray(w, dtype=np.float32) for w in weights],
-                nodes=[n.name or n.op_type for n in (*also, node)],
-                sources=list(dict.fromkeys(sources)),
+                nodes=[n.name or n.op_type for n in nodes],
+                sources=list(dict.fromkeys(s for n in nodes for s in provenance.sources(n))),
                 values=[v.name if v is not None else None for v in outputs],
-                blob_params=[
-                    list(by_input.get(index, ())) if index is not None else []
-                    for index in [*weight_inputs, *[None] * (len(weights) - len(weight_inputs))]
-                ],
+                blob_params=_blob_params(node, len(weights), weight_inputs),
             )
         )
         return layer
 
-    def discard(self, node: ir.Node, blobs: Sequence[str]) -> None:
+    def alias(self) -> None:
+        """Make the node's first output the same blob as its first input (a node written as nothing)."""
+        self.net.bind(self.node.outputs[0], self.bottom(self.node.inputs[0]))
+
+    def discard(self, blobs: Sequence[str]) -> None:
         """Consume tops nobody needs with a Silence layer, so they are not net outputs."""
         if blobs:
-            self.add_layer(node, "Silence", list(blobs), [], role="discard")
+            self.add_layer("Silence", list(blobs), [], role="discard")
 
-    def problem(self, node: ir.Node, kind: str, message: str, remedy: str = "", severity: str = "error") -> None:
-        self.problems.append(
-            Problem(severity, kind, node.name or "", node.op_type, message, remedy, provenance.sources(node))
-        )
-
-    def require_opencv(self, node: ir.Node, layer_type: str, remedy: str) -> bool:
+    def require_opencv(self, layer_type: str, remedy: str) -> bool:
         """True in the opencv dialect; in bvlc, reports that ``layer_type`` is OpenCV-only."""
         if self.dialect == "opencv":
             return True
         self.problem(
-            node,
             "dialect",
             f"needs a {layer_type} layer, which OpenCV's Caffe importer knows but BVLC Caffe does not",
             remedy,
         )
         return False
-
-    # the walk ----------------------------------------------------------------
-    def convert(self) -> None:
-        for value in self.graph.inputs:
-            if not value.is_initializer():
-                self.add_input(value)
-        self.graph.sort()
-        for node in self.graph:
-            self._convert_node(node)
-            self._converted.add(node)
-        for value in self.graph.outputs:
-            if value not in self._blob_of:
-                self.problems.append(
-                    Problem(
-                        "error",
-                        "output",
-                        "",
-                        "",
-                        f"graph output {value.name} is not computed by any Caffe layer (a constant or folded value)",
-                        "make the output depend on the input, or drop it from the model",
-                    )
-                )
-
-    def _convert_node(self, node: ir.Node) -> None:
-        if node in self.absorbed:
-            return
-        converter = CAFFE_LAYERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        integer_output = any(
-            v.dtype is not None and (v.dtype.is_integer() or v.dtype == ir.DataType.BOOL) for v in node.outputs
-        )
-        if integer_output and node.op_type != "Constant":
-            self.problem(
-                node,
-                "needs-simplify",
-                "computes integers (shapes or indices), which Caffe layers cannot hold; "
-                "this is usually a Shape/Gather/Concat chain from x.view(x.size(0), -1)",
-                "run simplify (workbench.steps.simplify) so the chain folds into constants",
-            )
-        elif converter is None:
-            self.problem(
-                node,
-                "unsupported-op",
-                f"{node.domain + '::' if node.domain else ''}{node.op_type} has no Caffe equivalent in the writer",
-                "replace the op in the source model, or run simplify if it only computes constants",
-            )
-        else:
-            converter(node, self)
-        if node.op_type == "Constant":
-            return  # its value reaches Caffe as weights, or as a reported constant input
-        for value in node.outputs:
-            if value not in self._blob_of and value not in self.flattened and value not in self.transposed:
-                # keep converting downstream nodes so every problem is listed
-                self.bind(value, self.unique(f"unconverted:{value.name}"))
-
-    def records(self) -> list[dict]:
-        return [layer.record() for layer in self.layers]
-
-    def outputs(self) -> dict[str, str]:
-        return {v.name: self._blob_of[v] for v in self.graph.outputs if v in self._blob_of}
-
-    def inputs(self) -> dict[str, str]:
-        return {v.name: self._blob_of[v] for v in self.graph.inputs if v in self._blob_of}

@@ -11,28 +11,21 @@ neither layer.
 from __future__ import annotations
 
 import numpy as np
-import onnx_ir as ir
 
-from .net import CAFFE_LAYERS, CaffeNet
+from .net import CAFFE_LAYERS, CaffeNodeContext
 
 
 @CAFFE_LAYERS.register("BatchNormalization")
-def convert_batch_norm(node: ir.Node, net: CaffeNet) -> None:
+def convert_batch_norm(ctx: CaffeNodeContext) -> None:
     """BatchNorm (mean, var, factor 1, eps) + Scale (gamma, beta)"""
-    scale, bias, mean, var = (net.constant(value) for value in node.inputs[1:5])
-    if any(array is None for array in (scale, bias, mean, var)):
-        net.problem(
-            node,
-            "dynamic-weights",
-            "BatchNormalization statistics or affine parameters are not constants",
-            "export the model in eval() mode so the running statistics are stored",
-        )
+    found = ctx.weights(1, 2, 3, 4, remedy="export the model in eval() mode so the running statistics are stored")
+    if found is None:
         return
-    if node.attributes.get_int("training_mode", 0) or any(v is not None and v.consumers() for v in node.outputs[1:]):
-        net.problem(node, "training-mode", "BatchNormalization in training mode", "export the model in eval() mode")
+    scale, bias, mean, var = found.values()
+    if ctx.attr("training_mode", 0) or any(v is not None and v.consumers() for v in ctx.node.outputs[1:]):
+        ctx.problem("training-mode", "BatchNormalization in training mode", "export the model in eval() mode")
         return
-    norm = net.add_layer(
-        node,
+    norm = ctx.add_layer(
         "BatchNorm",
         outputs=[None],
         weights=[mean, var, np.ones(1, np.float32)],
@@ -40,12 +33,11 @@ def convert_batch_norm(node: ir.Node, net: CaffeNet) -> None:
         in_place=True,
     )
     norm.batch_norm_param.use_global_stats = True
-    norm.batch_norm_param.eps = node.attributes.get_float("epsilon", 1e-5)
-    affine = net.add_layer(
-        node,
+    norm.batch_norm_param.eps = float(ctx.attr("epsilon", 1e-5))
+    affine = ctx.add_layer(
         "Scale",
         [norm.top[0]],
-        [node.outputs[0]],
+        [ctx.node.outputs[0]],
         role="scale",
         weights=[scale, bias],
         weight_inputs=[1, 2],

@@ -23,27 +23,13 @@ H and W become global pooling (plus a Flatten when ``keepdims=0``).
 
 from __future__ import annotations
 
-import math
-
-import onnx_ir as ir
-
 from ...formats import caffe_pb2
-from .net import CAFFE_LAYERS, CaffeNet
-from .spatial import Window, window
+from ...graph.pads import Window, pooled_size
+from .net import CAFFE_LAYERS, CaffeNodeContext
+from .spatial import CaffeWindow, caffe_window, planar_window
 
 
-def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil: bool = True) -> int:
-    """Output length of pooling along one axis: Caffe's (always ``ceil``), or
-    PyTorch's and onnxruntime's for either rounding."""
-    if not ceil:
-        return (size + 2 * pad - kernel) // stride + 1
-    out = math.ceil((size + 2 * pad - kernel) / stride) + 1
-    if pad > 0 and (out - 1) * stride >= size + pad:
-        out -= 1
-    return out
-
-
-def _set_window(param: caffe_pb2.PoolingParameter, win: Window) -> None:
+def _set_window(param: caffe_pb2.PoolingParameter, win: CaffeWindow) -> None:
     if win.kernel[0] == win.kernel[1]:
         param.kernel_size = win.kernel[0]
     else:
@@ -59,64 +45,123 @@ def _set_window(param: caffe_pb2.PoolingParameter, win: Window) -> None:
         param.pad_h, param.pad_w = win.pad
 
 
-@CAFFE_LAYERS.register("MaxPool", "AveragePool")
-def convert_pool(node: ir.Node, net: CaffeNet) -> None:
-    """Pooling MAX/AVE; floor rounding becomes Pooling + Slice (exact)"""
-    win = window(node, net)
-    if win is None:
-        return
-    in_shape = net.shape(node.inputs[0])
-    average = node.op_type == "AveragePool"
-    if win.dilation != (1, 1):
-        net.problem(node, "pool-dilation", f"dilated pooling {list(win.dilation)}", "use dilation 1")
-        return
-    if len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].consumers():
-        net.problem(node, "pool-indices", "the MaxPool indices output is used", "do not use return_indices")
-        return
-    if average and any(win.pad) and not node.attributes.get_int("count_include_pad", 0):
-        net.problem(
-            node,
+def _caffe_sizes(found: Window, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Caffe's output size: the begin pads at both ends, always rounding up."""
+    padded = any(found.begins)
+    return tuple(
+        pooled_size(size, k, s, b, b, ceil=True, padded=padded)
+        for size, k, s, b in zip(in_shape[2:], found.kernel, found.strides, found.begins)
+    )
+
+
+def _onnx_sizes(found: Window, in_shape: tuple[int, ...], ceil: bool) -> tuple[int, ...]:
+    return tuple(
+        pooled_size(size, k, s, b, e, ceil=ceil, padded=b > 0 or e > 0)
+        for size, k, s, b, e in zip(in_shape[2:], found.kernel, found.strides, found.begins, found.ends)
+    )
+
+
+def _average_divisors_agree(found: Window, in_shape: tuple[int, ...], sizes: tuple[int, ...], counted: bool) -> bool:
+    """Whether every kept average window divides by the same count in Caffe (the window
+    clipped to the input padded by ``begin`` at both ends) and in ONNX (clipped to the
+    padded input when ``counted``, else to the input itself)."""
+    for size, k, s, b, e, out in zip(in_shape[2:], found.kernel, found.strides, found.begins, found.ends, sizes):
+        for start in range(-b, out * s - b, s):
+            caffe = min(start + k, size + b) - start
+            onnx = min(start + k, size + e) - start if counted else min(start + k, size) - max(start, 0)
+            if caffe != onnx:
+                return False
+    return True
+
+
+def _poolable(ctx: CaffeNodeContext, found: Window, in_shape: tuple[int, ...] | None) -> bool:
+    """The rules a pooling must pass before its sizes are compared; reports the first it breaks."""
+    node = ctx.node
+    counted = bool(ctx.attr("count_include_pad", 0))
+    if found.dilations != (1, 1):
+        ctx.problem("pool-dilation", f"dilated pooling {list(found.dilations)}", "use dilation 1")
+    elif len(node.outputs) > 1 and node.outputs[1] is not None and node.outputs[1].consumers():
+        ctx.problem("pool-indices", "the MaxPool indices output is used", "do not use return_indices")
+    elif node.op_type == "AveragePool" and any(found.begins) and not counted:
+        ctx.problem(
             "avgpool-pad",
             "average pooling over padding that does not count the padded zeros "
             "(count_include_pad=0); Caffe divides by the padded window, so border values differ",
             "use count_include_pad=True (PyTorch's default) or pad explicitly before pooling",
         )
+    elif in_shape is None:
+        ctx.problem("dynamic-shape", "pooling needs a known input shape", "export with fixed shapes")
+    elif any(b > e for b, e in zip(found.begins, found.ends)):
+        ctx.problem(
+            "asymmetric-pads",
+            f"pads {list(found.pads)} are longer at the beginning than at the end; Caffe pads the beginning "
+            "no more than the end",
+            "pad explicitly in the source model (e.g. F.pad before the layer) or use SAME_UPPER / symmetric pads",
+        )
+    return ctx.ok
+
+
+@CAFFE_LAYERS.register("MaxPool", "AveragePool")
+def convert_pool(ctx: CaffeNodeContext) -> None:
+    """Pooling MAX/AVE; floor rounding and longer end pads become Pooling (+ Slice), exactly"""
+    found = planar_window(ctx)
+    in_shape = ctx.static_shape(0)
+    if found is None or not _poolable(ctx, found, in_shape) or in_shape is None:
         return
-    if in_shape is None:
-        net.problem(node, "dynamic-shape", "pooling needs a known input shape", "export with fixed shapes")
-        return
-    ceil = bool(node.attributes.get_int("ceil_mode", 0))
-    windows = list(zip(in_shape[2:], win.kernel, win.stride, win.pad))
-    caffe_size = tuple(pooled_size(*axis_window, ceil=True) for axis_window in windows)
-    onnx_size = tuple(pooled_size(*axis_window, ceil=ceil) for axis_window in windows)
+    caffe_size = _caffe_sizes(found, in_shape)
+    onnx_size = _onnx_sizes(found, in_shape, bool(ctx.attr("ceil_mode", 0)))
     extra = [c - o for c, o in zip(caffe_size, onnx_size)]
     if any(e not in (0, 1) for e in extra):
-        net.problem(
-            node,
+        ctx.problem(
             "pooling-rounding",
             f"Caffe's pooling gives {caffe_size}, the graph {onnx_size}; no slice reconciles them",
             "change the pooling's padding or ceil_mode in the source model",
         )
         return
-    last_kept = [axis for axis, e in enumerate(extra) if e]
-    layer = net.add_layer(node, "Pooling", outputs=[None] if last_kept else None)
+    counted = bool(ctx.attr("count_include_pad", 0))
+    average = ctx.node.op_type == "AveragePool"
+    if average and not found.symmetric and not _average_divisors_agree(found, in_shape, onnx_size, counted):
+        ctx.problem(
+            "avgpool-pad",
+            f"average pooling with pads {list(found.pads)}: Caffe's windows at the end divide by a different "
+            f"count than ONNX's (count_include_pad={int(counted)})",
+            "pad explicitly before pooling in the source model, or use symmetric pads",
+        )
+        return
+    _write_pooling(ctx, found, onnx_size, caffe_size, [axis for axis, e in enumerate(extra) if e])
+
+
+def _write_pooling(
+    ctx: CaffeNodeContext,
+    found: Window,
+    onnx_size: tuple[int, ...],
+    caffe_size: tuple[int, ...],
+    cut_axes: list[int],
+) -> None:
+    """One Pooling layer, then a Slice dropping the extra last row/column on each of ``cut_axes``."""
+    layer = ctx.add_layer("Pooling", outputs=[None] if cut_axes else None)
     param = layer.pooling_param
+    average = ctx.node.op_type == "AveragePool"
     param.pool = caffe_pb2.PoolingParameter.AVE if average else caffe_pb2.PoolingParameter.MAX
-    _set_window(param, win)
-    if not last_kept:
+    _set_window(param, caffe_window(found, found.begins))
+    if not found.symmetric:
+        ctx.problem(
+            "pooling-pads",
+            f"pads {list(found.pads)} written as Caffe's pad {list(found.begins)}, whose rounded-up last window "
+            "covers the longer end padding (exact)",
+            severity="warning",
+        )
+    if not cut_axes:
         return
     blob = layer.top[0]
-    for axis in last_kept:
-        final = axis == last_kept[-1]
-        cut = net.add_layer(
-            node, "Slice", [blob], [node.outputs[0] if final else None, None], role=f"floor_{'hw'[axis]}"
-        )
+    for axis in cut_axes:
+        final = axis == cut_axes[-1]
+        cut = ctx.add_layer("Slice", [blob], [ctx.node.outputs[0] if final else None, None], role=f"floor_{'hw'[axis]}")
         cut.slice_param.axis = axis + 2
         cut.slice_param.slice_point.append(onnx_size[axis])
-        net.discard(node, [cut.top[1]])
+        ctx.discard([cut.top[1]])
         blob = cut.top[0]
-    net.problem(
-        node,
+    ctx.problem(
         "pooling-floor",
         f"floor rounding ({onnx_size}) written as Caffe's ceil pooling ({caffe_size}) "
         "followed by a Slice that drops the extra last row/column (exact)",
@@ -125,42 +170,38 @@ def convert_pool(node: ir.Node, net: CaffeNet) -> None:
     )
 
 
-def _global_pool(node: ir.Node, net: CaffeNet, average: bool, keepdims: bool) -> None:
-    layer = net.add_layer(node, "Pooling", outputs=None if keepdims else [None])
+def _global_pool(ctx: CaffeNodeContext, average: bool, keepdims: bool) -> None:
+    layer = ctx.add_layer("Pooling", outputs=None if keepdims else [None])
     layer.pooling_param.pool = caffe_pb2.PoolingParameter.AVE if average else caffe_pb2.PoolingParameter.MAX
     layer.pooling_param.global_pooling = True
     if not keepdims:
-        net.add_layer(node, "Flatten", [layer.top[0]], role="flatten")
+        ctx.add_layer("Flatten", [layer.top[0]], role="flatten")
 
 
 @CAFFE_LAYERS.register("GlobalAveragePool", "GlobalMaxPool")
-def convert_global_pool(node: ir.Node, net: CaffeNet) -> None:
+def convert_global_pool(ctx: CaffeNodeContext) -> None:
     """Pooling with global_pooling"""
-    shape = net.shape(node.inputs[0])
+    shape = ctx.static_shape(0)
     if shape is not None and len(shape) != 4:
-        net.problem(
-            node, "rank", f"global pooling of a {len(shape)}-D tensor; Caffe pools NCHW", "pool a 4-D NCHW tensor"
-        )
+        ctx.problem("rank", f"global pooling of a {len(shape)}-D tensor; Caffe pools NCHW", "pool a 4-D NCHW tensor")
         return
-    _global_pool(node, net, node.op_type == "GlobalAveragePool", keepdims=True)
+    _global_pool(ctx, ctx.node.op_type == "GlobalAveragePool", keepdims=True)
 
 
 @CAFFE_LAYERS.register("ReduceMean", "ReduceMax")
-def convert_reduce(node: ir.Node, net: CaffeNet) -> None:
+def convert_reduce(ctx: CaffeNodeContext) -> None:
     """Pooling with global_pooling when reducing over H and W"""
-    shape = net.shape(node.inputs[0])
-    if "axes" in node.attributes:
-        axes = node.attributes.get_ints("axes")
-    else:
-        found = net.constant(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1] is not None else None
-        axes = None if found is None else [int(a) for a in found.ravel()]
+    if not ctx.require_constants("axes"):
+        return
+    shape = ctx.static_shape(0)
+    found = ctx.param("axes")
+    axes = None if found is None else [int(a) for a in found.ravel()]
     if shape is None or axes is None or len(shape) != 4 or sorted(a % 4 for a in axes) != [2, 3]:
-        net.problem(
-            node,
+        ctx.problem(
             "reduce-axes",
-            f"{node.op_type} over axes {axes} of a tensor of shape {shape}; Caffe reduces H and W of NCHW "
+            f"{ctx.node.op_type} over axes {axes} of a tensor of shape {shape}; Caffe reduces H and W of NCHW "
             "by global pooling",
             "reduce over the spatial axes (x.mean((2, 3))) only",
         )
         return
-    _global_pool(node, net, node.op_type == "ReduceMean", bool(node.attributes.get_int("keepdims", 1)))
+    _global_pool(ctx, ctx.node.op_type == "ReduceMean", bool(ctx.attr("keepdims", 1)))

@@ -26,22 +26,24 @@ import math
 import numpy as np
 import onnx_ir as ir
 
+from ...graph.converter import SliceBounds, slice_bounds
+from ...graph.shapes import constant, static_shape
 from .linear import inner_product_weights
-from .net import CAFFE_LAYERS, CaffeNet, Flattened
+from .net import CAFFE_LAYERS, CaffeNodeContext, Flattened
 
 _INT64_MAX = np.iinfo(np.int64).max
 
 
-def _is_flatten_to_2d(node: ir.Node, net: CaffeNet) -> bool:
+def _is_flatten_to_2d(node: ir.Node) -> bool:
     if node.op_type not in ("Reshape", "Flatten"):
         return False
-    in_shape, out_shape = net.shape(node.inputs[0]), net.shape(node.outputs[0])
+    in_shape, out_shape = static_shape(node.inputs[0]), static_shape(node.outputs[0])
     if in_shape is None or out_shape is None or len(in_shape) < 2:
         return False
     return out_shape == (in_shape[0], math.prod(in_shape[1:]))
 
 
-def _feeds_only_inner_products(value: ir.Value, net: CaffeNet) -> bool:
+def _feeds_only_inner_products(value: ir.Value) -> bool:
     users = value.consumers()
     return (
         bool(users)
@@ -49,13 +51,13 @@ def _feeds_only_inner_products(value: ir.Value, net: CaffeNet) -> bool:
         and all(
             user.op_type in ("Gemm", "MatMul")
             and user.inputs[0] is value
-            and not isinstance(inner_product_weights(user, net), str)
+            and not isinstance(inner_product_weights(user), str)
             for user in users
         )
     )
 
 
-def _absorbable_transpose(node: ir.Node, net: CaffeNet, perm: tuple[int, ...]) -> bool:
+def _absorbable_transpose(node: ir.Node, perm: tuple[int, ...]) -> bool:
     output = node.outputs[0]
     users = output.consumers()
     return (
@@ -63,47 +65,44 @@ def _absorbable_transpose(node: ir.Node, net: CaffeNet, perm: tuple[int, ...]) -
         and not output.is_graph_output()
         and bool(users)
         and all(
-            _is_flatten_to_2d(user, net)
-            and user.inputs[0] is output
-            and _feeds_only_inner_products(user.outputs[0], net)
+            _is_flatten_to_2d(user) and user.inputs[0] is output and _feeds_only_inner_products(user.outputs[0])
             for user in users
         )
     )
 
 
 @CAFFE_LAYERS.register("Transpose")
-def convert_transpose(node: ir.Node, net: CaffeNet) -> None:
+def convert_transpose(ctx: CaffeNodeContext) -> None:
     """Permute (opencv dialect); absorbed into InnerProduct weights before flatten + Linear"""
-    shape = net.shape(node.inputs[0])
+    shape = ctx.static_shape(0)
     if shape is None:
-        net.problem(node, "dynamic-shape", "the Transpose input has no known shape", "export with fixed shapes")
+        ctx.problem("dynamic-shape", "the Transpose input has no known shape", "export with fixed shapes")
         return
-    perm = tuple(node.attributes.get_ints("perm", tuple(reversed(range(len(shape))))))
-    if _absorbable_transpose(node, net, perm):
-        net.transposed[node.outputs[0]] = (node, perm)
+    perm = tuple(int(p) for p in ctx.attr("perm", tuple(reversed(range(len(shape))))))
+    if _absorbable_transpose(ctx.node, perm):
+        ctx.net.transposed[ctx.node.outputs[0]] = (ctx.node, perm)
         return
-    if not net.require_opencv(
-        node,
+    if not ctx.require_opencv(
         "Permute",
         "write with dialect='opencv', or flatten the permuted tensor straight into a Linear layer "
         "(the writer then moves the permutation into the Linear weights)",
     ):
         return
-    layer = net.add_layer(node, "Permute")
+    layer = ctx.add_layer("Permute")
     layer.permute_param.order.extend(perm)
 
 
-def _write_reshape(node: ir.Node, net: CaffeNet, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
+def _write_reshape(ctx: CaffeNodeContext, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> None:
     if in_shape == out_shape:
-        net.alias(node, node.outputs[0], node.inputs[0])
+        ctx.alias()
         return
     for axis in range(1, len(in_shape)):
         if out_shape == in_shape[:axis] + (math.prod(in_shape[axis:]),):
-            layer = net.add_layer(node, "Flatten")
+            layer = ctx.add_layer("Flatten")
             if axis != 1:
                 layer.flatten_param.axis = axis
             return
-    layer = net.add_layer(node, "Reshape")
+    layer = ctx.add_layer("Reshape")
     dims = list(out_shape)
     if in_shape and dims and dims[0] == in_shape[0]:
         dims[0] = 0  # Caffe: copy the batch dimension from the input
@@ -117,35 +116,42 @@ def _only_user(value: ir.Value, op_type: str) -> ir.Node | None:
     return None
 
 
-def _channel_shuffle(node: ir.Node, net: CaffeNet) -> bool:
-    """Write ``node -> Transpose -> Reshape`` as a 1x1 Convolution if the three only
-    reorder the channels of an NCHW tensor; False (nothing written) otherwise."""
+def _shuffle_source(node: ir.Node) -> tuple[ir.Node, ir.Node, np.ndarray] | None:
+    """``(transpose, restore, source)`` when ``node -> Transpose -> Reshape`` only reorders the
+    channels of an NCHW tensor, ``source[c]`` being the input channel output channel ``c`` reads."""
     transpose = _only_user(node.outputs[0], "Transpose")
     restore = _only_user(transpose.outputs[0], "Reshape") if transpose is not None else None
-    in_shape, middle = net.shape(node.inputs[0]), net.shape(node.outputs[0])
-    if restore is None or in_shape is None or middle is None or len(in_shape) != 4:
-        return False
-    if net.shape(restore.outputs[0]) != in_shape or net.constant(restore.inputs[1]) is None:
-        return False
+    in_shape, middle = static_shape(node.inputs[0]), static_shape(node.outputs[0])
+    if transpose is None or restore is None or in_shape is None or middle is None or len(in_shape) != 4:
+        return None
+    if static_shape(restore.outputs[0]) != in_shape or constant(restore.inputs[1]) is None:
+        return None
     perm = transpose.attributes.get_ints("perm", tuple(reversed(range(len(middle)))))
     index = np.arange(math.prod(in_shape)).reshape(in_shape)
     moved = index.reshape(middle).transpose(perm).reshape(in_shape)
-    plane = in_shape[2] * in_shape[3]
-    source = moved[0, :, 0, 0] // plane  # the input channel each output channel reads
-    if not np.array_equal(moved, index[:, source]):
+    source = moved[0, :, 0, 0] // (in_shape[2] * in_shape[3])
+    return (transpose, restore, source) if np.array_equal(moved, index[:, source]) else None
+
+
+def _channel_shuffle(ctx: CaffeNodeContext) -> bool:
+    """Write ``node -> Transpose -> Reshape`` as a 1x1 Convolution if the three only
+    reorder the channels of an NCHW tensor; False (nothing written) otherwise."""
+    found = _shuffle_source(ctx.node)
+    if found is None:
         return False
-    channels = in_shape[1]
+    transpose, restore, source = found
+    channels = len(source)
     permutation = np.zeros((channels, channels, 1, 1), np.float32)
     permutation[np.arange(channels), source] = 1.0
-    layer = net.add_layer(
-        restore, "Convolution", [net.bottom(node, node.inputs[0])], weights=[permutation], also=[node, transpose]
+    bottom = ctx.bottom(ctx.node.inputs[0])
+    layer = ctx.net.context(restore).add_layer(
+        "Convolution", [bottom], weights=[permutation], also=[ctx.node, transpose]
     )
     layer.convolution_param.num_output = channels
     layer.convolution_param.bias_term = False
     layer.convolution_param.kernel_size.append(1)
-    net.absorbed.update((transpose, restore))
-    net.problem(
-        transpose,
+    ctx.net.absorbed.update((transpose, restore))
+    ctx.net.context(transpose).problem(
         "channel-shuffle",
         "Reshape -> Transpose -> Reshape that reorders channels written as a 1x1 Convolution "
         "with a permutation matrix (exact)",
@@ -154,115 +160,113 @@ def _channel_shuffle(node: ir.Node, net: CaffeNet) -> bool:
     return True
 
 
+def _flatten_transposed(ctx: CaffeNodeContext, data: ir.Value) -> None:
+    """Record the flatten of an absorbed Transpose's output ``data`` as a reordered flatten of its input."""
+    transpose, perm = ctx.net.transposed[data]
+    source = transpose.inputs[0]
+    shape = static_shape(source)
+    assert shape is not None  # an absorbable Transpose has a static input
+    index = np.arange(math.prod(shape[1:])).reshape(shape[1:]).transpose([p - 1 for p in perm[1:]]).ravel()
+    blob = ctx.net.context(transpose).bottom(source)
+    ctx.net.flattened[ctx.node.outputs[0]] = Flattened(blob, index, [transpose, ctx.node])
+
+
 @CAFFE_LAYERS.register("Reshape", "Flatten", "Squeeze", "Unsqueeze")
-def convert_reshape(node: ir.Node, net: CaffeNet) -> None:
+def convert_reshape(ctx: CaffeNodeContext) -> None:
     """Flatten, or Reshape with the static target shape; channel shuffles as 1x1 Convolution"""
-    data, output = node.inputs[0], node.outputs[0]
-    if node.op_type == "Reshape" and net.constant(node.inputs[1]) is not None and _channel_shuffle(node, net):
+    data, output = ctx.node.inputs[0], ctx.node.outputs[0]
+    if ctx.node.op_type == "Reshape" and ctx.const(1) is not None and _channel_shuffle(ctx):
         return
-    if data in net.transposed and _is_flatten_to_2d(node, net):
-        transpose, perm = net.transposed[data]
-        source = transpose.inputs[0]
-        shape = net.shape(source)
-        index = np.arange(math.prod(shape[1:])).reshape(shape[1:]).transpose([p - 1 for p in perm[1:]]).ravel()
-        net.flattened[output] = Flattened(net.bottom(transpose, source), index, [transpose, node])
+    if data is not None and data in ctx.net.transposed and _is_flatten_to_2d(ctx.node):
+        _flatten_transposed(ctx, data)
         return
-    if node.op_type == "Reshape" and net.constant(node.inputs[1]) is None:
-        net.problem(
-            node,
+    if ctx.node.op_type == "Reshape" and ctx.const(1) is None:
+        ctx.problem(
             "needs-simplify",
             "the Reshape target shape is computed at run time (a Shape/Gather chain from x.view(x.size(0), -1))",
             "run simplify (workbench.steps.simplify) so the target shape becomes a constant",
         )
         return
-    in_shape, out_shape = net.shape(data), net.shape(output)
+    in_shape, out_shape = static_shape(data), static_shape(output)
     if in_shape is None or out_shape is None:
-        net.problem(node, "dynamic-shape", f"{node.op_type} needs known shapes", "export with fixed shapes")
+        ctx.problem("dynamic-shape", f"{ctx.node.op_type} needs known shapes", "export with fixed shapes")
         return
-    _write_reshape(node, net, in_shape, out_shape)
+    _write_reshape(ctx, in_shape, out_shape)
 
 
 @CAFFE_LAYERS.register("Concat")
-def convert_concat(node: ir.Node, net: CaffeNet) -> None:
+def convert_concat(ctx: CaffeNodeContext) -> None:
     """Concat along axis, inputs in graph order"""
-    shape = net.shape(node.outputs[0])
-    axis = node.attributes.get_int("axis", 1)
+    shape = static_shape(ctx.node.outputs[0])
+    axis = int(ctx.attr("axis", 1))
     if shape is not None:
         axis %= len(shape)
-    bottoms = [net.bottom(node, value) for value in node.inputs]
+    bottoms = [ctx.bottom(value) for value in ctx.node.inputs]
     if len(bottoms) == 1:
-        net.alias(node, node.outputs[0], node.inputs[0])
+        ctx.alias()
         return
-    layer = net.add_layer(node, "Concat", bottoms)
+    layer = ctx.add_layer("Concat", bottoms)
     if axis != 1:
         layer.concat_param.axis = axis
 
 
 @CAFFE_LAYERS.register("Split")
-def convert_split(node: ir.Node, net: CaffeNet) -> None:
+def convert_split(ctx: CaffeNodeContext) -> None:
     """Slice at the cumulative split sizes"""
-    shape = net.shape(node.inputs[0])
-    sizes = [net.shape(value) for value in node.outputs]
-    if shape is None or any(s is None for s in sizes):
-        net.problem(node, "dynamic-shape", "Split needs known shapes", "export with fixed shapes")
+    shape = ctx.static_shape(0)
+    sizes = [size for size in map(static_shape, ctx.node.outputs) if size is not None]
+    if shape is None or len(sizes) != len(ctx.node.outputs):
+        ctx.problem("dynamic-shape", "Split needs known shapes", "export with fixed shapes")
         return
-    axis = node.attributes.get_int("axis", 0) % len(shape)
-    if len(node.outputs) == 1:
-        net.alias(node, node.outputs[0], node.inputs[0])
+    axis = int(ctx.attr("axis", 0)) % len(shape)
+    if len(ctx.node.outputs) == 1:
+        ctx.alias()
         return
-    layer = net.add_layer(node, "Slice")
+    layer = ctx.add_layer("Slice")
     layer.slice_param.axis = axis
     layer.slice_param.slice_point.extend(np.cumsum([s[axis] for s in sizes])[:-1].tolist())
 
 
-def _slice_ranges(node: ir.Node, net: CaffeNet, shape: tuple[int, ...]) -> dict[int, tuple[int, int]] | str:
+def _clamped(start: int, end: int, size: int) -> tuple[int, int]:
+    """A Slice range made absolute and clamped to ``[0, size]`` as ONNX does (open end: INT64_MAX)."""
+    start = min(max(start + size if start < 0 else start, 0), size)
+    end = size if end >= _INT64_MAX else min(max(end + size if end < 0 else end, 0), size)
+    return start, end
+
+
+def _slice_ranges(bounds: SliceBounds, shape: tuple[int, ...]) -> dict[int, tuple[int, int]] | str:
     """axis -> (start, end) of every axis the Slice cuts, or why it cannot be written."""
-    if "starts" in node.attributes:
-        starts = node.attributes.get_ints("starts")
-        ends = node.attributes.get_ints("ends")
-        axes = node.attributes.get_ints("axes", list(range(len(starts))))
-        steps = [1] * len(starts)
-    else:
-        found = [net.constant(v) if v is not None else None for v in list(node.inputs[1:5]) + [None] * 4]
-        if (
-            found[0] is None
-            or found[1] is None
-            or any(v is not None and f is None for v, f in zip(node.inputs[3:5], found[2:4]))
-        ):
-            return "the Slice bounds are computed at run time"
-        starts, ends = found[0].tolist(), found[1].tolist()
-        axes = found[2].tolist() if found[2] is not None else list(range(len(starts)))
-        steps = found[3].tolist() if found[3] is not None else [1] * len(starts)
-    if any(step != 1 for step in steps):
-        return f"Slice with steps {steps}; Caffe's Slice takes contiguous ranges only"
+    if any(step != 1 for step in bounds.steps):
+        return f"Slice with steps {list(bounds.steps)}; Caffe's Slice takes contiguous ranges only"
     ranges = {}
-    for start, end, axis in zip(starts, ends, axes):
+    for start, end, axis in zip(bounds.starts, bounds.ends, bounds.axes):
         axis %= len(shape)
-        size = shape[axis]
-        start = min(max(start + size if start < 0 else start, 0), size)
-        end = size if end >= _INT64_MAX else min(max(end + size if end < 0 else end, 0), size)
+        start, end = _clamped(start, end, shape[axis])
         if end <= start:
             return f"Slice of an empty range [{start}, {end}) on axis {axis}"
-        if (start, end) != (0, size):
+        if (start, end) != (0, shape[axis]):
             ranges[axis] = (start, end)
     return ranges
 
 
 @CAFFE_LAYERS.register("Slice")
-def convert_slice(node: ir.Node, net: CaffeNet) -> None:
+def convert_slice(ctx: CaffeNodeContext) -> None:
     """Slice keeping one piece per cut axis (step 1)"""
-    shape = net.shape(node.inputs[0])
+    shape = ctx.static_shape(0)
     if shape is None:
-        net.problem(node, "dynamic-shape", "Slice needs a known input shape", "export with fixed shapes")
+        ctx.problem("dynamic-shape", "Slice needs a known input shape", "export with fixed shapes")
         return
-    ranges = _slice_ranges(node, net, shape)
+    bounds = slice_bounds(ctx)
+    if bounds is None:
+        return
+    ranges = _slice_ranges(bounds, shape)
     if isinstance(ranges, str):
-        net.problem(node, "slice", ranges, "slice with constant bounds and step 1")
+        ctx.problem("slice", ranges, "slice with constant bounds and step 1")
         return
     if not ranges:
-        net.alias(node, node.outputs[0], node.inputs[0])
+        ctx.alias()
         return
-    blob = net.bottom(node, node.inputs[0])
+    blob = ctx.bottom(ctx.node.inputs[0])
     axes = sorted(ranges)
     for axis in axes:
         start, end = ranges[axis]
@@ -270,30 +274,29 @@ def convert_slice(node: ir.Node, net: CaffeNet) -> None:
         kept = 1 if start > 0 else 0
         outputs: list[ir.Value | None] = [None] * (len(points) + 1)
         if axis == axes[-1]:
-            outputs[kept] = node.outputs[0]
-        layer = net.add_layer(node, "Slice", [blob], outputs, role=None if len(axes) == 1 else f"axis{axis}")
+            outputs[kept] = ctx.node.outputs[0]
+        layer = ctx.add_layer("Slice", [blob], outputs, role=None if len(axes) == 1 else f"axis{axis}")
         layer.slice_param.axis = axis
         layer.slice_param.slice_point.extend(points)
         blob = layer.top[kept]
-        net.discard(node, [top for index, top in enumerate(layer.top) if index != kept])
+        ctx.discard([top for index, top in enumerate(layer.top) if index != kept])
 
 
 @CAFFE_LAYERS.register("Identity", "Dropout")
-def convert_identity(node: ir.Node, net: CaffeNet) -> None:
+def convert_identity(ctx: CaffeNodeContext) -> None:
     """no layer: the output is the input blob (reported)"""
-    if node.op_type == "Dropout" and len(node.outputs) > 1 and node.outputs[1].consumers():
-        net.problem(node, "dropout-mask", "the Dropout mask output is used", "do not use the dropout mask")
+    if ctx.node.op_type == "Dropout" and len(ctx.node.outputs) > 1 and ctx.node.outputs[1].consumers():
+        ctx.problem("dropout-mask", "the Dropout mask output is used", "do not use the dropout mask")
         return
-    net.alias(node, node.outputs[0], node.inputs[0])
-    net.problem(
-        node,
+    ctx.alias()
+    ctx.problem(
         "removed",
-        f"{node.op_type} does nothing at inference and is not written",
+        f"{ctx.node.op_type} does nothing at inference and is not written",
         "run simplify to remove it from the graph as well",
         severity="warning",
     )
 
 
 @CAFFE_LAYERS.register("Constant")
-def convert_constant(node: ir.Node, net: CaffeNet) -> None:
+def convert_constant(ctx: CaffeNodeContext) -> None:
     """no layer: constants reach Caffe as the weights of the layers that use them"""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from google.protobuf import text_format
 
-from ...errors import InputError, Problem, UnsupportedError
+from ...errors import InputError, Problem, UnsupportedError, errors_of, sort_problems
 from ...formats import caffe_pb2
 from ...graph import Model, StepReport
 from ...graph.report import timed
@@ -26,7 +26,7 @@ from ...graph.shapes import infer_shapes
 from ..files import WrittenFiles, staged_output
 from . import activation, arithmetic, conv, linear, normalization, pooling, shape  # noqa: F401  (register)
 from .blobs import write_caffemodel
-from .net import DIALECTS, CaffeNet
+from .net import DIALECTS, TARGET, CaffeNet
 
 
 def _check_dialect(dialect: str) -> None:
@@ -49,13 +49,9 @@ def build_caffe_net(model: Model, dialect: str = "bvlc") -> CaffeNet:
     return net
 
 
-def _sorted(problems: list[Problem]) -> list[Problem]:
-    return sorted(problems, key=lambda p: (p.severity != "error", p.op_type, p.node, p.kind))
-
-
 def find_problems(model: Model, *, dialect: str = "bvlc") -> list[Problem]:
     """Every unsupported op and pitfall for Caffe, errors first, each with a remedy."""
-    return _sorted(build_caffe_net(model, dialect).problems)
+    return sort_problems(build_caffe_net(model, dialect).problems)
 
 
 def _net_parameter(net: CaffeNet, name: str) -> caffe_pb2.NetParameter:
@@ -81,10 +77,10 @@ def write_caffe(model: Model, outdir: str | Path, *, name: str | None = None, di
     report = StepReport("write caffe")
     with timed(report):
         net = build_caffe_net(model, dialect)
-        problems = _sorted(net.problems)
-        errors = [p for p in problems if p.severity == "error"]
+        problems = sort_problems(net.problems)
+        errors = errors_of(problems)
         if errors:
-            raise UnsupportedError(f"Caffe ({dialect})", errors)
+            raise UnsupportedError(f"{TARGET} ({dialect})", errors)
         records = net.records()
         details = {"layers": records, "dialect": dialect, "inputs": net.inputs(), "outputs": net.outputs()}
         prototxt = text_format.MessageToString(_net_parameter(net, name))

@@ -18,27 +18,27 @@ from __future__ import annotations
 import numpy as np
 
 from .codegen import call, flat, number, string
-from .program import EMITTERS, NodeContext, single_use
+from .program import EMITTERS, TorchNodeContext, single_use
 
 
-def _simple(ctx: NodeContext, layer: str, **kwargs: str) -> None:
+def _simple(ctx: TorchNodeContext, layer: str, **kwargs: str) -> None:
     ctx.assign(call(ctx.module(call(layer, **kwargs)), ctx.x(0)))
 
 
 @EMITTERS.register("Relu")
-def emit_relu(ctx: NodeContext) -> None:
+def emit_relu(ctx: TorchNodeContext) -> None:
     """nn.ReLU"""
     _simple(ctx, "nn.ReLU")
 
 
 @EMITTERS.register("Tanh")
-def emit_tanh(ctx: NodeContext) -> None:
+def emit_tanh(ctx: TorchNodeContext) -> None:
     """nn.Tanh"""
     _simple(ctx, "nn.Tanh")
 
 
 @EMITTERS.register("Sigmoid")
-def emit_sigmoid(ctx: NodeContext) -> None:
+def emit_sigmoid(ctx: TorchNodeContext) -> None:
     """nn.Sigmoid, or nn.SiLU with the Mul that multiplies its input by it"""
     product = single_use(ctx.node.outputs[0], "Mul")
     source = ctx.value(0)
@@ -50,25 +50,25 @@ def emit_sigmoid(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("LeakyRelu")
-def emit_leaky_relu(ctx: NodeContext) -> None:
+def emit_leaky_relu(ctx: TorchNodeContext) -> None:
     """nn.LeakyReLU(alpha)"""
     _simple(ctx, "nn.LeakyReLU", negative_slope=number(ctx.attr("alpha", 0.01)))
 
 
 @EMITTERS.register("Elu")
-def emit_elu(ctx: NodeContext) -> None:
+def emit_elu(ctx: TorchNodeContext) -> None:
     """nn.ELU(alpha)"""
     _simple(ctx, "nn.ELU", alpha=number(ctx.attr("alpha", 1.0)))
 
 
 @EMITTERS.register("Celu")
-def emit_celu(ctx: NodeContext) -> None:
+def emit_celu(ctx: TorchNodeContext) -> None:
     """nn.CELU(alpha)"""
     _simple(ctx, "nn.CELU", alpha=number(ctx.attr("alpha", 1.0)))
 
 
 @EMITTERS.register("Selu")
-def emit_selu(ctx: NodeContext) -> None:
+def emit_selu(ctx: TorchNodeContext) -> None:
     """nn.SELU (default alpha and gamma only)"""
     alpha, gamma = ctx.attr("alpha", 1.67326319217681884765625), ctx.attr("gamma", 1.05070102214813232421875)
     if not (np.isclose(alpha, 1.6732632, rtol=1e-6) and np.isclose(gamma, 1.0507010, rtol=1e-6)):
@@ -81,31 +81,31 @@ def emit_selu(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Softplus")
-def emit_softplus(ctx: NodeContext) -> None:
+def emit_softplus(ctx: TorchNodeContext) -> None:
     """nn.Softplus"""
     _simple(ctx, "nn.Softplus")
 
 
 @EMITTERS.register("Softsign")
-def emit_softsign(ctx: NodeContext) -> None:
+def emit_softsign(ctx: TorchNodeContext) -> None:
     """nn.Softsign"""
     _simple(ctx, "nn.Softsign")
 
 
 @EMITTERS.register("Mish")
-def emit_mish(ctx: NodeContext) -> None:
+def emit_mish(ctx: TorchNodeContext) -> None:
     """nn.Mish"""
     _simple(ctx, "nn.Mish")
 
 
 @EMITTERS.register("HardSwish")
-def emit_hard_swish(ctx: NodeContext) -> None:
+def emit_hard_swish(ctx: TorchNodeContext) -> None:
     """nn.Hardswish"""
     _simple(ctx, "nn.Hardswish")
 
 
 @EMITTERS.register("HardSigmoid")
-def emit_hard_sigmoid(ctx: NodeContext) -> None:
+def emit_hard_sigmoid(ctx: TorchNodeContext) -> None:
     """nn.Hardsigmoid when alpha = 1/6 and beta = 1/2, else clamp(alpha * x + beta, 0, 1)"""
     alpha, beta = float(ctx.attr("alpha", 0.2)), float(ctx.attr("beta", 0.5))
     if np.isclose(alpha, 1 / 6, rtol=1e-6) and np.isclose(beta, 0.5, rtol=1e-6):
@@ -115,7 +115,7 @@ def emit_hard_sigmoid(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Gelu")
-def emit_gelu(ctx: NodeContext) -> None:
+def emit_gelu(ctx: TorchNodeContext) -> None:
     """nn.GELU(approximate)"""
     approximate = ctx.attr("approximate", "none")
     if approximate == "none":
@@ -124,34 +124,29 @@ def emit_gelu(ctx: NodeContext) -> None:
         _simple(ctx, "nn.GELU", approximate=string(approximate))
 
 
+def _scalar(array: np.ndarray | None) -> float | None:
+    return None if array is None else float(np.asarray(array).reshape(()))
+
+
 @EMITTERS.register("Clip")
-def emit_clip(ctx: NodeContext) -> None:
+def emit_clip(ctx: TorchNodeContext) -> None:
     """nn.ReLU6 for [0, 6], nn.Hardtanh for other bounds, torch.clamp for one bound"""
-    if ctx.opset >= 11:
-        if not (ctx.needs_constant(1, "the lower bound") and ctx.needs_constant(2, "the upper bound")):
-            return
-        low = ctx.const(1) if ctx.has_input(1) else None
-        high = ctx.const(2) if ctx.has_input(2) else None
-    else:
-        low, high = ctx.attr("min"), ctx.attr("max")
-    low = None if low is None else float(np.asarray(low).reshape(()))
-    high = None if high is None else float(np.asarray(high).reshape(()))
-    floating = ctx.dtype(0) is None or ctx.dtype(0).kind == "f"
+    if not ctx.require_constants("min", "max"):
+        return
+    low, high = _scalar(ctx.param("min")), _scalar(ctx.param("max"))
+    dtype = ctx.dtype(0)
+    floating = dtype is None or dtype.kind == "f"
     if floating and low == 0.0 and high == 6.0:
         _simple(ctx, "nn.ReLU6")
     elif floating and low is not None and high is not None:
         _simple(ctx, "nn.Hardtanh", min_val=number(low), max_val=number(high))
     else:
-        bounds = {}
-        if low is not None:
-            bounds["min"] = number(low, ctx.dtype(0))
-        if high is not None:
-            bounds["max"] = number(high, ctx.dtype(0))
+        bounds = {name: number(bound, dtype) for name, bound in (("min", low), ("max", high)) if bound is not None}
         ctx.assign(call("torch.clamp", ctx.x(0), **bounds))
 
 
 @EMITTERS.register("PRelu")
-def emit_prelu(ctx: NodeContext) -> None:
+def emit_prelu(ctx: TorchNodeContext) -> None:
     """nn.PReLU(channels) for per-channel or single slopes"""
     slope = ctx.const(1)
     rank = ctx.rank(0)
@@ -166,6 +161,7 @@ def emit_prelu(ctx: NodeContext) -> None:
     aligned = (1,) * ((rank or 0) - slope.ndim) + slope.shape if rank is not None else None
     if (
         aligned is not None
+        and rank is not None
         and rank >= 2
         and len(aligned) == rank
         and all(size == 1 for axis, size in enumerate(aligned) if axis != 1)
@@ -179,15 +175,22 @@ def emit_prelu(ctx: NodeContext) -> None:
     ctx.assign(call("torch.where", f"{ctx.x(0)} >= 0", ctx.x(0), f"{ctx.x(0)} * {ctx.x(1)}"))
 
 
-def _softmax(ctx: NodeContext, layer: str, function: str) -> None:
+def _softmax(ctx: TorchNodeContext, layer: str) -> None:
     rank = ctx.rank(0)
-    default = -1 if ctx.opset >= 13 else 1
-    axis = int(ctx.attr("axis", default))
+    axis = int(ctx.attr("axis"))
     if rank is not None and axis < 0:
         axis += rank
-    last = axis == -1 or (rank is not None and axis == rank - 1)
-    if ctx.opset >= 13 or last:
-        ctx.assign(call(ctx.module(call(layer, dim=str(axis))), ctx.x(0)))
+    ctx.assign(call(ctx.module(call(layer, dim=str(axis))), ctx.x(0)))
+
+
+def _flattening_softmax(ctx: TorchNodeContext, layer: str, function: str) -> None:
+    """Before opset 13: normalise over everything from ``axis`` on, as one flattened row."""
+    rank = ctx.rank(0)
+    axis = int(ctx.attr("axis"))
+    if rank is not None and axis < 0:
+        axis += rank
+    if axis == -1 or (rank is not None and axis == rank - 1):
+        _softmax(ctx, layer)
         return
     if rank is None:
         ctx.unsupported(
@@ -195,18 +198,29 @@ def _softmax(ctx: NodeContext, layer: str, function: str) -> None:
             "run shape inference or simplify the model first",
         )
         return
-    # before opset 13: normalise over everything from `axis` on, as one flattened row
     flattened = call("torch.flatten", ctx.x(0), str(axis))
     ctx.assign(call(f"{function}({flat(flattened)}, dim=-1).reshape", f"{ctx.x(0)}.shape"))
 
 
-@EMITTERS.register("Softmax")
-def emit_softmax(ctx: NodeContext) -> None:
+@EMITTERS.register("Softmax", since=13)
+def emit_softmax(ctx: TorchNodeContext) -> None:
     """nn.Softmax(dim)"""
-    _softmax(ctx, "nn.Softmax", "torch.softmax")
+    _softmax(ctx, "nn.Softmax")
 
 
-@EMITTERS.register("LogSoftmax")
-def emit_log_softmax(ctx: NodeContext) -> None:
+@EMITTERS.register("Softmax", since=1)
+def emit_flattening_softmax(ctx: TorchNodeContext) -> None:
+    """nn.Softmax(dim) over the last axis, else softmax of the input flattened from axis"""
+    _flattening_softmax(ctx, "nn.Softmax", "torch.softmax")
+
+
+@EMITTERS.register("LogSoftmax", since=13)
+def emit_log_softmax(ctx: TorchNodeContext) -> None:
     """nn.LogSoftmax(dim)"""
-    _softmax(ctx, "nn.LogSoftmax", "torch.log_softmax")
+    _softmax(ctx, "nn.LogSoftmax")
+
+
+@EMITTERS.register("LogSoftmax", since=1)
+def emit_flattening_log_softmax(ctx: TorchNodeContext) -> None:
+    """nn.LogSoftmax(dim) over the last axis, else log-softmax of the input flattened from axis"""
+    _flattening_softmax(ctx, "nn.LogSoftmax", "torch.log_softmax")

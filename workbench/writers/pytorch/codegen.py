@@ -13,8 +13,9 @@ import builtins
 import json
 import keyword
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable, Union
+from typing import SupportsFloat
 
 import numpy as np
 
@@ -28,7 +29,7 @@ INDENT = "    "
 class ListOf:
     """A Python list or tuple literal whose items are expressions."""
 
-    items: tuple["Expr", ...]
+    items: tuple[Expr, ...]
     brackets: str = "[]"
 
 
@@ -37,11 +38,11 @@ class Call:
     """``function(arg, ..., key=value, ...)``."""
 
     function: str
-    args: tuple["Expr", ...] = ()
-    kwargs: tuple[tuple[str, "Expr"], ...] = field(default=())
+    args: tuple[Expr, ...] = ()
+    kwargs: tuple[tuple[str, Expr], ...] = field(default=())
 
 
-Expr = Union[str, Call, ListOf]
+Expr = str | Call | ListOf
 
 
 def call(function: str, *args: Expr, **kwargs: Expr) -> Call:
@@ -68,11 +69,12 @@ def render(prefix: str, expr: Expr, indent: str, suffix: str = "") -> list[str]:
     line = f"{indent}{prefix}{flat(expr)}{suffix}"
     if len(line) <= LINE_LIMIT or isinstance(expr, str):
         return [line]
+    items: list[Expr | tuple[str, Expr]]
     if isinstance(expr, ListOf):
         opening, closing, items = expr.brackets[0], expr.brackets[1], list(expr.items)
     else:
         opening, closing = f"{expr.function}(", ")"
-        items = list(expr.args) + [(key, value) for key, value in expr.kwargs]
+        items = [*expr.args, *expr.kwargs]
     inner = indent + INDENT
     parts = [f"{item[0]}={flat(item[1])}" if isinstance(item, tuple) else flat(item) for item in items]
     hugged = f"{inner}{', '.join(parts)}"
@@ -88,7 +90,7 @@ def render(prefix: str, expr: Expr, indent: str, suffix: str = "") -> list[str]:
     return lines
 
 
-def number(value: object, dtype: np.dtype | None = None) -> str:
+def number(value: SupportsFloat, dtype: np.dtype | None = None) -> str:
     """A Python literal that reads back as the same value in ``dtype``.
 
     Floats print with the fewest digits that round-trip in their own precision

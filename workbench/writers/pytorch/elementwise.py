@@ -9,12 +9,10 @@ unless ``fmod = 1`` (``torch.remainder`` / ``torch.fmod``).
 
 from __future__ import annotations
 
-from functools import reduce
-
 import onnx_ir as ir
 
-from .codegen import call, string
-from .program import EMITTERS, NodeContext, torch_dtype
+from .codegen import Expr, call, string
+from .program import EMITTERS, TorchNodeContext, torch_dtype
 
 _OPERATORS = {
     "Add": "+",
@@ -54,19 +52,19 @@ _UNARY = {
 }
 
 
-def _binary(ctx: NodeContext) -> tuple[str, str]:
+def _binary(ctx: TorchNodeContext) -> tuple[str, str]:
     return ctx.operand(0, 1), ctx.operand(1, 0)
 
 
 @EMITTERS.register(*_OPERATORS)
-def emit_operator(ctx: NodeContext) -> None:
+def emit_operator(ctx: TorchNodeContext) -> None:
     """a + b, a - b, a * b, a == b, a > b, ... (NumPy broadcasting in both)"""
     left, right = _binary(ctx)
     ctx.assign(f"{left} {_OPERATORS[ctx.node.op_type]} {right}")
 
 
 @EMITTERS.register("Div")
-def emit_div(ctx: NodeContext) -> None:
+def emit_div(ctx: TorchNodeContext) -> None:
     """a / b; truncating torch.div for integers"""
     left, right = _binary(ctx)
     dtype = ctx.dtype(0)
@@ -77,14 +75,14 @@ def emit_div(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Mod")
-def emit_mod(ctx: NodeContext) -> None:
+def emit_mod(ctx: TorchNodeContext) -> None:
     """torch.remainder, or torch.fmod when fmod = 1"""
     function = "torch.fmod" if ctx.attr("fmod", 0) else "torch.remainder"
     ctx.assign(call(function, ctx.x(0), ctx.operand(1, 0)))
 
 
 @EMITTERS.register("Pow", "And", "Or", "Xor")
-def emit_binary_function(ctx: NodeContext) -> None:
+def emit_binary_function(ctx: TorchNodeContext) -> None:
     """torch.pow, torch.logical_and / or / xor"""
     left = ctx.x(0)
     right = ctx.operand(1, 0) if ctx.node.op_type == "Pow" else ctx.x(1)
@@ -92,30 +90,33 @@ def emit_binary_function(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register(*_UNARY)
-def emit_unary(ctx: NodeContext) -> None:
+def emit_unary(ctx: TorchNodeContext) -> None:
     """torch.sqrt, torch.exp, torch.erf, ... (the same function in both)"""
     ctx.assign(call(_UNARY[ctx.node.op_type], ctx.x(0)))
 
 
 @EMITTERS.register("Neg")
-def emit_neg(ctx: NodeContext) -> None:
+def emit_neg(ctx: TorchNodeContext) -> None:
     """-x"""
     ctx.assign(f"-{ctx.x(0)}")
 
 
 @EMITTERS.register("Max", "Min")
-def emit_extreme(ctx: NodeContext) -> None:
+def emit_extreme(ctx: TorchNodeContext) -> None:
     """torch.maximum / torch.minimum, folded over every input"""
     function = "torch.maximum" if ctx.node.op_type == "Max" else "torch.minimum"
     operands = [ctx.x(i) for i in range(len(ctx.node.inputs))]
     if len(operands) == 1:
         ctx.alias(0)
         return
-    ctx.assign(reduce(lambda left, right: call(function, left, right), operands))
+    folded: Expr = operands[0]
+    for operand in operands[1:]:
+        folded = call(function, folded, operand)
+    ctx.assign(folded)
 
 
 @EMITTERS.register("Sum", "Mean")
-def emit_sum(ctx: NodeContext) -> None:
+def emit_sum(ctx: TorchNodeContext) -> None:
     """a + b + ..., divided by the count for Mean"""
     operands = [ctx.x(i) for i in range(len(ctx.node.inputs))]
     total = " + ".join(operands)
@@ -125,13 +126,13 @@ def emit_sum(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Where")
-def emit_where(ctx: NodeContext) -> None:
+def emit_where(ctx: TorchNodeContext) -> None:
     """torch.where(condition, a, b)"""
     ctx.assign(call("torch.where", ctx.x(0), ctx.operand(1, 2), ctx.operand(2, 1)))
 
 
 @EMITTERS.register("Cast")
-def emit_cast(ctx: NodeContext) -> None:
+def emit_cast(ctx: TorchNodeContext) -> None:
     """x.to(dtype)"""
     target = torch_dtype(ir.DataType(int(ctx.attr("to"))))
     if target is None:
@@ -141,13 +142,13 @@ def emit_cast(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("CastLike")
-def emit_cast_like(ctx: NodeContext) -> None:
+def emit_cast_like(ctx: TorchNodeContext) -> None:
     """x.to(other.dtype)"""
     ctx.assign(call(f"{ctx.x(0)}.to", f"{ctx.x(1)}.dtype"))
 
 
 @EMITTERS.register("Einsum")
-def emit_einsum(ctx: NodeContext) -> None:
+def emit_einsum(ctx: TorchNodeContext) -> None:
     """torch.einsum(equation, ...)"""
     operands = [ctx.x(i) for i in range(len(ctx.node.inputs))]
     ctx.assign(call("torch.einsum", string(ctx.attr("equation")), *operands))

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .codegen import call, flat, number
 from ...graph.shapes import constant
-from .program import EMITTERS, NodeContext, single_use
+from .codegen import call, flat, number
+from .program import EMITTERS, TorchNodeContext, single_use
 
 
 def _row_bias(bias: np.ndarray | None, features: int) -> np.ndarray | None:
@@ -28,7 +28,7 @@ def _row_bias(bias: np.ndarray | None, features: int) -> np.ndarray | None:
     return None
 
 
-def _linear(ctx: NodeContext, weight: np.ndarray, bias: np.ndarray | None, source: str) -> None:
+def _linear(ctx: TorchNodeContext, weight: np.ndarray, bias: np.ndarray | None, source: str) -> None:
     out_features, in_features = weight.shape
     arguments = {} if bias is not None else {"bias": "False"}
     state = {"weight": np.ascontiguousarray(weight)}
@@ -40,7 +40,7 @@ def _linear(ctx: NodeContext, weight: np.ndarray, bias: np.ndarray | None, sourc
 
 
 @EMITTERS.register("Gemm")
-def emit_gemm(ctx: NodeContext) -> None:
+def emit_gemm(ctx: TorchNodeContext) -> None:
     """nn.Linear for a constant B; torch.matmul otherwise"""
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
     trans_a, trans_b = int(ctx.attr("transA", 0)), int(ctx.attr("transB", 0))
@@ -66,7 +66,7 @@ def emit_gemm(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("MatMul")
-def emit_matmul(ctx: NodeContext) -> None:
+def emit_matmul(ctx: TorchNodeContext) -> None:
     """nn.Linear for a constant 2-d right operand (with a following bias Add); torch.matmul otherwise"""
     weight = ctx.const(1)
     if weight is None or weight.ndim != 2 or ctx.const(0) is not None:
@@ -80,7 +80,7 @@ def emit_matmul(ctx: NodeContext) -> None:
         data = constant(other[0]) if len(other) == 1 else None
         # a bias of higher rank than the product would broadcast it to a new shape
         fits = data is not None and data.size == features and data.shape[-1] == features
-        if fits and data.ndim <= (ctx.rank(0) or 1):
+        if data is not None and fits and data.ndim <= (ctx.rank(0) or 1):
             bias = data.reshape(features)
             ctx.absorb(add)
     _linear(ctx, weight.T, bias, ctx.x(0))

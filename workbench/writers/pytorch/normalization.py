@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 
 from .codegen import call, flat, ints, number
-from .program import EMITTERS, NodeContext
+from .program import EMITTERS, TorchNodeContext
 
 
-def _norm_rank(ctx: NodeContext, layer: str, low: int) -> int | None:
+def _norm_rank(ctx: TorchNodeContext, layer: str, low: int) -> int | None:
     """The 1/2/3 of nn.XNorm{n}d for the input's rank, or None with a problem."""
     rank = ctx.rank(0)
     if rank is None or rank < low or rank > 5:
@@ -30,20 +30,8 @@ def _norm_rank(ctx: NodeContext, layer: str, low: int) -> int | None:
     return max(rank - 2, 1)
 
 
-def _constants(ctx: NodeContext, indices: range) -> list[np.ndarray] | None:
-    found = [ctx.const(i) for i in indices]
-    if any(item is None for item in found):
-        ctx.problem(
-            "dynamic-weight",
-            f"{ctx.node.op_type} parameters are computed at run time, not stored in the model",
-            "constant-fold the model (workbench.steps.simplify) so they are initializers",
-        )
-        return None
-    return found
-
-
 @EMITTERS.register("BatchNormalization")
-def emit_batch_norm(ctx: NodeContext) -> None:
+def emit_batch_norm(ctx: TorchNodeContext) -> None:
     """nn.BatchNorm1d/2d/3d(channels, eps) in inference mode"""
     if ctx.attr("training_mode", 0) or any(output.uses() for output in ctx.node.outputs[1:]):
         ctx.unsupported(
@@ -52,10 +40,10 @@ def emit_batch_norm(ctx: NodeContext) -> None:
         )
         return
     spatial = _norm_rank(ctx, "nn.BatchNorm", 2)
-    found = _constants(ctx, range(1, 5))
+    found = ctx.weights(1, 2, 3, 4)
     if spatial is None or found is None:
         return
-    scale, bias, mean, var = found
+    scale, bias, mean, var = found.values()
     channels = scale.size
     arguments = {}
     eps = float(ctx.attr("epsilon", 1e-5))
@@ -74,13 +62,13 @@ def emit_batch_norm(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("InstanceNormalization")
-def emit_instance_norm(ctx: NodeContext) -> None:
+def emit_instance_norm(ctx: TorchNodeContext) -> None:
     """nn.InstanceNorm1d/2d/3d(channels, eps, affine=True)"""
     spatial = _norm_rank(ctx, "nn.InstanceNorm", 3)
-    found = _constants(ctx, range(1, 3))
+    found = ctx.weights(1, 2)
     if spatial is None or found is None:
         return
-    scale, bias = found
+    scale, bias = found.values()
     channels = scale.size
     eps = number(float(ctx.attr("epsilon", 1e-5)))
     layer = call(f"nn.InstanceNorm{spatial}d", str(channels), eps=eps, affine="True")
@@ -89,7 +77,7 @@ def emit_instance_norm(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("LayerNormalization")
-def emit_layer_norm(ctx: NodeContext) -> None:
+def emit_layer_norm(ctx: TorchNodeContext) -> None:
     """nn.LayerNorm(normalized shape, eps) over the trailing axes from `axis`"""
     shape = ctx.shape(0)
     axis = int(ctx.attr("axis", -1))
@@ -101,9 +89,13 @@ def emit_layer_norm(ctx: NodeContext) -> None:
             "run shape inference or simplify the model first",
         )
         return
-    normalized = shape[axis:]
-    if any(size is None for size in normalized):
-        ctx.problem("dynamic-shape", f"LayerNormalization over axes of unknown size {normalized}")
+    normalized = tuple(size for size in shape[axis:] if size is not None)
+    if len(normalized) != len(shape[axis:]):
+        ctx.problem(
+            "dynamic-shape",
+            f"LayerNormalization over axes of unknown size {shape[axis:]}",
+            "give the model fixed input shapes and simplify it first",
+        )
         return
     size = int(np.prod(normalized))
     state = {"weight": np.broadcast_to(scale, normalized).copy()}
@@ -120,7 +112,7 @@ def emit_layer_norm(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("LRN")
-def emit_lrn(ctx: NodeContext) -> None:
+def emit_lrn(ctx: TorchNodeContext) -> None:
     """nn.LocalResponseNorm(size, alpha, beta, k) for odd sizes"""
     size = int(ctx.attr("size"))
     if size % 2 == 0:

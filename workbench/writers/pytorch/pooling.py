@@ -11,12 +11,13 @@ Global pooling is adaptive pooling to size 1.
 
 from __future__ import annotations
 
-from .codegen import call, ints, single_or_tuple
-from .convolution import resolve_pads, torch_pad_order
-from .program import EMITTERS, NodeContext
+from ...graph.pads import Window
+from .codegen import Expr, call, ints, single_or_tuple
+from .convolution import torch_pad_order
+from .program import EMITTERS, TorchNodeContext
 
 
-def _spatial_rank(ctx: NodeContext) -> int | None:
+def _spatial_rank(ctx: TorchNodeContext) -> int | None:
     rank = ctx.rank(0)
     if rank is None or rank < 3 or rank > 5:
         ctx.unsupported(
@@ -28,67 +29,81 @@ def _spatial_rank(ctx: NodeContext) -> int | None:
     return rank - 2
 
 
-def _pool(ctx: NodeContext, kind: str) -> None:
-    kernel = [int(k) for k in ctx.attr("kernel_shape", ())]
-    spatial = len(kernel)
-    if spatial not in (1, 2, 3):
-        ctx.unsupported(f"{ctx.node.op_type} with a {spatial}-d kernel; PyTorch pools 1-d to 3-d")
-        return
-    if len(ctx.node.outputs) > 1 and ctx.node.outputs[1].uses():
+def _pool_window(ctx: TorchNodeContext, kind: str) -> Window | None:
+    """The pooling's resolved window, or None after reporting what PyTorch's pools cannot do."""
+    found = ctx.window()
+    if found is None:
+        return None
+    if found.spatial not in (1, 2, 3):
+        ctx.unsupported(f"{ctx.node.op_type} with a {found.spatial}-d kernel; PyTorch pools 1-d to 3-d")
+    elif len(ctx.node.outputs) > 1 and ctx.node.outputs[1].uses():
         ctx.unsupported("MaxPool's indices output is used", "the generated model computes values only")
+    elif kind == "Avg" and any(d != 1 for d in found.dilations):
+        ctx.unsupported(f"AveragePool with dilations {list(found.dilations)}; nn.AvgPool has no dilation")
+    return found if ctx.ok else None
+
+
+def _fits_the_layer(kind: str, found: Window) -> bool:
+    """Whether PyTorch's own ``padding`` holds the pads: the same at both ends and at
+    most half the (dilated) kernel."""
+    reach = [((k - 1) * d + 1) // 2 if kind == "Max" else k // 2 for k, d in zip(found.kernel, found.dilations)]
+    return found.symmetric and all(p <= r for p, r in zip(found.begins, reach))
+
+
+def _pool(ctx: TorchNodeContext, kind: str) -> None:
+    found = _pool_window(ctx, kind)
+    if found is None:
         return
-    strides = [int(s) for s in ctx.attr("strides", (1,) * spatial)]
-    dilations = [int(d) for d in ctx.attr("dilations", (1,) * spatial)]
-    ceil_mode = bool(ctx.attr("ceil_mode", 0))
     include_pad = bool(ctx.attr("count_include_pad", 0))
-    if kind == "Avg" and any(d != 1 for d in dilations):
-        ctx.unsupported(f"AveragePool with dilations {dilations}; nn.AvgPool has no dilation")
-        return
-    pads = resolve_pads(ctx, kernel, strides, dilations)
-    if pads is None:
-        return
-    begins, ends = pads[:spatial], pads[spatial:]
-    reach = [((k - 1) * d + 1) // 2 if kind == "Max" else k // 2 for k, d in zip(kernel, dilations)]
-    fits = begins == ends and all(p <= r for p, r in zip(begins, reach))
     source = ctx.x(0)
-    padding = begins
-    if not fits:
+    padding = found.begins
+    if not _fits_the_layer(kind, found):
         if kind == "Avg" and not include_pad:
             ctx.unsupported(
-                f"AveragePool with pads {pads} that PyTorch cannot apply and count_include_pad=0",
+                f"AveragePool with pads {list(found.pads)} that PyTorch cannot apply and count_include_pad=0",
                 "pad the input explicitly in the source model, or use symmetric pads",
             )
             return
         fill = {"value": '-float("inf")'} if kind == "Max" else {}
-        source = ctx.temporary(call("F.pad", source, ints(torch_pad_order(begins, ends)), **fill), f"{source}_padded")
-        padding = [0] * spatial
-    arguments = {"kernel_size": single_or_tuple(kernel), "stride": single_or_tuple(strides)}
-    if any(p != 0 for p in padding):
-        arguments["padding"] = single_or_tuple(padding)
-    if kind == "Max" and any(d != 1 for d in dilations):
-        arguments["dilation"] = single_or_tuple(dilations)
-    if ceil_mode:
-        arguments["ceil_mode"] = "True"
-    if kind == "Avg" and any(p != 0 for p in padding) and not include_pad:
-        arguments["count_include_pad"] = "False"
-    layer = call(f"nn.{kind}Pool{spatial}d", **arguments)
+        pads = ints(torch_pad_order(found.begins, found.ends))
+        source = ctx.temporary(call("F.pad", source, pads, **fill), f"{source}_padded")
+        padding = (0,) * found.spatial
+    layer = call(f"nn.{kind}Pool{found.spatial}d", **_pool_arguments(ctx, kind, found, padding, include_pad))
     ctx.assign(call(ctx.module(layer), source))
 
 
+def _pool_arguments(
+    ctx: TorchNodeContext, kind: str, found: Window, padding: tuple[int, ...], include_pad: bool
+) -> dict[str, Expr]:
+    arguments: dict[str, Expr] = {
+        "kernel_size": single_or_tuple(found.kernel),
+        "stride": single_or_tuple(found.strides),
+    }
+    if any(p != 0 for p in padding):
+        arguments["padding"] = single_or_tuple(padding)
+    if kind == "Max" and any(d != 1 for d in found.dilations):
+        arguments["dilation"] = single_or_tuple(found.dilations)
+    if ctx.attr("ceil_mode", 0):
+        arguments["ceil_mode"] = "True"
+    if kind == "Avg" and any(p != 0 for p in padding) and not include_pad:
+        arguments["count_include_pad"] = "False"
+    return arguments
+
+
 @EMITTERS.register("MaxPool")
-def emit_max_pool(ctx: NodeContext) -> None:
+def emit_max_pool(ctx: TorchNodeContext) -> None:
     """nn.MaxPool1d/2d/3d (pads PyTorch cannot apply: F.pad with -inf first)"""
     _pool(ctx, "Max")
 
 
 @EMITTERS.register("AveragePool")
-def emit_average_pool(ctx: NodeContext) -> None:
+def emit_average_pool(ctx: TorchNodeContext) -> None:
     """nn.AvgPool1d/2d/3d with ceil_mode and count_include_pad"""
     _pool(ctx, "Avg")
 
 
 @EMITTERS.register("GlobalAveragePool")
-def emit_global_average_pool(ctx: NodeContext) -> None:
+def emit_global_average_pool(ctx: TorchNodeContext) -> None:
     """nn.AdaptiveAvgPool1d/2d/3d(1)"""
     spatial = _spatial_rank(ctx)
     if spatial is not None:
@@ -96,7 +111,7 @@ def emit_global_average_pool(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("GlobalMaxPool")
-def emit_global_max_pool(ctx: NodeContext) -> None:
+def emit_global_max_pool(ctx: TorchNodeContext) -> None:
     """nn.AdaptiveMaxPool1d/2d/3d(1)"""
     spatial = _spatial_rank(ctx)
     if spatial is not None:

@@ -2,9 +2,11 @@
 the op emitters write it through.
 
 The writer walks the graph in its (topological) order and calls the emitter
-registered for each node's op type. An emitter reads the node through a
-``NodeContext`` (inputs as expressions, constant inputs as arrays, attributes,
-inferred shapes) and adds to the ``Program``:
+registered for each node's op type (and since-opset). An emitter reads the node
+through a ``TorchNodeContext``: the shared converter contract
+(``workbench.graph.converter``: constant inputs as arrays, attributes and
+parameters as the opset in force keeps them, resolved pads, inferred shapes,
+``problem``) plus inputs as expressions, and adds to the ``Program``:
 
 * submodules (``self.conv1 = nn.Conv2d(...)``) named after the node's source
   layer, with the tensors of their state dict;
@@ -13,15 +15,15 @@ inferred shapes) and adds to the ``Program``:
 * forward statements, each remembering the graph nodes and source layers it
   stands for.
 
-An emitter that cannot express a node records a ``Problem`` and returns, so every
-problem of a graph is found in one pass. Emitters may absorb a following node
+An emitter that cannot express a node reports a ``Problem`` (``ctx.problem``) and
+returns, so every problem of a graph is found in one pass. Emitters may absorb a following node
 (``Sigmoid`` + ``Mul`` -> ``nn.SiLU``); the walk then skips it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -29,7 +31,7 @@ import torch
 
 from ...errors import Problem
 from ...graph import provenance
-from ...graph.shapes import constant
+from ...graph.converter import OnnxNodeContext
 from ...registry import Registry
 from .codegen import Call, Expr, Namespace, flat, identifier, number
 
@@ -169,20 +171,15 @@ def torch_dtype(dtype: ir.DataType | np.dtype | None) -> str | None:
     return _TORCH_DTYPES.get(np.dtype(dtype).name)
 
 
-class NodeContext:
+class TorchNodeContext(OnnxNodeContext):
     """What an emitter sees of one node, and how it adds code for it."""
 
     def __init__(self, program: Program, node: ir.Node) -> None:
+        super().__init__(program.problems, node, program.opset)
         self.program = program
-        self.node = node
         self.nodes = [node]
-        self.ok = True
 
     # ---- reading the node -------------------------------------------------
-    @property
-    def opset(self) -> int:
-        return self.program.opset
-
     @property
     def name(self) -> str:
         return self.node.name or self.node.op_type
@@ -195,70 +192,6 @@ class NodeContext:
         layer (a flatten) does not take the name the layer's main submodule needs."""
         counts = self.program.nodes_per_source
         return all(counts.get(source, 0) <= 1 for source in provenance.sources(self.node))
-
-    def value(self, index: int) -> ir.Value | None:
-        inputs = self.node.inputs
-        return inputs[index] if index < len(inputs) else None
-
-    def has_input(self, index: int) -> bool:
-        value = self.value(index)
-        return value is not None and bool(value.name or value.const_value is not None)
-
-    def const(self, index: int) -> np.ndarray | None:
-        """The constant data of input ``index``, or None if it is computed or absent."""
-        return constant(self.value(index))
-
-    def attr(self, name: str, default: Any = None) -> Any:
-        attribute = self.node.attributes.get(name)
-        if attribute is None:
-            return default
-        value = attribute.value
-        if isinstance(value, ir.TensorProtocol):
-            return value.numpy()
-        if isinstance(value, Sequence) and not isinstance(value, str):
-            return tuple(value)
-        return value
-
-    def shape(self, index: int = 0) -> tuple[int | None, ...] | None:
-        """The input's shape, unknown dimensions as None, or None if the rank is unknown."""
-        return _shape_of(self.value(index))
-
-    def output_shape(self, index: int = 0) -> tuple[int | None, ...] | None:
-        return _shape_of(self.node.outputs[index])
-
-    def rank(self, index: int = 0) -> int | None:
-        shape = self.shape(index)
-        return len(shape) if shape is not None else None
-
-    def dtype(self, index: int = 0) -> np.dtype | None:
-        value = self.value(index)
-        if value is None or value.dtype is None:
-            return None
-        try:
-            return np.dtype(value.dtype.numpy())
-        except (TypeError, ValueError):
-            return None
-
-    def param(self, index: int, attribute: str, *, since: int) -> np.ndarray | None:
-        """A parameter that moved from an attribute to an input at opset ``since``
-        (Reduce* axes, Split sizes, Pad pads, Clip bounds, ...)."""
-        if self.opset >= since:
-            return self.const(index) if self.has_input(index) else None
-        found = self.attr(attribute)
-        return None if found is None else np.asarray(found)
-
-    def needs_constant(self, index: int, role: str) -> bool:
-        """True when input ``index`` is absent or constant; otherwise records the
-        dynamic-shape problem (the generated code needs it fixed)."""
-        if not self.has_input(index) or self.const(index) is not None:
-            return True
-        self.problem(
-            "dynamic-shape",
-            f"{role} is computed at run time (input {self.value(index).name})",
-            "simplify the model with fixed input shapes first (workbench.steps.simplify, "
-            "--input-shape) so it becomes a constant",
-        )
-        return False
 
     # ---- expressions of inputs -------------------------------------------
     def x(self, index: int = 0) -> str:
@@ -283,8 +216,11 @@ class NodeContext:
         return self.x(index)
 
     def buffer(self, index: int) -> str:
+        """``self.<buffer>`` holding constant input ``index``."""
         value = self.value(index)
         data = self.const(index)
+        if value is None or data is None:
+            raise ValueError(f"{self.name} input {index} is not a constant")
         record = self.program.add_buffer(value, data, identifier(value.name or "", "constant") or "constant")
         record.nodes.append(self.name)
         record.sources.extend(s for s in self.sources() if s not in record.sources)
@@ -341,29 +277,6 @@ class NodeContext:
         self.nodes.append(node)
         self.program.absorbed.add(id(node))
 
-    def problem(self, kind: str, message: str, remedy: str = "", severity: str = "error") -> None:
-        if severity == "error":
-            self.ok = False
-        self.program.problems.append(
-            Problem(
-                severity=severity,
-                kind=kind,
-                node=self.name,
-                op_type=self.node.op_type,
-                message=message,
-                remedy=remedy,
-                source=tuple(provenance.sources(self.node)),
-            )
-        )
-
-    def unsupported(self, message: str, remedy: str = "") -> None:
-        """An attribute value or input form this writer cannot express."""
-        self.problem(
-            "unsupported-attribute",
-            message,
-            remedy or "express this layer differently in the source model, or convert it by hand",
-        )
-
     def _final_outputs(self) -> Sequence[ir.Value]:
         return self.nodes[-1].outputs
 
@@ -372,12 +285,6 @@ class NodeContext:
             return
         names = [node.name or node.op_type for node in self.nodes]
         self.program.statements.append(Statement(target, expr, names, self.sources()))
-
-
-def _shape_of(value: ir.Value | None) -> tuple[int | None, ...] | None:
-    if value is None or value.shape is None:
-        return None
-    return tuple(d if isinstance(d, int) else None for d in value.shape)
 
 
 def single_use(value: ir.Value, op_type: str) -> ir.Node | None:
@@ -392,5 +299,5 @@ def single_use(value: ir.Value, op_type: str) -> ir.Node | None:
     return None
 
 
-Emitter = Callable[[NodeContext], None]
+Emitter = Callable[[TorchNodeContext], None]
 EMITTERS: Registry[Emitter] = Registry("PyTorch writer: ONNX op → torch code")

@@ -1,15 +1,18 @@
 """Reductions (``ReduceMean/Sum/Max/Min/Prod/L1/L2/SumSquare``) and ``ArgMax/ArgMin``.
 
 The axes are an attribute up to opset 17 (``ReduceSum``: up to 12) and an input
-after. Without axes every axis is reduced, unless ``noop_with_empty_axes = 1``,
-which makes the op the identity. ``keepdims`` defaults to 1 in ONNX and to
+after; the converter contract reads them wherever the model's opset keeps them.
+Without axes every axis is reduced, unless ``noop_with_empty_axes = 1``, which
+makes the op the identity. ``keepdims`` defaults to 1 in ONNX and to
 False in PyTorch, so it is always written.
 """
 
 from __future__ import annotations
 
-from .codegen import call, ints
-from .program import EMITTERS, NodeContext
+from collections.abc import Callable
+
+from .codegen import Expr, call, ints
+from .program import EMITTERS, TorchNodeContext
 
 _REDUCTIONS = {
     "ReduceMean": "torch.mean",
@@ -22,48 +25,55 @@ _REDUCTIONS = {
     "ReduceProd": "torch.prod",
 }
 
-# the opset from which each reduction takes its axes as an input
-_AXES_INPUT_SINCE = {op: 13 if op == "ReduceSum" else 18 for op in _REDUCTIONS}
+_SUMS_OF: dict[str, Callable[[str], Expr]] = {
+    # reductions written as a sum of a transformed input: x -> the summed expression
+    "ReduceL1": lambda source: call("torch.abs", source),
+    "ReduceSumSquare": lambda source: f"{source} * {source}",
+}
+
+
+def _reduced_axes(ctx: TorchNodeContext) -> list[int] | None:
+    """The axes to reduce (every axis when none are given), or None after a problem."""
+    axes = ctx.param("axes")
+    if axes is not None and axes.size:
+        return [int(a) for a in axes.reshape(-1)]
+    rank = ctx.rank(0)
+    if rank is None:
+        ctx.unsupported(f"{ctx.node.op_type} over all axes of an input of unknown rank", "run shape inference first")
+        return None
+    return list(range(rank))
 
 
 @EMITTERS.register(*_REDUCTIONS)
-def emit_reduce(ctx: NodeContext) -> None:
+def emit_reduce(ctx: TorchNodeContext) -> None:
     """torch.mean / sum / amax / amin / prod over the axes, keepdim as in the graph"""
     op = ctx.node.op_type
-    if not ctx.needs_constant(1, "the reduction axes"):
+    if not ctx.require_constants("axes"):
         return
-    axes = ctx.param(1, "axes", since=_AXES_INPUT_SINCE[op])
+    given = ctx.param("axes")
+    if (given is None or given.size == 0) and ctx.attr("noop_with_empty_axes", 0):
+        ctx.alias(0)
+        return
+    axes = _reduced_axes(ctx)
+    if axes is None:
+        return
     keepdim = "True" if ctx.attr("keepdims", 1) else "False"
-    if axes is None or axes.size == 0:
-        if ctx.attr("noop_with_empty_axes", 0):
-            ctx.alias(0)
-            return
-        rank = ctx.rank(0)
-        if rank is None:
-            ctx.unsupported(f"{op} over all axes of an input of unknown rank", "run shape inference first")
-            return
-        axes_list = list(range(rank))
-    else:
-        axes_list = [int(a) for a in axes.reshape(-1)]
-    dims = ints(axes_list)
     source = ctx.x(0)
     if op == "ReduceProd":
-        if len(axes_list) != 1:
-            ctx.unsupported(f"ReduceProd over {len(axes_list)} axes; torch.prod reduces one axis")
+        if len(axes) != 1:
+            ctx.unsupported(f"ReduceProd over {len(axes)} axes; torch.prod reduces one axis")
             return
-        ctx.assign(call("torch.prod", source, dim=str(axes_list[0]), keepdim=keepdim))
-    elif op == "ReduceL1":
-        ctx.assign(call("torch.sum", call("torch.abs", source), dim=dims, keepdim=keepdim))
+        ctx.assign(call("torch.prod", source, dim=str(axes[0]), keepdim=keepdim))
     elif op == "ReduceL2":
-        ctx.assign(call("torch.linalg.vector_norm", source, dim=dims, keepdim=keepdim))
-    elif op == "ReduceSumSquare":
-        ctx.assign(call("torch.sum", f"{source} * {source}", dim=dims, keepdim=keepdim))
+        ctx.assign(call("torch.linalg.vector_norm", source, dim=ints(axes), keepdim=keepdim))
+    elif op in _SUMS_OF:
+        ctx.assign(call("torch.sum", _SUMS_OF[op](source), dim=ints(axes), keepdim=keepdim))
     else:
-        ctx.assign(call(_REDUCTIONS[op], source, dim=dims, keepdim=keepdim))
+        ctx.assign(call(str(_REDUCTIONS[op]), source, dim=ints(axes), keepdim=keepdim))
 
 
 @EMITTERS.register("ArgMax", "ArgMin")
-def emit_arg_extreme(ctx: NodeContext) -> None:
+def emit_arg_extreme(ctx: TorchNodeContext) -> None:
     """torch.argmax / torch.argmin (first index of ties)"""
     if ctx.attr("select_last_index", 0):
         ctx.unsupported(f"{ctx.node.op_type} with select_last_index=1; PyTorch returns the first index")

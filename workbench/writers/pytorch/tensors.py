@@ -17,7 +17,8 @@ Semantics that differ:
   which gives ``shape[:axis] + i.shape + shape[axis + 1:]`` as ONNX does.
 * ``Expand`` broadcasts both ways (a 1 in the target keeps the input's size).
 * ``Resize`` maps onto ``nn.Upsample`` when its coordinate transform matches
-  one of PyTorch's: ``nearest`` is ``asymmetric`` + ``floor``; ``nearest-exact``
+  one of PyTorch's: ``nearest`` is ``asymmetric`` + ``floor`` (``Upsample`` and
+  ``Resize`` before opset 11 sample so when upscaling); ``nearest-exact``
   is ``half_pixel`` + ``round_prefer_ceil``; ``half_pixel`` + ``round_prefer_floor``
   picks the same pixels as ``nearest`` for whole upscaling factors; linear and
   cubic are ``half_pixel`` (``align_corners=False``) or ``align_corners``.
@@ -27,16 +28,19 @@ Semantics that differ:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .codegen import ListOf, call, flat, ints, literal, number, string
-from .program import EMITTERS, LITERAL_LIMIT, NodeContext
+from ...graph.converter import slice_bounds
+from .codegen import Expr, ListOf, call, flat, ints, literal, number, string
+from .program import EMITTERS, LITERAL_LIMIT, TorchNodeContext
 
 _INT64_MAX = np.iinfo(np.int64).max
 _OPEN_END = 2**31 - 1  # exporters write INT32_MAX or INT64_MAX for "to the end"
 
 
-def _axis(ctx: NodeContext, axis: int, rank: int | None) -> int | None:
+def _axis(ctx: TorchNodeContext, axis: int, rank: int | None) -> int | None:
     """``axis`` made non-negative, or None (with a problem) when the rank is unknown."""
     if axis >= 0:
         return axis
@@ -47,7 +51,7 @@ def _axis(ctx: NodeContext, axis: int, rank: int | None) -> int | None:
 
 
 @EMITTERS.register("Identity", "Dropout")
-def emit_identity(ctx: NodeContext) -> None:
+def emit_identity(ctx: TorchNodeContext) -> None:
     """passes its input through (Dropout: inference mode)"""
     if len(ctx.node.outputs) > 1 and ctx.node.outputs[1].uses():
         ctx.unsupported("Dropout's mask output is used", "the generated model runs in inference mode")
@@ -56,16 +60,20 @@ def emit_identity(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Constant")
-def emit_constant(ctx: NodeContext) -> None:
+def emit_constant(ctx: TorchNodeContext) -> None:
     """nothing: users read the value as a literal or a buffer"""
 
 
 @EMITTERS.register("Reshape")
-def emit_reshape(ctx: NodeContext) -> None:
+def emit_reshape(ctx: TorchNodeContext) -> None:
     """x.reshape(...) with the constant target shape"""
-    if not ctx.needs_constant(1, "the target shape"):
+    if not ctx.require_constants("shape"):
         return
-    target = [int(d) for d in ctx.const(1).reshape(-1)]
+    found = ctx.param("shape")
+    if found is None:
+        ctx.problem("malformed-node", "Reshape without a target shape", "check the model with onnx.checker")
+        return
+    target = [int(d) for d in found.reshape(-1)]
     shape = ctx.shape(0)
     source = ctx.x(0)
     sizes = []
@@ -79,7 +87,7 @@ def emit_reshape(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Flatten")
-def emit_flatten(ctx: NodeContext) -> None:
+def emit_flatten(ctx: TorchNodeContext) -> None:
     """nn.Flatten() for axis 1 (torch.flatten inside a larger layer); reshape /
     torch.flatten for other axes"""
     axis = _axis(ctx, int(ctx.attr("axis", 1)), ctx.rank(0))
@@ -101,7 +109,7 @@ def emit_flatten(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Transpose")
-def emit_transpose(ctx: NodeContext) -> None:
+def emit_transpose(ctx: TorchNodeContext) -> None:
     """x.permute(...)"""
     perm = ctx.attr("perm")
     if perm is None:
@@ -114,11 +122,11 @@ def emit_transpose(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Squeeze")
-def emit_squeeze(ctx: NodeContext) -> None:
+def emit_squeeze(ctx: TorchNodeContext) -> None:
     """torch.squeeze(x, dim=...)"""
-    if not ctx.needs_constant(1, "the squeezed axes"):
+    if not ctx.require_constants("axes"):
         return
-    axes = ctx.param(1, "axes", since=13)
+    axes = ctx.param("axes")
     if axes is None:
         ctx.assign(call("torch.squeeze", ctx.x(0)))
         return
@@ -127,11 +135,11 @@ def emit_squeeze(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Unsqueeze")
-def emit_unsqueeze(ctx: NodeContext) -> None:
+def emit_unsqueeze(ctx: TorchNodeContext) -> None:
     """x.unsqueeze(a), one call per new axis in increasing order"""
-    if not ctx.needs_constant(1, "the new axes"):
+    if not ctx.require_constants("axes"):
         return
-    axes = ctx.param(1, "axes", since=13)
+    axes = ctx.param("axes")
     if axes is None:
         ctx.unsupported("Unsqueeze without axes")
         return
@@ -149,122 +157,126 @@ def emit_unsqueeze(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Concat")
-def emit_concat(ctx: NodeContext) -> None:
+def emit_concat(ctx: TorchNodeContext) -> None:
     """torch.cat([...], dim) in the graph's input order"""
     parts = ListOf(tuple(ctx.x(i) for i in range(len(ctx.node.inputs)) if ctx.has_input(i)))
     ctx.assign(call("torch.cat", parts, dim=str(int(ctx.attr("axis")))))
 
 
+def _equal_parts(ctx: TorchNodeContext, axis: int, count: int) -> list[int] | None:
+    """ONNX's split into ``count`` parts (opset 18 ``num_outputs``): ``ceil(total / count)``
+    each, the last one smaller; None after a problem when the axis size is unknown."""
+    shape = ctx.shape(0)
+    total = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
+    if total is None:
+        ctx.problem(
+            "dynamic-shape",
+            f"Split into {count} equal parts along an axis of unknown size",
+            "give the model fixed input shapes and simplify it first",
+        )
+        return None
+    part = -(-total // count)
+    return [part] * (count - 1) + [total - part * (count - 1)]
+
+
 @EMITTERS.register("Split")
-def emit_split(ctx: NodeContext) -> None:
+def emit_split(ctx: TorchNodeContext) -> None:
     """a, b, ... = torch.split(x, [sizes], dim)"""
-    if not ctx.needs_constant(1, "the split sizes"):
+    if not ctx.require_constants("split"):
         return
     axis = int(ctx.attr("axis", 0))
-    sizes = ctx.param(1, "split", since=13)
-    count = len(ctx.node.outputs)
-    if sizes is None:
-        shape = ctx.shape(0)
-        total = shape[axis] if shape is not None and -len(shape) <= axis < len(shape) else None
-        if total is None:
-            ctx.problem(
-                "dynamic-shape",
-                f"Split into {count} equal parts along an axis of unknown size",
-                "give the model fixed input shapes and simplify it first",
-            )
-            return
-        # ONNX (opset 18 num_outputs): parts of ceil(total / count), the last one smaller
-        part = -(-total // count)
-        sizes = np.array([part] * (count - 1) + [total - part * (count - 1)])
-    ctx.assign_all(call("torch.split", ctx.x(0), ints(sizes.reshape(-1)), dim=str(axis)))
+    given = ctx.param("split")
+    sizes = [int(s) for s in given.reshape(-1)] if given is not None else _equal_parts(ctx, axis, len(ctx.node.outputs))
+    if sizes is not None:
+        ctx.assign_all(call("torch.split", ctx.x(0), ints(sizes), dim=str(axis)))
+
+
+def _python_slice(start: int, end: int, step: int) -> str:
+    text = f"{start or ''}:{'' if end >= _OPEN_END else end}"
+    return text + (f":{step}" if step != 1 else "")
 
 
 @EMITTERS.register("Slice")
-def emit_slice(ctx: NodeContext) -> None:
+def emit_slice(ctx: TorchNodeContext) -> None:
     """x[start:end:step, ...] with constant bounds"""
-    if ctx.opset >= 10:
-        roles = {1: "the starts", 2: "the ends", 3: "the axes", 4: "the steps"}
-        if not all(ctx.needs_constant(index, role) for index, role in roles.items()):
-            return
-        starts, ends = ctx.const(1), ctx.const(2)
-        axes = ctx.const(3) if ctx.has_input(3) else None
-        steps = ctx.const(4) if ctx.has_input(4) else None
-    else:
-        starts, ends = np.asarray(ctx.attr("starts")), np.asarray(ctx.attr("ends"))
-        axes = np.asarray(ctx.attr("axes")) if ctx.attr("axes") is not None else None
-        steps = None
-    starts = [int(s) for s in starts.reshape(-1)]
-    ends = [int(e) for e in ends.reshape(-1)]
-    axes_list = [int(a) for a in axes.reshape(-1)] if axes is not None else list(range(len(starts)))
-    steps_list = [int(s) for s in steps.reshape(-1)] if steps is not None else [1] * len(starts)
-    rank = ctx.rank(0)
-    normalized = [_axis(ctx, a, rank) for a in axes_list]
-    if any(a is None for a in normalized):
+    bounds = slice_bounds(ctx)
+    if bounds is None:
         return
-    if any(step < 1 for step in steps_list):
+    rank = ctx.rank(0)
+    found = [_axis(ctx, a, rank) for a in bounds.axes]
+    normalized = [a for a in found if a is not None]
+    if len(normalized) != len(found):
+        return
+    if any(step < 1 for step in bounds.steps):
         ctx.unsupported(
-            f"Slice with steps {steps_list}; PyTorch slicing needs positive steps",
+            f"Slice with steps {list(bounds.steps)}; PyTorch slicing needs positive steps",
             "reverse the axis with a separate op (torch.flip) in the source model",
         )
         return
-    bounds = {axis: (s, e, st) for axis, s, e, st in zip(normalized, starts, ends, steps_list)}
-    items = []
-    for axis in range(max(bounds) + 1):
-        start, end, step = bounds.get(axis, (0, _INT64_MAX, 1))
-        text = f"{start or ''}:{'' if end >= _OPEN_END else end}"
-        items.append(text + (f":{step}" if step != 1 else ""))
+    by_axis = {axis: (s, e, st) for axis, s, e, st in zip(normalized, bounds.starts, bounds.ends, bounds.steps)}
+    items = [_python_slice(*by_axis.get(axis, (0, _INT64_MAX, 1))) for axis in range(max(by_axis) + 1)]
     ctx.assign(f"{ctx.x(0)}[{', '.join(items)}]")
 
 
 _PAD_MODES = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}
 
 
+def _pads_per_axis(ctx: TorchNodeContext) -> dict[int, tuple[int, int]] | None:
+    """axis -> (begin, end) of a Pad node, its ``pads`` and ``axes`` read where the opset
+    keeps them; None after a problem."""
+    pads = ctx.param("pads", "paddings")
+    if pads is None:
+        ctx.problem("malformed-node", "Pad without pads", "check the model with onnx.checker")
+        return None
+    flat_pads = [int(p) for p in pads.reshape(-1)]
+    axes = ctx.param("axes")
+    axes_list = [int(a) for a in axes.reshape(-1)] if axes is not None else list(range(len(flat_pads) // 2))
+    rank = ctx.rank(0)
+    if rank is None and any(a < 0 for a in axes_list):
+        ctx.unsupported("Pad with negative axes on an input of unknown rank", "run shape inference first")
+        return None
+    count = len(axes_list)
+    return {
+        (a + rank if a < 0 and rank is not None else a): (flat_pads[i], flat_pads[i + count])
+        for i, a in enumerate(axes_list)
+    }
+
+
+def _pad_arguments(ctx: TorchNodeContext, mode: str) -> dict[str, Expr]:
+    """F.pad's mode and fill value, when they are not the defaults (constant zeros)."""
+    if mode != "constant":
+        return {"mode": string(_PAD_MODES[mode])}
+    value = ctx.param("constant_value", "value")
+    if value is not None and value.size and float(value.reshape(())) != 0.0:
+        return {"value": number(value.reshape(()).item(), ctx.dtype(0))}
+    return {}
+
+
 @EMITTERS.register("Pad")
-def emit_pad(ctx: NodeContext) -> None:
+def emit_pad(ctx: TorchNodeContext) -> None:
     """F.pad(x, pads, mode, value)"""
-    mode = ctx.attr("mode", "constant")
+    mode = str(ctx.attr("mode", "constant"))
     if mode not in _PAD_MODES:
         ctx.unsupported(f"Pad mode {mode!r}")
         return
-    if ctx.opset >= 11:
-        if not (ctx.needs_constant(1, "the pads") and ctx.needs_constant(2, "the pad value")):
-            return
-        if not ctx.needs_constant(3, "the padded axes"):
-            return
-        pads = ctx.const(1)
-        value = ctx.const(2) if ctx.has_input(2) else None
-        axes = ctx.const(3) if ctx.has_input(3) else None
-    else:
-        pads = np.asarray(ctx.attr("pads", ctx.attr("paddings")))
-        value = np.asarray(ctx.attr("value", 0.0))
-        axes = None
-    rank = ctx.rank(0)
-    pads = [int(p) for p in pads.reshape(-1)]
-    axes_list = [int(a) for a in axes.reshape(-1)] if axes is not None else list(range(len(pads) // 2))
-    if rank is None and any(a < 0 for a in axes_list):
-        ctx.unsupported("Pad with negative axes on an input of unknown rank", "run shape inference first")
+    if not ctx.require_constants("pads", "constant_value", "axes"):
         return
-    count = len(axes_list)
-    per_axis = {(a + rank if a < 0 else a): (pads[i], pads[i + count]) for i, a in enumerate(axes_list)}
+    per_axis = _pads_per_axis(ctx)
+    if per_axis is None:
+        return
     padded = [a for a, pair in per_axis.items() if pair != (0, 0)]
     if not padded:
         ctx.alias(0)
         return
+    rank = ctx.rank(0)
     last = max(per_axis) if rank is None else rank - 1
-    flat_pads = []
     # F.pad takes (begin, end) pairs from the last axis back to the first padded one
-    for axis in range(last, min(padded) - 1, -1):
-        flat_pads += list(per_axis.get(axis, (0, 0)))
-    arguments = {}
-    if mode != "constant":
-        arguments["mode"] = string(_PAD_MODES[mode])
-    elif value is not None and float(np.asarray(value).reshape(())) != 0.0:
-        arguments["value"] = number(np.asarray(value).reshape(()).item(), ctx.dtype(0))
-    ctx.assign(call("F.pad", ctx.x(0), ints(flat_pads), **arguments))
+    flat_pads = [p for axis in range(last, min(padded) - 1, -1) for p in per_axis.get(axis, (0, 0))]
+    ctx.assign(call("F.pad", ctx.x(0), ints(flat_pads), **_pad_arguments(ctx, mode)))
 
 
 @EMITTERS.register("Gather")
-def emit_gather(ctx: NodeContext) -> None:
+def emit_gather(ctx: TorchNodeContext) -> None:
     """x[:, ..., indices] (small constant indices written as literals)"""
     axis = _axis(ctx, int(ctx.attr("axis", 0)), ctx.rank(0))
     if axis is None:
@@ -278,13 +290,14 @@ def emit_gather(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Expand")
-def emit_expand(ctx: NodeContext) -> None:
+def emit_expand(ctx: TorchNodeContext) -> None:
     """x.expand(...) to the broadcast of the input's and the given shape"""
-    if not ctx.needs_constant(1, "the target shape"):
+    found = ctx.param("shape") if ctx.require_constants("shape") else None
+    if found is None:
         return
-    target = tuple(int(d) for d in ctx.const(1).reshape(-1))
-    shape = ctx.shape(0)
-    if shape is not None and all(d is not None for d in shape):
+    target = tuple(int(d) for d in found.reshape(-1))
+    shape = ctx.static_shape(0)
+    if shape is not None:
         ctx.assign(call(f"{ctx.x(0)}.expand", *(str(d) for d in np.broadcast_shapes(shape, target))))
         return
     broadcast = call("torch.broadcast_shapes", f"{ctx.x(0)}.shape", ints(target))
@@ -292,22 +305,22 @@ def emit_expand(ctx: NodeContext) -> None:
 
 
 @EMITTERS.register("Tile")
-def emit_tile(ctx: NodeContext) -> None:
+def emit_tile(ctx: TorchNodeContext) -> None:
     """x.repeat(...)"""
-    if not ctx.needs_constant(1, "the repeats"):
-        return
-    ctx.assign(call(f"{ctx.x(0)}.repeat", *(str(int(r)) for r in ctx.const(1).reshape(-1))))
+    repeats = ctx.param("repeats") if ctx.require_constants("repeats") else None
+    if repeats is not None:
+        ctx.assign(call(f"{ctx.x(0)}.repeat", *(str(int(r)) for r in repeats.reshape(-1))))
 
 
 @EMITTERS.register("DepthToSpace")
-def emit_depth_to_space(ctx: NodeContext) -> None:
+def emit_depth_to_space(ctx: TorchNodeContext) -> None:
     """nn.PixelShuffle for CRD; reshape / permute / reshape for DCR"""
     block = int(ctx.attr("blocksize"))
     if ctx.attr("mode", "DCR") == "CRD":
         ctx.assign(call(ctx.module(call("nn.PixelShuffle", str(block))), ctx.x(0)))
         return
-    shape = ctx.shape(0)
-    if shape is None or len(shape) != 4 or any(d is None for d in shape):
+    shape = ctx.static_shape(0)
+    if shape is None or len(shape) != 4:
         ctx.problem(
             "dynamic-shape",
             "DepthToSpace (DCR) needs the input's full shape",
@@ -323,30 +336,57 @@ def emit_depth_to_space(ctx: NodeContext) -> None:
 _LINEAR_MODES = {3: "linear", 4: "bilinear", 5: "trilinear"}
 
 
-@EMITTERS.register("Resize")
-def emit_resize(ctx: NodeContext) -> None:
+@dataclass(frozen=True)
+class _Sampling:
+    """How a Resize or Upsample node samples: its mode, coordinate transform and rounding."""
+
+    mode: str
+    transform: str
+    nearest: str
+    cubic_a: float = -0.75
+    exclude_outside: bool = False
+    antialias: bool = False
+
+
+@EMITTERS.register("Resize", since=11)
+def emit_resize(ctx: TorchNodeContext) -> None:
     """nn.Upsample(scale_factor or size, mode, align_corners)"""
-    scales_index, sizes_index = (1, None) if ctx.opset < 11 else (2, 3)
-    if not ctx.needs_constant(scales_index, "the scales"):
-        return
-    if sizes_index is not None and not ctx.needs_constant(sizes_index, "the output size"):
+    sampling = _Sampling(
+        str(ctx.attr("mode")),
+        str(ctx.attr("coordinate_transformation_mode")),
+        str(ctx.attr("nearest_mode")),
+        float(ctx.attr("cubic_coeff_a")),
+        bool(ctx.attr("exclude_outside")),
+        bool(ctx.attr("antialias", 0)),
+    )
+    _upsample(ctx, sampling)
+
+
+@EMITTERS.register("Upsample", since=7)
+@EMITTERS.register("Resize", since=10)
+def emit_upsample(ctx: TorchNodeContext) -> None:
+    """nn.Upsample for nearest upscaling (asymmetric sampling, rounding down)"""
+    # before opset 11 onnxruntime samples x_out / scale, rounding down when upscaling
+    # and up when downscaling ("simple" nearest)
+    _upsample(ctx, _Sampling(str(ctx.attr("mode")), "asymmetric", "simple"))
+
+
+def _nonempty(array: np.ndarray | None) -> np.ndarray | None:
+    return array if array is not None and array.size else None
+
+
+def _upsample(ctx: TorchNodeContext, sampling: _Sampling) -> None:
+    if not ctx.require_constants("scales", "sizes"):
         return
     if ctx.attr("axes") is not None or ctx.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
         ctx.unsupported("Resize with axes or keep_aspect_ratio_policy", "resize all axes with explicit sizes")
         return
-    rank = ctx.rank(0)
-    scales = ctx.const(scales_index) if ctx.has_input(scales_index) else None
-    sizes = ctx.const(sizes_index) if sizes_index is not None and ctx.has_input(sizes_index) else None
-    scales = scales if scales is not None and scales.size else None
-    sizes = sizes if sizes is not None and sizes.size else None
+    scales, sizes = _nonempty(ctx.param("scales")), _nonempty(ctx.param("sizes"))
     if scales is not None and any(float(s) != 1.0 for s in scales.reshape(-1)[:2]):
         ctx.unsupported(f"Resize scaling the batch or channel axis (scales {scales.tolist()})")
         return
-    factors = scales
-    shape = ctx.shape(0)
-    if factors is None and sizes is not None and shape is not None and None not in shape:
-        factors = sizes.reshape(-1).astype(np.float64) / np.array(shape, dtype=np.float64)
-    mode = _upsample_mode(ctx, factors, rank)
+    rank = ctx.rank(0)
+    mode = _upsample_mode(ctx, sampling, _factors(ctx, scales, sizes), rank)
     if mode is None:
         return
     if rank not in (3, 4, 5) or (mode["mode"] == '"bicubic"' and rank != 4):
@@ -355,48 +395,74 @@ def emit_resize(ctx: NodeContext) -> None:
             "run shape inference or simplify the model first" if rank is None else "",
         )
         return
-    arguments = {}
+    arguments: dict[str, Expr] = {}
     if sizes is not None:
         arguments["size"] = ints(sizes.reshape(-1)[2:])
     elif scales is not None:
-        spatial = [float(s) for s in scales.reshape(-1)[2:]]
-        arguments["scale_factor"] = ListOf(tuple(number(s) for s in spatial), "()")
+        arguments["scale_factor"] = ListOf(tuple(number(float(s)) for s in scales.reshape(-1)[2:]), "()")
     else:
         ctx.unsupported("Resize without scales or sizes")
         return
-    arguments.update(mode)
-    ctx.assign(call(ctx.module(call("nn.Upsample", **arguments)), ctx.x(0)))
+    ctx.assign(call(ctx.module(call("nn.Upsample", **arguments, **mode)), ctx.x(0)))
 
 
-def _upsample_mode(ctx: NodeContext, factors: np.ndarray | None, rank: int | None) -> dict[str, str] | None:
-    """nn.Upsample's mode arguments for the node, ``factors`` being output / input size per axis."""
-    mode = ctx.attr("mode", "nearest")
-    transform = ctx.attr("coordinate_transformation_mode", "half_pixel")
-    if ctx.opset < 11:
-        transform = "asymmetric"  # Resize-10 had only the asymmetric transform
-    nearest_mode = ctx.attr("nearest_mode", "round_prefer_floor")
-    half_pixel = transform in ("half_pixel", "pytorch_half_pixel")
-    antialias = bool(ctx.attr("antialias", 0))
-    if antialias:
-        mode = f"{mode} (antialiased)"  # nn.Upsample never antialiases
-    if mode == "nearest":
-        if transform == "asymmetric" and nearest_mode == "floor":
-            return {"mode": '"nearest"'}
-        if half_pixel and nearest_mode == "round_prefer_ceil":
-            return {"mode": '"nearest-exact"'}
-        whole = factors is not None and all(float(f).is_integer() and f >= 1 for f in factors.reshape(-1))
-        if half_pixel and nearest_mode == "round_prefer_floor" and whole:
-            return {"mode": '"nearest"'}
-    elif mode == "linear" and (half_pixel or transform == "align_corners"):
-        name = _LINEAR_MODES.get(rank, "linear")
-        return {"mode": string(name), "align_corners": str(transform == "align_corners")}
-    elif mode == "cubic" and (half_pixel or transform == "align_corners"):
-        # PyTorch's bicubic kernel is a = -0.75 over all neighbours, inside the image or not
-        if np.isclose(float(ctx.attr("cubic_coeff_a", -0.75)), -0.75) and not ctx.attr("exclude_outside", 0):
-            return {"mode": '"bicubic"', "align_corners": str(transform == "align_corners")}
-    ctx.unsupported(
-        f"Resize mode={mode}, coordinate_transformation_mode={transform}, nearest_mode={nearest_mode}",
-        "nn.Upsample matches asymmetric+floor or half_pixel+round_prefer_ceil (nearest), and "
-        "half_pixel or align_corners (linear; cubic with a=-0.75), without antialiasing",
-    )
+def _factors(ctx: TorchNodeContext, scales: np.ndarray | None, sizes: np.ndarray | None) -> np.ndarray | None:
+    """Output / input size per axis, from the scales or from the sizes and a known input shape."""
+    if scales is not None:
+        return scales
+    shape = ctx.shape(0)
+    if sizes is not None and shape is not None and None not in shape:
+        return sizes.reshape(-1).astype(np.float64) / np.array(shape, dtype=np.float64)
     return None
+
+
+def _nearest_mode(sampling: _Sampling, factors: np.ndarray | None) -> str | None:
+    """``nn.Upsample``'s nearest mode sampling the same pixels, or None."""
+    values = [float(f) for f in factors.reshape(-1)] if factors is not None else []
+    upscaling = bool(values) and all(f >= 1 for f in values)
+    whole = upscaling and all(f.is_integer() for f in values)
+    # (coordinate transform, rounding) -> the mode, when it applies to these factors
+    rules = {
+        ("asymmetric", "floor"): "nearest",
+        ("asymmetric", "simple"): "nearest" if upscaling else None,
+        ("half_pixel", "round_prefer_ceil"): "nearest-exact",
+        # whole upscaling factors: each output pixel sits strictly inside its source pixel
+        ("half_pixel", "round_prefer_floor"): "nearest" if whole else None,
+    }
+    transform = "half_pixel" if sampling.transform == "pytorch_half_pixel" else sampling.transform
+    return rules.get((transform, sampling.nearest))
+
+
+def _interpolating_mode(sampling: _Sampling, rank: int | None) -> dict[str, str] | None:
+    """``nn.Upsample``'s linear or cubic arguments, or None when PyTorch samples differently."""
+    if sampling.transform not in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        return None
+    align_corners = str(sampling.transform == "align_corners")
+    if sampling.mode == "linear":
+        return {"mode": string(_LINEAR_MODES.get(rank or 0, "linear")), "align_corners": align_corners}
+    # PyTorch's bicubic kernel is a = -0.75 over all neighbours, inside the image or not
+    if sampling.mode == "cubic" and np.isclose(sampling.cubic_a, -0.75) and not sampling.exclude_outside:
+        return {"mode": '"bicubic"', "align_corners": align_corners}
+    return None
+
+
+def _upsample_mode(
+    ctx: TorchNodeContext, sampling: _Sampling, factors: np.ndarray | None, rank: int | None
+) -> dict[str, str] | None:
+    """nn.Upsample's mode arguments for the node, ``factors`` being output / input size per axis."""
+    found: dict[str, str] | None
+    if sampling.antialias:
+        found = None  # nn.Upsample never antialiases
+    elif sampling.mode == "nearest":
+        nearest = _nearest_mode(sampling, factors)
+        found = {"mode": string(nearest)} if nearest is not None else None
+    else:
+        found = _interpolating_mode(sampling, rank)
+    if found is None:
+        mode = f"{sampling.mode} (antialiased)" if sampling.antialias else sampling.mode
+        ctx.unsupported(
+            f"Resize mode={mode}, coordinate_transformation_mode={sampling.transform}, nearest_mode={sampling.nearest}",
+            "nn.Upsample matches asymmetric+floor or half_pixel+round_prefer_ceil (nearest), and "
+            "half_pixel or align_corners (linear; cubic with a=-0.75), without antialiasing",
+        )
+    return found

@@ -22,14 +22,14 @@ from pathlib import Path
 import onnx_ir as ir
 import torch
 
-from ...errors import Problem, UnsupportedError, WorkbenchError
+from ...errors import Problem, UnsupportedError, WorkbenchError, errors_of, sort_problems
 from ...graph import Model, StepReport, provenance
+from ...graph.converter import ConverterContext
 from ...graph.report import timed
-from ...graph.shapes import infer_shapes
+from ...graph.shapes import constant, infer_shapes
 from ..files import WrittenFiles, staged_output
 from .codegen import INDENT, call, flat, ints, render
-from ...graph.shapes import constant
-from .program import EMITTERS, TARGET, NodeContext, Program, torch_dtype
+from .program import EMITTERS, TARGET, ModuleRecord, Program, TorchNodeContext, torch_dtype
 
 
 def build_program(model: Model) -> Program:
@@ -42,47 +42,38 @@ def build_program(model: Model) -> Program:
     program = Program(working.graph, model.opset)
     for value in working.graph.inputs:
         if value.shape is not None and not all(isinstance(d, int) for d in value.shape):
-            program.problems.append(
-                Problem(
-                    severity="warning",
-                    kind="dynamic-shape",
-                    node="",
-                    op_type="",
-                    message=f"input {value.name} has symbolic dimensions {list(value.shape)}; "
-                    "reshape targets and sizes are written as the graph records them",
-                    remedy="check the generated model with the input sizes you will use",
-                )
+            ConverterContext(program.problems, name="", op_type="").problem(
+                "dynamic-shape",
+                f"input {value.name} has symbolic dimensions {list(value.shape)}; "
+                "reshape targets and sizes are written as the graph records them",
+                "check the generated model with the input sizes you will use",
+                severity="warning",
             )
     for node in working.graph:
-        if id(node) in program.absorbed:
-            continue
-        emitter = EMITTERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        context = NodeContext(program, node)
-        if emitter is None:
-            domain = f" (domain {node.domain})" if node.domain not in ("", "ai.onnx") else ""
-            context.problem(
-                "unsupported-op",
-                f"no PyTorch emitter for {node.op_type}{domain}",
-                "simplify the model (shape computations fold away), or replace the op in the source",
-            )
-            continue
-        try:
-            emitter(context)
-        except (TypeError, ValueError, KeyError, IndexError) as error:
-            # a node that breaks the operator's own rules (a required attribute
-            # missing, an input of the wrong rank) is bad input, reported like the rest
-            context.problem(
-                "malformed-node",
-                f"{node.op_type} node does not follow the ONNX operator spec ({error})",
-                "check the model with onnx.checker.check_model(model, full_check=True)",
-            )
+        if id(node) not in program.absorbed:
+            _emit(TorchNodeContext(program, node))
     return program
+
+
+def _emit(ctx: TorchNodeContext) -> None:
+    emitter = ctx.converter(EMITTERS, TARGET)
+    if emitter is None:
+        return
+    try:
+        emitter(ctx)
+    except (TypeError, ValueError, KeyError, IndexError) as error:
+        # a node that breaks the operator's own rules (a required attribute
+        # missing, an input of the wrong rank) is bad input, reported like the rest
+        ctx.problem(
+            "malformed-node",
+            f"{ctx.node.op_type} node does not follow the ONNX operator spec ({error})",
+            "check the model with onnx.checker.check_model(model, full_check=True)",
+        )
 
 
 def find_problems(model: Model) -> list[Problem]:
     """Every op the PyTorch writer cannot emit and every pitfall, sorted."""
-    problems = build_program(model).problems
-    return sorted(problems, key=lambda p: (p.severity, p.op_type, p.node, p.kind))
+    return sort_problems(build_program(model).problems)
 
 
 def write_pytorch(model: Model, outdir: str | Path, *, name: str | None = None) -> WrittenFiles:
@@ -90,7 +81,7 @@ def write_pytorch(model: Model, outdir: str | Path, *, name: str | None = None) 
     report = StepReport("write pytorch")
     with timed(report):
         program = build_program(model)
-        errors = [p for p in program.problems if p.severity == "error"]
+        errors = errors_of(program.problems)
         if errors:
             raise UnsupportedError(TARGET, errors)
         title = name or model.name
@@ -118,7 +109,7 @@ def write_pytorch(model: Model, outdir: str | Path, *, name: str | None = None) 
     return WrittenFiles("pytorch", paths, report, {"modules": modules})
 
 
-def _module_entry(record) -> dict:
+def _module_entry(record: ModuleRecord) -> dict[str, object]:
     return {
         "name": record.name,
         "type": record.type,
@@ -141,7 +132,8 @@ def render_source(program: Program, model: Model, title: str) -> tuple[str, dict
     for record in program.modules.values():
         body += render(f"self.{record.name} = ", record.constructor, INDENT * 2)
     for buffer in program.buffers.values():
-        placeholder = call("torch.zeros", ints(buffer.array.shape), dtype=torch_dtype(buffer.array.dtype))
+        dtype = torch_dtype(buffer.array.dtype) or "None"  # None: PyTorch's default, load_state_dict casts
+        placeholder = call("torch.zeros", ints(buffer.array.shape), dtype=dtype)
         body += render("", call("self.register_buffer", f'"{buffer.name}"', placeholder), INDENT * 2)
     body += [
         f"{INDENT * 2}# the weights come from weights.pt; the converted network runs in inference",
@@ -183,11 +175,12 @@ def _output_expression(program: Program, value: ir.Value) -> str:
     return program.variable(value)
 
 
-def provenance_record(program: Program, lines: dict[int, int]) -> dict:
+def provenance_record(program: Program, lines: dict[int, int]) -> dict[str, object]:
     """What provenance.json holds: the origin of every submodule, buffer and forward
     line, and the nodes that need no code of their own (constants read as literals or
     buffers, identities and inference-mode dropouts)."""
-    covered = {name for entry in [*program.modules.values(), *program.statements] for name in entry.nodes}
+    covered = {name for record in program.modules.values() for name in record.nodes}
+    covered |= {name for statement in program.statements for name in statement.nodes}
     return {
         "modules": [_module_entry(record) for record in program.modules.values()],
         "buffers": [
