@@ -10,14 +10,16 @@ segment's activations and weights (segments are cut at ``segment_nodes`` nodes
 or ``segment_bytes`` of weights) plus the live values at the cut.
 
 ``layer_sources`` maps each value name to the provenance of the node that makes
-it, and ``producer`` to that node, so ``compare`` aligns values by source layer
-and can re-evaluate a node with other weights when looking for a cause.
+it, so ``compare`` aligns values by source layer. For diagnosis the runner shows
+each node's constants by the input names of the op's schema (``layer_constants``)
+and re-runs one node alone with other constants (``node_evaluation``,
+``evaluate_node``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -26,6 +28,7 @@ import onnxruntime as ort
 
 from ..errors import InputError
 from ..graph import Model, provenance
+from .base import Inputs, LayerConstants, LayerStream, NodeEvaluation, Runner
 
 DEFAULT_SEGMENT_NODES = 48
 DEFAULT_SEGMENT_BYTES = 16 * 2**20  # weights copied for one segment at a time
@@ -84,7 +87,152 @@ def _outer_values(node: ir.Node) -> list[ir.Value]:
     return found
 
 
-class OnnxRuntimeRunner:
+def _outputs(nodes: Sequence[ir.Node]) -> list[ir.Value]:
+    """The named outputs of ``nodes``, in order."""
+    return [value for node in nodes for value in node.outputs if value.name]
+
+
+def _segment_inputs(
+    segment: Sequence[ir.Node], available: Mapping[str, np.ndarray]
+) -> tuple[dict[str, ir.Value], dict[str, ir.Value]]:
+    """What a segment reads from outside itself: values fed to it (graph inputs and
+    earlier results), and the weights it needs from the model."""
+    produced = {value.name for value in _outputs(segment)}
+    inputs: dict[str, ir.Value] = {}
+    initializers: dict[str, ir.Value] = {}
+    for node in segment:
+        for value in [*node.inputs, *_outer_values(node)]:
+            if value is None or not value.name or value.name in produced:
+                continue
+            if value.is_initializer() and value.name not in available:
+                initializers[value.name] = value
+            else:
+                inputs[value.name] = value
+    return inputs, initializers
+
+
+class _Liveness:
+    """Which values must outlive the segment that ends at ``end``: those a later node
+    reads, and the graph outputs."""
+
+    def __init__(self, nodes: Sequence[ir.Node], graph_outputs: Collection[str]) -> None:
+        self.last_use: dict[str, int] = {}
+        for index, node in enumerate(nodes):
+            for value in [*node.inputs, *_outer_values(node)]:
+                if value is not None and value.name:
+                    self.last_use[value.name] = index
+        self.graph_outputs = set(graph_outputs)
+
+    def needed_after(self, name: str, end: int) -> bool:
+        return self.last_use.get(name, -1) >= end or name in self.graph_outputs
+
+
+def _reported(
+    segment: Sequence[ir.Node], results: Mapping[str, np.ndarray], names: Collection[str] | None
+) -> LayerStream:
+    """A segment's results in node order, Constant nodes left out."""
+    for node in segment:
+        if node.op_type == "Constant":
+            continue
+        for value in node.outputs:
+            if value.name in results and (names is None or value.name in names):
+                yield value.name, results[value.name]
+
+
+def _input_names(node: ir.Node) -> list[str]:
+    """The names the op's schema gives the node's inputs (``input_<i>`` for ops
+    without a schema)."""
+    count = len(node.inputs)
+    try:
+        version = node.graph.opset_imports.get(node.domain, None) if node.graph is not None else None
+        schema = onnx.defs.get_schema(node.op_type, version or onnx.defs.onnx_opset_version(), node.domain)
+    except onnx.defs.SchemaError:
+        return [f"input_{index}" for index in range(count)]
+    formal = [parameter.name for parameter in schema.inputs]
+    return [formal[index] if index < len(formal) else f"input_{index}" for index in range(count)]
+
+
+def _attribute_numbers(node: ir.Node) -> dict[str, float]:
+    return {
+        name: float(attribute.value)
+        for name, attribute in node.attributes.items()
+        if attribute.type in (ir.AttributeType.FLOAT, ir.AttributeType.INT)
+    }
+
+
+def evaluate_node(node: ir.Node, arrays: Mapping[int, np.ndarray]) -> list[np.ndarray]:
+    """Run one node alone in onnxruntime, its inputs given by index (the others taken
+    from the node's constants)."""
+    names = [f"input_{i}" if value is not None else "" for i, value in enumerate(node.inputs)]
+    proto = ir.serde.serialize_node(node)
+    del proto.input[:]
+    proto.input.extend(names)
+    del proto.output[:]
+    outputs = [f"output_{i}" for i in range(len(node.outputs))]
+    proto.output.extend(outputs)
+    feeds, infos = {}, []
+    for index, value in enumerate(node.inputs):
+        if value is None:
+            continue
+        array = arrays[index] if index in arrays else value.const_value.numpy()
+        feeds[names[index]] = np.ascontiguousarray(array)
+        info = onnx.ValueInfoProto(name=names[index])
+        _set_value_info(info, feeds[names[index]])
+        infos.append(info)
+    graph = onnx.helper.make_graph([proto], "node", infos, [onnx.ValueInfoProto(name=o) for o in outputs])
+    opsets = [onnx.helper.make_opsetid(domain, version) for domain, version in node.graph.opset_imports.items()]
+    model = onnx.helper.make_model(graph, opset_imports=opsets, ir_version=8)
+    return _session(model.SerializeToString()).run(outputs, feeds)
+
+
+class GraphNodeEvaluation(NodeEvaluation):
+    """A node of the runner's graph, run alone in onnxruntime; its computed inputs are
+    the values the graph gives them on ``inputs`` (computed once, when first needed)."""
+
+    def __init__(self, runner: OnnxRuntimeRunner, node: ir.Node, inputs: Inputs) -> None:
+        super().__init__(node.op_type, node.name or "", ", ".join(provenance.sources(node)) or node.name or "")
+        self._runner, self._node, self._inputs = runner, node, inputs
+        self._computed: dict[int, np.ndarray] | None = None
+
+    def constant(self, index: int) -> np.ndarray | None:
+        value = self._node.inputs[index] if index < len(self._node.inputs) else None
+        return value.const_value.numpy() if value is not None and value.const_value is not None else None
+
+    def evaluate(self, replaced: Mapping[int, np.ndarray]) -> list[np.ndarray]:
+        if self._computed is None:
+            self._computed = {
+                index: self._runner.value(value.name, self._inputs)
+                for index, value in enumerate(self._node.inputs)
+                if value is not None and value.const_value is None
+            }
+        return evaluate_node(self._node, {**self._computed, **replaced})
+
+    def alternatives(self, index: int) -> Iterator[tuple[str, np.ndarray]]:
+        own = self._node.inputs[index]
+        shape = self.constant(index).shape if own is not None and own.const_value is not None else None
+        graph = self._runner.model.graph
+        users: dict[str, tuple[ir.Node, int]] = {}
+        for node in graph:
+            for position, value in enumerate(node.inputs):
+                if value is not None and value.is_initializer() and value.name:
+                    users.setdefault(value.name, (node, position))
+        for name, value in graph.initializers.items():
+            if value is own or value.const_value is None or tuple(value.shape or ()) != shape:
+                continue
+            yield _user_label(name, users.get(name)), value.const_value.numpy()
+
+
+def _user_label(name: str, user: tuple[ir.Node, int] | None) -> str:
+    """``layer (source parameters)`` of the node that reads an initializer first."""
+    if user is None:
+        return name
+    node, index = user
+    label = ", ".join(provenance.sources(node)) or node.name or name
+    params = ", ".join(provenance.params(node).get(index, ()))
+    return f"{label} ({params})" if params else label
+
+
+class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
     def __init__(
@@ -95,11 +243,14 @@ class OnnxRuntimeRunner:
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         if isinstance(model, Model):
+            self.description = model.name
             model = model.ir
         self._ir: ir.Model | None = model if isinstance(model, ir.Model) else None
         self._path: Path | None = None if self._ir is not None else Path(model)
         if self._path is not None and not self._path.is_file():
             raise InputError(f"no such ONNX file: {self._path}", remedy="check the path")
+        if self._path is not None:
+            self.description = self._path.name
         self.segment_nodes = segment_nodes
         self.segment_bytes = segment_bytes
         self._session: ort.InferenceSession | None = None
@@ -132,11 +283,34 @@ class OnnxRuntimeRunner:
         """Value name -> the source layers of the node that computes it."""
         return {name: provenance.sources(node) for name, node in self.producer.items()}
 
-    def layer_names(self, inputs: object = None) -> list[str]:
+    def layer_names(self, inputs: Inputs | None = None) -> list[str]:
         """The names ``run_layers`` yields, in order (known without running)."""
         return [out.name for node in self.model.graph if node.op_type != "Constant" for out in node.outputs if out.name]
 
-    def feed(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    def input_shapes(self) -> list[tuple[int, ...]] | None:
+        shapes = [tuple(value.shape) if value.shape is not None else ("?",) for value in self.model.graph.inputs]
+        fixed = all(isinstance(d, int) for shape in shapes for d in shape)
+        return [tuple(int(d) for d in shape) for shape in shapes] if fixed else None
+
+    def layer_constants(self, name: str) -> LayerConstants | None:
+        """The constant inputs of the node computing ``name``, by the names of its op's
+        schema (``scale``, ``B``, ``input_mean``, ``input_var`` for BatchNormalization),
+        and its numeric attributes."""
+        node = self.producer.get(name)
+        if node is None:
+            return None
+        arrays = {
+            formal: value.const_value.numpy()
+            for formal, value in zip(_input_names(node), node.inputs)
+            if value is not None and value.const_value is not None
+        }
+        return LayerConstants(node.op_type, arrays, _attribute_numbers(node))
+
+    def node_evaluation(self, name: str, inputs: Inputs) -> NodeEvaluation | None:
+        node = self.producer.get(name)
+        return GraphNodeEvaluation(self, node, inputs) if node is not None else None
+
+    def feed(self, inputs: Inputs) -> dict[str, np.ndarray]:
         """Inputs by graph input name, in each input's declared dtype."""
         if not isinstance(inputs, Mapping):
             inputs = dict(zip(self.input_names, inputs))
@@ -154,49 +328,32 @@ class OnnxRuntimeRunner:
             for name in self.input_names
         }
 
-    def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Inputs) -> dict[str, np.ndarray]:
         """Final outputs by name."""
         results = self.session.run(self.output_names, self.feed(inputs))
         return dict(zip(self.output_names, results))
 
-    def run_layers(
-        self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray], names: Collection[str] | None = None
-    ) -> Iterator[tuple[str, np.ndarray]]:
+    def run_layers(self, inputs: Inputs, names: Collection[str] | None = None) -> LayerStream:
         """Every node output (Constant nodes excepted), by value name, in graph order;
         only ``names`` when given (the others are then not even fetched)."""
-        graph = self.model.graph
-        nodes = list(graph)
+        nodes = list(self.model.graph)
         live: dict[str, np.ndarray] = dict(self.feed(inputs))
-        last_use = self._last_use(nodes)
-        graph_outputs = {value.name for value in graph.outputs}
+        liveness = _Liveness(nodes, [value.name for value in self.model.graph.outputs if value.name])
         for start, end in self._segments(nodes):
             segment = nodes[start:end]
             wanted = [
                 value.name
-                for node in segment
-                for value in node.outputs
-                if value.name
-                and (
-                    names is None
-                    or value.name in names
-                    or value.name in graph_outputs
-                    or last_use.get(value.name, -1) >= end
-                )
+                for value in _outputs(segment)
+                if names is None or value.name in names or liveness.needed_after(value.name, end)
             ]
             results = self._run_segment(segment, live, only=wanted)
-            for node in segment:
-                for value in node.outputs:
-                    if value.name not in results:
-                        continue
-                    if node.op_type != "Constant" and (names is None or value.name in names):
-                        yield value.name, results[value.name]
-                    if last_use.get(value.name, -1) >= end or value.name in graph_outputs:
-                        live[value.name] = results[value.name]
+            yield from _reported(segment, results, names)
+            live.update((name, array) for name, array in results.items() if liveness.needed_after(name, end))
             del results
-            for name in [n for n in live if last_use.get(n, -1) < end and n not in graph_outputs]:
+            for name in [n for n in live if not liveness.needed_after(n, end)]:
                 del live[name]
 
-    def value(self, name: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> np.ndarray:
+    def value(self, name: str, inputs: Inputs) -> np.ndarray:
         """One intermediate value, computed by a session that stops there."""
         feed = self.feed(inputs)
         if name in feed:
@@ -225,56 +382,37 @@ class OnnxRuntimeRunner:
         if start < len(nodes):
             yield start, len(nodes)
 
-    @staticmethod
-    def _last_use(nodes: Sequence[ir.Node]) -> dict[str, int]:
-        """Value name -> index of the last node that reads it."""
-        last: dict[str, int] = {}
-        for index, node in enumerate(nodes):
-            for value in [*node.inputs, *_outer_values(node)]:
-                if value is not None and value.name:
-                    last[value.name] = index
-        return last
-
     def _run_segment(
-        self, segment: Sequence[ir.Node], available: Mapping[str, np.ndarray], only: Sequence[str] | None = None
+        self, segment: Sequence[ir.Node], available: Mapping[str, np.ndarray], only: Collection[str] | None = None
     ) -> dict[str, np.ndarray]:
-        produced = {value.name for node in segment for value in node.outputs if value.name}
-        inputs: dict[str, ir.Value] = {}
-        initializers: dict[str, ir.Value] = {}
-        for node in segment:
-            for value in [*node.inputs, *_outer_values(node)]:
-                if value is None or not value.name or value.name in produced:
-                    continue
-                if value.is_initializer() and value.name not in available:
-                    initializers[value.name] = value
-                else:
-                    inputs[value.name] = value
-        outputs = [
-            value for node in segment for value in node.outputs if value.name and (only is None or value.name in only)
-        ]
+        """Run consecutive nodes as one session, fed from ``available``; returns the
+        outputs named in ``only`` (every output when None)."""
+        inputs, initializers = _segment_inputs(segment, available)
+        outputs = [value for value in _outputs(segment) if only is None or value.name in only]
         # shape inference reads small constants (axes, shapes, scales) from the model
         # itself; only weights large enough to matter are handed over as buffers
-        embedded = {n: v for n, v in initializers.items() if v.const_value.size < BUFFER_MIN_ELEMENTS}
-        view = ir.GraphView(
-            list(inputs.values()),
-            outputs,
-            nodes=segment,
-            initializers=list(embedded.values()),
-            opset_imports=dict(self.model.graph.opset_imports),
-        )
-        proto = ir.serde.serialize_model(
-            ir.Model(view, ir_version=self.model.ir_version, functions=list(self.model.functions.values()))
-        )
-        for info in proto.graph.input:
-            _set_value_info(info, available[info.name])
+        embedded = [value for value in initializers.values() if value.const_value.size < BUFFER_MIN_ELEMENTS]
         weights = {
             name: np.ascontiguousarray(value.const_value.numpy())
             for name, value in initializers.items()
-            if name not in embedded
+            if value.const_value.size >= BUFFER_MIN_ELEMENTS
         }
+        proto = self._segment_proto(segment, list(inputs.values()), outputs, embedded)
+        for info in proto.graph.input:
+            _set_value_info(info, available[info.name])
         for name, array in weights.items():
             proto.graph.initializer.append(_in_memory_placeholder(name, array))
         session = _session(proto.SerializeToString(), weights)
         names = [value.name for value in outputs]
-        feed = {name: available[name] for name in inputs}
-        return dict(zip(names, session.run(names, feed)))
+        return dict(zip(names, session.run(names, {name: available[name] for name in inputs})))
+
+    def _segment_proto(
+        self, segment: Sequence[ir.Node], inputs: list[ir.Value], outputs: list[ir.Value], embedded: list[ir.Value]
+    ) -> onnx.ModelProto:
+        """A model over the original nodes (a ``GraphView``: nothing is copied) with
+        the small constants embedded."""
+        view = ir.GraphView(
+            inputs, outputs, nodes=segment, initializers=embedded, opset_imports=dict(self.model.graph.opset_imports)
+        )
+        model = ir.Model(view, ir_version=self.model.ir_version, functions=list(self.model.functions.values()))
+        return ir.serde.serialize_model(model)
