@@ -45,7 +45,8 @@ def _read_caffe(artifact: Artifact, shapes: InputShapes | None) -> Model:
 def _read_mxnet(artifact: Artifact, shapes: InputShapes | None) -> Model:
     from .mxnet_reader import read_mxnet
 
-    return read_mxnet(artifact.path("symbol"), artifact.path("params"), input_shapes=shapes)
+    by_name = dict(shapes) if isinstance(shapes, Mapping) else shapes
+    return read_mxnet(artifact.path("symbol"), artifact.path("params"), input_shapes=by_name)
 
 
 def _read_pytorch(artifact: Artifact, shapes: InputShapes | None) -> Model:

@@ -73,6 +73,8 @@ def export(
                 found=str(error).splitlines()[0] if str(error) else type(error).__name__,
                 remedy="check that the module runs on the example inputs and uses exportable ops",
             ) from error
+        if program is None:  # dynamo=True always returns a program; None would be an exporter bug
+            raise WorkbenchError(f"torch.onnx.export returned nothing for {type(module).__name__}")
         model = program.model
         annotate_provenance(model)
     report.summary = f"exported {type(module).__name__} with torch {torch.__version__}"

@@ -39,11 +39,11 @@ def _session(payload: bytes | str, weights: Mapping[str, np.ndarray] | None = No
     """A CPU session; ``weights`` are handed over as buffers, never serialized."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    buffers = [ort.OrtValue.ortvalue_from_numpy(array) for array in (weights or {}).values()]
-    if weights is not None:
+    weights = weights if weights is not None else {}
+    buffers = [ort.OrtValue.ortvalue_from_numpy(array) for array in weights.values()]
+    if weights:
         # a short-lived segment session: memory goes back as soon as a tensor is freed
         options.enable_cpu_mem_arena = False
-    if buffers:
         options.add_external_initializers(list(weights), buffers)
     session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
     session.external_buffers = buffers  # the session reads these: keep them alive as long as it lives
@@ -72,7 +72,7 @@ def _set_value_info(info: onnx.ValueInfoProto, array: np.ndarray) -> None:
 
 def _outer_values(node: ir.Node) -> list[ir.Value]:
     """Values of the enclosing graph that a node's subgraphs (If, Loop) read."""
-    found = []
+    found: list[ir.Value] = []
     for attribute in node.attributes.values():
         graphs = (
             [attribute.as_graph()]
@@ -92,12 +92,24 @@ def _outputs(nodes: Sequence[ir.Node]) -> list[ir.Value]:
     return [value for node in nodes for value in node.outputs if value.name]
 
 
+def _names(values: Sequence[ir.Value]) -> list[str]:
+    """The values' names (values without one left out: a graph's values all have one)."""
+    return [value.name for value in values if value.name is not None]
+
+
+def _constant(value: ir.Value) -> np.ndarray:
+    """The array of a constant value (an initializer or a folded constant)."""
+    if value.const_value is None:
+        raise InputError(f"{value.name} is not a constant of the model", remedy="check the model with onnx.checker")
+    return value.const_value.numpy()
+
+
 def _segment_inputs(
     segment: Sequence[ir.Node], available: Mapping[str, np.ndarray]
 ) -> tuple[dict[str, ir.Value], dict[str, ir.Value]]:
     """What a segment reads from outside itself: values fed to it (graph inputs and
     earlier results), and the weights it needs from the model."""
-    produced = {value.name for value in _outputs(segment)}
+    produced = set(_names(_outputs(segment)))
     inputs: dict[str, ir.Value] = {}
     initializers: dict[str, ir.Value] = {}
     for node in segment:
@@ -134,9 +146,9 @@ def _reported(
     for node in segment:
         if node.op_type == "Constant":
             continue
-        for value in node.outputs:
-            if value.name in results and (names is None or value.name in names):
-                yield value.name, results[value.name]
+        for name in _names(node.outputs):
+            if name in results and (names is None or name in names):
+                yield name, results[name]
 
 
 def _input_names(node: ir.Node) -> list[str]:
@@ -144,12 +156,18 @@ def _input_names(node: ir.Node) -> list[str]:
     without a schema)."""
     count = len(node.inputs)
     try:
-        version = node.graph.opset_imports.get(node.domain, None) if node.graph is not None else None
-        schema = onnx.defs.get_schema(node.op_type, version or onnx.defs.onnx_opset_version(), node.domain)
+        schema = onnx.defs.get_schema(
+            node.op_type, _opsets(node).get(node.domain, 0) or onnx.defs.onnx_opset_version(), node.domain
+        )
     except onnx.defs.SchemaError:
         return [f"input_{index}" for index in range(count)]
     formal = [parameter.name for parameter in schema.inputs]
     return [formal[index] if index < len(formal) else f"input_{index}" for index in range(count)]
+
+
+def _opsets(node: ir.Node) -> dict[str, int]:
+    """The opset versions of the graph that holds the node."""
+    return dict(node.graph.opset_imports) if node.graph is not None else {}
 
 
 def _attribute_numbers(node: ir.Node) -> dict[str, float]:
@@ -174,13 +192,13 @@ def evaluate_node(node: ir.Node, arrays: Mapping[int, np.ndarray]) -> list[np.nd
     for index, value in enumerate(node.inputs):
         if value is None:
             continue
-        array = arrays[index] if index in arrays else value.const_value.numpy()
+        array = arrays[index] if index in arrays else _constant(value)
         feeds[names[index]] = np.ascontiguousarray(array)
         info = onnx.ValueInfoProto(name=names[index])
         _set_value_info(info, feeds[names[index]])
         infos.append(info)
     graph = onnx.helper.make_graph([proto], "node", infos, [onnx.ValueInfoProto(name=o) for o in outputs])
-    opsets = [onnx.helper.make_opsetid(domain, version) for domain, version in node.graph.opset_imports.items()]
+    opsets = [onnx.helper.make_opsetid(domain, version) for domain, version in _opsets(node).items()]
     model = onnx.helper.make_model(graph, opset_imports=opsets, ir_version=8)
     return _session(model.SerializeToString()).run(outputs, feeds)
 
@@ -203,13 +221,15 @@ class GraphNodeEvaluation(NodeEvaluation):
             self._computed = {
                 index: self._runner.value(value.name, self._inputs)
                 for index, value in enumerate(self._node.inputs)
-                if value is not None and value.const_value is None
+                if value is not None and value.name is not None and value.const_value is None
             }
         return evaluate_node(self._node, {**self._computed, **replaced})
 
     def alternatives(self, index: int) -> Iterator[tuple[str, np.ndarray]]:
-        own = self._node.inputs[index]
-        shape = self.constant(index).shape if own is not None and own.const_value is not None else None
+        own, array = self._node.inputs[index], self.constant(index)
+        if own is None or array is None:
+            return
+        shape = array.shape
         graph = self._runner.model.graph
         users: dict[str, tuple[ir.Node, int]] = {}
         for node in graph:
@@ -217,9 +237,8 @@ class GraphNodeEvaluation(NodeEvaluation):
                 if value is not None and value.is_initializer() and value.name:
                     users.setdefault(value.name, (node, position))
         for name, value in graph.initializers.items():
-            if value is own or value.const_value is None or tuple(value.shape or ()) != shape:
-                continue
-            yield _user_label(name, users.get(name)), value.const_value.numpy()
+            if value is not own and value.const_value is not None and tuple(value.shape or ()) == shape:
+                yield _user_label(name, users.get(name)), value.const_value.numpy()
 
 
 def _user_label(name: str, user: tuple[ir.Node, int] | None) -> str:
@@ -242,20 +261,22 @@ class OnnxRuntimeRunner(Runner):
         segment_nodes: int = DEFAULT_SEGMENT_NODES,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
+        self._ir: ir.Model | None = None
+        self._path: Path | None = None
         if isinstance(model, Model):
-            self.description = model.name
-            model = model.ir
-        self._ir: ir.Model | None = model if isinstance(model, ir.Model) else None
-        self._path: Path | None = None if self._ir is not None else Path(model)
-        if self._path is not None and not self._path.is_file():
-            raise InputError(f"no such ONNX file: {self._path}", remedy="check the path")
-        if self._path is not None:
+            self.description, self._ir = model.name, model.ir
+        elif isinstance(model, ir.Model):
+            self._ir = model
+        else:
+            self._path = Path(model)
+            if not self._path.is_file():
+                raise InputError(f"no such ONNX file: {self._path}", remedy="check the path")
             self.description = self._path.name
         self.segment_nodes = segment_nodes
         self.segment_bytes = segment_bytes
         self._session: ort.InferenceSession | None = None
-        self.input_names = [value.name for value in self.model.graph.inputs]
-        self.output_names = [value.name for value in self.model.graph.outputs]
+        self.input_names = _names(self.model.graph.inputs)
+        self.output_names = _names(self.model.graph.outputs)
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -270,7 +291,7 @@ class OnnxRuntimeRunner(Runner):
     def model(self) -> ir.Model:
         """The graph being run (read from the file on first use)."""
         if self._ir is None:
-            self._ir = ir.load(self._path)
+            self._ir = ir.load(str(self._path))
         return self._ir
 
     @property
@@ -288,9 +309,14 @@ class OnnxRuntimeRunner(Runner):
         return [out.name for node in self.model.graph if node.op_type != "Constant" for out in node.outputs if out.name]
 
     def input_shapes(self) -> list[tuple[int, ...]] | None:
-        shapes = [tuple(value.shape) if value.shape is not None else ("?",) for value in self.model.graph.inputs]
-        fixed = all(isinstance(d, int) for shape in shapes for d in shape)
-        return [tuple(int(d) for d in shape) for shape in shapes] if fixed else None
+        shapes = []
+        for value in self.model.graph.inputs:
+            dims = list(value.shape) if value.shape is not None else [None]
+            fixed = tuple(d for d in dims if isinstance(d, int))
+            if len(fixed) != len(dims):
+                return None
+            shapes.append(fixed)
+        return shapes
 
     def layer_constants(self, name: str) -> LayerConstants | None:
         """The constant inputs of the node computing ``name``, by the names of its op's
@@ -322,11 +348,8 @@ class OnnxRuntimeRunner(Runner):
                 found=", ".join(inputs) or "nothing",
                 remedy="give one array per model input, by name or in order",
             )
-        dtypes = {value.name: value.dtype for value in self.model.graph.inputs}
-        return {
-            name: np.asarray(inputs[name], dtype=dtypes[name].numpy() if dtypes[name] is not None else np.float32)
-            for name in self.input_names
-        }
+        dtypes = {value.name: value.dtype.numpy() for value in self.model.graph.inputs if value.dtype is not None}
+        return {name: np.asarray(inputs[name], dtype=dtypes.get(name, np.float32)) for name in self.input_names}
 
     def run(self, inputs: Inputs) -> dict[str, np.ndarray]:
         """Final outputs by name."""
@@ -338,13 +361,13 @@ class OnnxRuntimeRunner(Runner):
         only ``names`` when given (the others are then not even fetched)."""
         nodes = list(self.model.graph)
         live: dict[str, np.ndarray] = dict(self.feed(inputs))
-        liveness = _Liveness(nodes, [value.name for value in self.model.graph.outputs if value.name])
+        liveness = _Liveness(nodes, self.output_names)
         for start, end in self._segments(nodes):
             segment = nodes[start:end]
             wanted = [
-                value.name
-                for value in _outputs(segment)
-                if names is None or value.name in names or liveness.needed_after(value.name, end)
+                name
+                for name in _names(_outputs(segment))
+                if names is None or name in names or liveness.needed_after(name, end)
             ]
             results = self._run_segment(segment, live, only=wanted)
             yield from _reported(segment, results, names)
@@ -367,7 +390,8 @@ class OnnxRuntimeRunner(Runner):
     def _segments(self, nodes: Sequence[ir.Node]) -> Iterator[tuple[int, int]]:
         """``(start, end)`` of consecutive node ranges, each at most ``segment_nodes``
         nodes and (unless one node alone is larger) ``segment_bytes`` of weights."""
-        start, weight_bytes, seen = 0, 0, set()
+        start, weight_bytes = 0, 0
+        seen: set[str | None] = set()
         for index, node in enumerate(nodes):
             size = sum(
                 v.const_value.nbytes
@@ -391,11 +415,10 @@ class OnnxRuntimeRunner(Runner):
         outputs = [value for value in _outputs(segment) if only is None or value.name in only]
         # shape inference reads small constants (axes, shapes, scales) from the model
         # itself; only weights large enough to matter are handed over as buffers
-        embedded = [value for value in initializers.values() if value.const_value.size < BUFFER_MIN_ELEMENTS]
+        arrays = {name: _constant(value) for name, value in initializers.items()}
+        embedded = [value for name, value in initializers.items() if arrays[name].size < BUFFER_MIN_ELEMENTS]
         weights = {
-            name: np.ascontiguousarray(value.const_value.numpy())
-            for name, value in initializers.items()
-            if value.const_value.size >= BUFFER_MIN_ELEMENTS
+            name: np.ascontiguousarray(array) for name, array in arrays.items() if array.size >= BUFFER_MIN_ELEMENTS
         }
         proto = self._segment_proto(segment, list(inputs.values()), outputs, embedded)
         for info in proto.graph.input:
@@ -403,7 +426,7 @@ class OnnxRuntimeRunner(Runner):
         for name, array in weights.items():
             proto.graph.initializer.append(_in_memory_placeholder(name, array))
         session = _session(proto.SerializeToString(), weights)
-        names = [value.name for value in outputs]
+        names = _names(outputs)
         return dict(zip(names, session.run(names, {name: available[name] for name in inputs})))
 
     def _segment_proto(
@@ -414,5 +437,6 @@ class OnnxRuntimeRunner(Runner):
         view = ir.GraphView(
             inputs, outputs, nodes=segment, initializers=embedded, opset_imports=dict(self.model.graph.opset_imports)
         )
-        model = ir.Model(view, ir_version=self.model.ir_version, functions=list(self.model.functions.values()))
+        # a GraphView is serialized as a Graph is (onnx_ir types the argument as Graph only)
+        model = ir.Model(view, ir_version=self.model.ir_version, functions=list(self.model.functions.values()))  # type: ignore[arg-type]
         return ir.serde.serialize_model(model)

@@ -52,7 +52,7 @@ def _read_recording(recording: str | Path | Mapping[str, np.ndarray]) -> tuple[P
 def _final_names(outputs: np.ndarray | None, layers: Mapping[str, np.ndarray]) -> list[str]:
     """``meta:outputs`` when recorded (every name must be a recorded array), else the last array."""
     if outputs is None:
-        return [next(reversed(layers))]
+        return [list(layers)[-1]]
     names = [str(name) for name in outputs]
     unknown = [name for name in names if name not in layers]
     if unknown:
@@ -91,7 +91,7 @@ class RecordedRunner(Runner):
         self.inputs = dict(inputs) if inputs is not None else recorded_inputs or self._sibling_input()
         self.input_names = list(self.inputs) or ["input"]
         self.output_names = _final_names(outputs, self.layers)
-        merged = self._sibling_sources()
+        merged: dict[str, Sequence[str]] = dict(self._sibling_sources())
         merged.update(json.loads(str(recorded_sources)) if recorded_sources is not None else {})
         merged.update(sources or {})
         self._sources = {name: tuple(merged.get(name, ())) for name in self.layers}
@@ -110,7 +110,7 @@ class RecordedRunner(Runner):
         sibling = self.path.with_name(self.path.name[: -len(REFERENCE_FILE_SUFFIX)] + suffix)
         return sibling if sibling.is_file() else None
 
-    def _sibling_sources(self) -> dict[str, tuple[str, ...]]:
+    def _sibling_sources(self) -> Mapping[str, Sequence[str]]:
         from ..readers.mxnet_reader import recorded_output_sources
 
         symbol = self._sibling(SYMBOL_FILE_SUFFIX)

@@ -247,11 +247,9 @@ def _source_shapes(params: Iterable[str], source: SourceLayers) -> dict[str, lis
     return {param: source.param_shapes[param] for param in params if param in source.param_shapes}
 
 
-def _parameter_status(
-    layer: NameEntry, own: Sequence[str], note: str = "no source parameter recorded"
-) -> dict[str, str]:
-    """A parameter entry is as matched as its layer when it names source parameters."""
-    return {"status": layer.status, "note": layer.note} if own else {"status": UNMATCHED, "note": note}
+def _parameter_status(layer: NameEntry, own: Sequence[str]) -> tuple[str, str]:
+    """(status, note): a parameter entry is as matched as its layer when it names source parameters."""
+    return (layer.status, layer.note) if own else (UNMATCHED, "no source parameter recorded")
 
 
 def _shape_list(value: ir.Value) -> list[int] | None:
@@ -306,6 +304,7 @@ def _node_entries(node: ir.Node, source: SourceLayers) -> list[NameEntry]:
 def _weight_entry(layer: NameEntry, value: ir.Value, params: list[str], source: SourceLayers) -> NameEntry:
     target_shape = _shape_list(value)
     combined = layer.transforms if len(params) > 1 else []
+    status, note = _parameter_status(layer, params)
     return NameEntry(
         kind="parameter",
         target=value.name or "",
@@ -315,8 +314,9 @@ def _weight_entry(layer: NameEntry, value: ir.Value, params: list[str], source: 
         target_shape=target_shape,
         source_shapes=_source_shapes(params, source),
         transforms=_param_transforms(target_shape, params, source) + combined,
+        status=status,
+        note=note,
         layer=layer.target,
-        **_parameter_status(layer, params),
     )
 
 
@@ -370,10 +370,8 @@ def _caffe_blob_entries(
     for index, shape in enumerate(shapes):
         own = list(per_blob[index]) if index < len(per_blob) else layer.params
         made = index < len(per_blob) and not own
-        status = (
-            {"status": layer.status, "note": "made by the writer (no source parameter)"}
-            if made
-            else _parameter_status(layer, own)
+        status, note = (
+            (layer.status, "made by the writer (no source parameter)") if made else _parameter_status(layer, own)
         )
         yield NameEntry(
             kind="parameter",
@@ -384,8 +382,9 @@ def _caffe_blob_entries(
             target_shape=shape,
             source_shapes=_source_shapes(own, source),
             transforms=layer.transforms,
+            status=status,
+            note=note,
             layer=layer.target,
-            **status,
         )
 
 
@@ -447,6 +446,7 @@ def _module_entries(record: Mapping[str, Any], state: Mapping[str, Any], source:
         if key.startswith(prefix) and not key.endswith("num_batches_tracked"):
             # the writer records each state entry's own source parameters when it knows them
             own = own_params.get(key[len(prefix) :]) or layer.params
+            own_status, own_note = _parameter_status(layer, own)
             entries.append(
                 NameEntry(
                     kind="parameter",
@@ -456,8 +456,9 @@ def _module_entries(record: Mapping[str, Any], state: Mapping[str, Any], source:
                     params=own,
                     target_shape=list(tensor.shape),
                     source_shapes=_source_shapes(own, source),
+                    status=own_status,
+                    note=own_note,
                     layer=layer.target,
-                    **_parameter_status(layer, own),
                 )
             )
     return entries
@@ -466,10 +467,7 @@ def _module_entries(record: Mapping[str, Any], state: Mapping[str, Any], source:
 def _buffer_entry(record: Mapping[str, Any], source: SourceLayers) -> NameEntry:
     sources = list(record.get("sources", ()))
     params = _layer_params(sources, source)
-    status, note = _status(sources, [], source)
-    matched = (
-        {"status": status, "note": note} if params else {"status": UNMATCHED, "note": "no source parameter recorded"}
-    )
+    status, note = _status(sources, [], source) if params else (UNMATCHED, "no source parameter recorded")
     return NameEntry(
         kind="parameter",
         target=record["name"],
@@ -477,7 +475,8 @@ def _buffer_entry(record: Mapping[str, Any], source: SourceLayers) -> NameEntry:
         sources=sources,
         params=params,
         target_shape=record.get("shape"),
-        **matched,
+        status=status,
+        note=note,
     )
 
 

@@ -85,9 +85,8 @@ def plot_difference(
     """Histogram of ``candidate - reference`` and a heat map of ``|difference|``
     (one channel of an ``[N, C, H, W]`` tensor: the worst, unless ``channel`` is given)."""
     a = np.asarray(reference, dtype=np.float64)
-    b = np.asarray(candidate, dtype=np.float64)
-    if a.shape != b.shape:
-        b = b.reshape(a.shape) if a.size == b.size else None
+    given = np.asarray(candidate, dtype=np.float64)
+    b = given if given.shape == a.shape else given.reshape(a.shape) if given.size == a.size else None
     figure = Figure(figsize=(10.0, 4.0), layout="constrained")
     left, right = figure.subplots(1, 2)
     if b is None:
