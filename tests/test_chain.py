@@ -120,9 +120,16 @@ def test_a_step_that_changes_its_input_is_caught(tmp_path) -> None:
         next(iter(model.graph)).metadata_props["workbench.source"] = '["changed"]'
         return model, []
 
-    chain._functions["simplify"] = careless
-    with pytest.raises(StepContractError, match="simplify changed the model it read"):
-        chain.run("simplify")
+    def reweighting(read: StepRun):
+        weight = read.value.graph.initializers["conv.weight"]
+        weight.const_value = ir.tensor(weight.const_value.numpy() * 2, name=weight.name)
+        return read.value, []
+
+    for step in (careless, reweighting):
+        chain._functions["simplify"] = step
+        with pytest.raises(StepContractError, match="simplify changed the model it read"):
+            chain.run("simplify")
+        chain.run("load")  # a fresh, unchanged model for the next step
 
 
 # ---------------------------------------------------------------- no step changes its input
