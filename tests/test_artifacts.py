@@ -87,3 +87,26 @@ def test_every_reader_and_runner_names_a_declared_kind() -> None:
 
     kinds = {kind.name for kind in KINDS}
     assert set(READERS) <= kinds and set(RUNNERS) <= kinds and set(TARGET_ENTRIES) <= kinds
+
+
+def test_a_new_kind_is_one_declaration_and_one_entry_per_capability(tmp_path, monkeypatch) -> None:
+    """What adding MsnhNet takes: a kind in KINDS, a reader and a runner registered by
+    kind; load, open_runner and compare then take its files unchanged. (Here the toy
+    format is an ONNX model under another suffix, run by onnxruntime.)"""
+    import onnx_ir as ir
+
+    from workbench import artifacts, readers, runners
+    from workbench.artifacts import ArtifactKind, Role
+
+    monkeypatch.setattr(artifacts, "KINDS", (*KINDS, ArtifactKind("toy", (Role("model", "*.toy"),))))
+    monkeypatch.setitem(readers.READERS, "toy", lambda artifact, shapes: readers.read_onnx(artifact.path("model")))
+    monkeypatch.setitem(runners.RUNNERS, "toy", lambda artifact: runners.OnnxRuntimeRunner(artifact.path("model")))
+
+    model = wb.simplify(wb.export(resnet_tiny(), np.zeros(resnet_tiny.input_shape, np.float32)))
+    ir.save(model.ir, tmp_path / "net.onnx")
+    (tmp_path / "net.onnx").rename(tmp_path / "net.toy")
+    assert identify(tmp_path / "net.toy").kind == "toy"
+    assert len(wb.load(tmp_path / "net.toy").graph) == len(model.graph)
+    comparison = wb.compare(model, tmp_path / "net.toy")
+    assert comparison.candidate == "net.toy (onnxruntime)"
+    assert comparison.outputs[0].stats.max_abs == 0.0  # the same graph in the same runtime: exact
