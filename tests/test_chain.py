@@ -9,11 +9,12 @@ import cv2
 import numpy as np
 import onnx_ir as ir
 import pytest
+import torch
 
 import workbench as wb
 from workbench.chain import STEPS, Chain, StepContractError, StepRun
 from workbench.errors import InputError, UnsupportedError
-from workbench.graph.builder import GraphBuilder
+from workbench.graph import provenance
 from workbench.runners import OnnxRuntimeRunner
 from workbench.samples import resnet_tiny
 from workbench.steps.check import check
@@ -24,29 +25,34 @@ from workbench.steps.simplify import simplify
 from workbench.writers import write
 
 
+class ConvBnRelu(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
 def conv_bn_relu(path: Path, extra_op: str | None = None) -> Path:
-    """x -> Conv -> BatchNormalization -> Relu (-> extra_op) as an ONNX file."""
-    rng = np.random.default_rng(0)
-    builder = GraphBuilder(path.stem)
-    x = builder.add_input("x", [1, 3, 8, 8])
-    weight = builder.add_initializer("conv.weight", rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
-    (value,) = builder.add_node("Conv", [x, weight], {"pads": [1, 1, 1, 1]}, sources=["conv"])
-    stats = [
-        builder.add_initializer(f"bn.{name}", values.astype(np.float32))
-        for name, values in (
-            ("weight", rng.uniform(0.5, 1.5, 4)),
-            ("bias", rng.standard_normal(4) * 0.1),
-            ("running_mean", rng.standard_normal(4) * 0.1),
-            ("running_var", rng.uniform(0.5, 1.5, 4)),
-        )
-    ]
-    (value,) = builder.add_node("BatchNormalization", [value, *stats], sources=["bn"])
-    (value,) = builder.add_node("Relu", [value], sources=["relu"])
+    """Conv -> BatchNorm -> ReLU exported from PyTorch as an ONNX file, optionally
+    followed by one more node of ``extra_op`` (an op no writer knows, say)."""
+    torch.manual_seed(0)
+    module = ConvBnRelu().eval()
+    with torch.no_grad():
+        module.bn.running_mean.uniform_(-0.1, 0.1)
+        module.bn.running_var.uniform_(0.5, 1.5)
+    model = wb.export(module, np.zeros((1, 3, 8, 8), np.float32)).ir
     if extra_op:
-        (value,) = builder.add_node(extra_op, [value], sources=["extra"])
-    value.type, value.shape = ir.TensorType(ir.DataType.FLOAT), ir.Shape([1, 4, 8, 8])
-    builder.set_outputs([value])
-    ir.save(builder.build(), path)
+        node = ir.node(extra_op, [model.graph.outputs[0]], name="extra")
+        node.outputs[0].name, node.outputs[0].shape = "extra_out", model.graph.outputs[0].shape
+        node.outputs[0].type = model.graph.outputs[0].type
+        provenance.set_sources(node, ["extra"])
+        model.graph.append(node)
+        model.graph.outputs[0] = node.outputs[0]
+    ir.save(model, path)
     return path
 
 

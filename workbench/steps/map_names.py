@@ -343,11 +343,14 @@ def _caffe_blob_shapes(caffemodel: Path) -> dict[str, list[list[int]]]:
     return shapes
 
 
-def _caffe_layer_entry(record: Mapping[str, Any], source: SourceLayers) -> NameEntry:
+def _record_layer_entry(record: Mapping[str, Any], source: SourceLayers, combining: str = "") -> NameEntry:
+    """The layer entry of a writer's record (``name``, ``type``, ``sources``,
+    ``transforms``). ``combining``: the transform a record of several source layers
+    stands for without saying so (the Caffe writer merges layers only by folding)."""
     sources = list(record.get("sources", ()))
     transforms = list(record.get("transforms", ()))
-    combined = transforms or (["combined by the Caffe writer"] if len(sources) > 1 else [])
-    status, note = _status(sources, combined, source)
+    implied = transforms or ([combining] if combining and len(sources) > 1 else [])
+    status, note = _status(sources, implied, source)
     return NameEntry(
         kind="layer",
         target=record["name"],
@@ -393,7 +396,7 @@ def _caffe_entries(records: Sequence[Mapping], caffemodel: Path | None, source: 
     entries: list[NameEntry] = []
     producer_of_top: dict[str, NameEntry] = {}
     for record in records:
-        layer = _caffe_layer_entry(record, source)
+        layer = _record_layer_entry(record, source, combining="combined by the Caffe writer")
         entries.append(layer)
         for top in record.get("top", ()):
             producer_of_top[top] = NameEntry(
@@ -428,17 +431,7 @@ def caffe_artifact_entries(artifact: Artifact, source: SourceLayers) -> list[Nam
 
 def _module_entries(record: Mapping[str, Any], state: Mapping[str, Any], source: SourceLayers) -> list[NameEntry]:
     """A submodule and its state-dict entries (``num_batches_tracked`` is no parameter)."""
-    sources = list(record.get("sources", ()))
-    status, note = _status(sources, [], source)
-    layer = NameEntry(
-        kind="layer",
-        target=record["name"],
-        op=record.get("type", ""),
-        sources=sources,
-        params=_layer_params(sources, source),
-        status=status,
-        note=note,
-    )
+    layer = _record_layer_entry(record, source)
     prefix = f"{record['name']}."
     own_params = record.get("state_params", {})
     entries = [layer]
@@ -452,7 +445,7 @@ def _module_entries(record: Mapping[str, Any], state: Mapping[str, Any], source:
                     kind="parameter",
                     target=key,
                     op=layer.op,
-                    sources=sources,
+                    sources=layer.sources,
                     params=own,
                     target_shape=list(tensor.shape),
                     source_shapes=_source_shapes(own, source),
