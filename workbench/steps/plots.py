@@ -68,7 +68,7 @@ def plot_layer_errors(errors: LayerErrors | HasLayerErrors, path: str | Path | N
         )
     axes.set_xlabel("layer (reference order)")
     axes.set_ylabel("absolute error")
-    axes.set_title(data.title)
+    axes.set_title(data.title, fontsize="medium", wrap=True)
     axes.legend(loc="upper left", fontsize="small")
     if path is not None:
         figure.savefig(path)
