@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FLOOR = 1e-12  # exact agreement is drawn here on the log axis
 
@@ -46,6 +48,8 @@ def plot_layer_errors(errors: LayerErrors | HasLayerErrors, path: str | Path | N
     on a log scale, with the tolerance and the first divergence marked.
 
     ``errors`` is the plain data, or a comparison that gives it (``layer_errors()``)."""
+    from matplotlib.figure import Figure  # imported when drawing: matplotlib takes a third of a second
+
     data = errors if isinstance(errors, LayerErrors) else errors.layer_errors()
     figure = Figure(figsize=(max(6.0, min(0.12 * len(data.max_abs), 18.0)), 4.0), layout="constrained")
     axes = figure.add_subplot()
@@ -84,6 +88,8 @@ def plot_difference(
 ) -> Figure:
     """Histogram of ``candidate - reference`` and a heat map of ``|difference|``
     (one channel of an ``[N, C, H, W]`` tensor: the worst, unless ``channel`` is given)."""
+    from matplotlib.figure import Figure
+
     a = np.asarray(reference, dtype=np.float64)
     given = np.asarray(candidate, dtype=np.float64)
     b = given if given.shape == a.shape else given.reshape(a.shape) if given.size == a.size else None
