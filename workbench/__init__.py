@@ -12,8 +12,16 @@ The step functions, usable from a notebook, a script or the CLI::
     map_names(model, written)               # target name -> source layers and parameters
 
 Each returns an object that renders in Jupyter and carries a report of what it did.
+``convert`` runs the whole chain (load → simplify → fold_bn → check → write →
+verify) and returns it (``Chain``: every step's artifact and report, runnable step by
+step); ``identify`` tells what model a set of files is::
+
+    chain = convert(["deploy.prototxt", "net.caffemodel"], "onnx", "out")  # or Chain(...).run("load"), ...
+    chain.ok, chain.comparison, chain.to_report()
 """
 
+from .artifacts import Artifact, identify
+from .chain import Chain, StepRun, convert
 from .errors import InputError, Problem, UnsupportedError, WorkbenchError
 from .graph import Model, SourceInfo, StepReport
 from .readers import example_inputs, export, load
@@ -25,18 +33,23 @@ from .steps.simplify import simplify
 from .writers import write
 
 __all__ = [
+    "Artifact",
+    "Chain",
     "InputError",
     "Model",
     "Problem",
     "SourceInfo",
     "StepReport",
+    "StepRun",
     "UnsupportedError",
     "WorkbenchError",
     "check",
     "compare",
+    "convert",
     "example_inputs",
     "export",
     "fold_bn",
+    "identify",
     "load",
     "map_names",
     "simplify",

@@ -1,8 +1,9 @@
-"""The ``workbench`` command: a thin layer over the step functions.
+"""The ``workbench`` command: a thin layer over the API.
 
 Subcommands follow the CLI contract of the design: ``convert``, ``compare``,
-``check``, ``record`` and ``lab``. Every step prints one progress line (step,
-summary, seconds). Exit status: 0 converted and verified, 1 converted but the
+``check``, ``record`` and ``lab``. ``convert`` and ``check`` run the conversion
+chain (``workbench.chain.Chain``), ``compare`` the ``compare`` step. Every step
+prints one progress line (step, summary, seconds). Exit status: 0 converted and verified, 1 converted but the
 outputs differ beyond tolerance (or a recorded notebook failed), 2 bad input or
 unsupported ops (every problem listed at once). Bad input never shows a
 traceback: a ``WorkbenchError`` becomes its message on stderr.
@@ -17,18 +18,17 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, Callable, Collection, Sequence
+from typing import Any
 
 import numpy as np
-import onnx_ir as ir
 
+from .chain import Chain
 from .errors import InputError, WorkbenchError
-from .graph import Model, StepReport
-from .readers import example_inputs, load
-from .steps.check import CheckReport, check
+from .graph import StepReport
 from .steps.compare_stats import DEFAULT_ATOL, DEFAULT_RTOL
-from .writers import TARGETS, WrittenFiles, write
+from .writers import TARGETS
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT = 0, 1, 2
 DIALECTS = ("bvlc", "opencv")
@@ -65,73 +65,6 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def _load(args: argparse.Namespace) -> Model:
-    shape = parse_shape(args.input_shape)
-    start = time.perf_counter()
-    model = load(*args.sources, input_shape=shape, weights=args.weights)
-    if shape is not None and model.source.format != "pytorch":
-        _fix_input_shape(model, shape)
-    for report in model.reports:
-        progress(report)
-    progress(
-        StepReport(
-            "load",
-            f"{model.name} from {model.source.format}: {len(model.graph)} nodes, "
-            f"{model.parameter_count():,} parameters, inputs {model.input_shapes()}",
-            seconds=time.perf_counter() - start,
-        )
-    )
-    return model
-
-
-def _fix_input_shape(model: Model, shape: tuple[int, ...]) -> None:
-    """Give the (freshly loaded) model's single input the shape of --input-shape."""
-    inputs = model.graph.inputs
-    if len(inputs) != 1:
-        raise InputError(
-            "--input-shape gives one shape, but the model has several inputs",
-            found=", ".join(value.name for value in inputs),
-            remedy="fix the input shapes in the model file",
-        )
-    current = tuple(inputs[0].shape) if inputs[0].shape is not None else None
-    if current is not None and len(current) != len(shape):
-        raise InputError(
-            f"--input-shape has {len(shape)} dimensions, input {inputs[0].name} has {len(current)}",
-            expected=str(list(current)),
-            found=str(list(shape)),
-        )
-    if current is not None and any(isinstance(d, int) and d != s for d, s in zip(current, shape)):
-        raise InputError(
-            f"--input-shape does not fit input {inputs[0].name}",
-            expected=str(list(current)),
-            found=str(list(shape)),
-            remedy="only the model's open dimensions (such as the batch) can be set",
-        )
-    inputs[0].shape = ir.Shape(shape)
-
-
-def _prepare(args: argparse.Namespace, model: Model, options: dict[str, Any]) -> Model:
-    """The optional steps before writing: simplify (default) and fold_bn.
-
-    When simplification fails, the usual cause is an op no runtime knows: the
-    unsimplified model is checked so that every such op is listed at once."""
-    if args.simplify:
-        from .steps.simplify import simplify
-
-        try:
-            model = simplify(model)
-        except WorkbenchError:
-            check(model, args.to, **options).raise_for_errors()
-            raise
-        progress(model.report)
-    if args.fold_bn:
-        from .steps.fold_bn import fold_bn
-
-        model = fold_bn(model)
-        progress(model.report)
-    return model
-
-
 def _target_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.dialect is None:
         return {}
@@ -140,11 +73,33 @@ def _target_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"dialect": args.dialect}
 
 
-def _check(model: Model, target: str, options: dict[str, Any], *, quiet: bool = False) -> CheckReport:
-    """Run ``check`` and print its line (and its warnings unless ``quiet``)."""
-    report = check(model, target, **options)
-    progress(report.report, shown=report.report.warnings if quiet else ())
-    return report
+def _chain(args: argparse.Namespace, *, outdir: str | None = None, verify: bool = False) -> Chain:
+    """The conversion chain the source options describe."""
+    return Chain(
+        args.sources,
+        args.to,
+        outdir,
+        input_shape=parse_shape(args.input_shape),
+        weights=args.weights,
+        name=getattr(args, "name", None),
+        simplify=args.simplify,
+        fold_bn=args.fold_bn,
+        verify=verify,
+        options=_target_options(args),
+        atol=getattr(args, "atol", DEFAULT_ATOL),
+        rtol=getattr(args, "rtol", DEFAULT_RTOL),
+    )
+
+
+def _run_steps(chain: Chain, until: str | None = None, *, quiet_check: bool = False) -> None:
+    """Run the chain's steps, printing each one's reports; the first error is raised."""
+    for step in chain.pending(until):
+        run = chain.run(step)
+        run.raise_for_error()
+        check_warnings = chain.check_report.report.warnings if chain.check_report is not None else []
+        shown = check_warnings if step == "write" or (step == "check" and quiet_check) else ()
+        for report in run.reports:
+            progress(report, shown=shown)
 
 
 def _write_json(path: str | Path, data: dict) -> None:
@@ -164,74 +119,15 @@ def print_comparison(comparison: Any) -> None:
         )
 
 
-def _name_map(source: Model, written: WrittenFiles) -> dict[str, Any]:
-    """``name_map`` (target layer -> source layers) and the full map with blobs and
-    parameters. For files ``map_names`` cannot read back, the writer's own records
-    (``details["layers"]`` or ``details["modules"]``: name and sources) give the map."""
-    from .steps.map_names import map_names
-
-    try:
-        names = map_names(source, written)
-    except WorkbenchError as error:
-        records = written.details.get("layers") or written.details.get("modules") or []
-        return {
-            "name_map": {record["name"]: list(record.get("sources", ())) for record in records},
-            "name_map_details": {"from": "writer records", "map_names": error.what},
-        }
-    return {
-        "name_map": {entry.target: list(entry.sources) for entry in names if entry.kind == "layer"},
-        "name_map_details": names.to_dict(),
-    }
-
-
-def source_reference(source: Model) -> Any:
-    """What the converted files are verified against: the source in its own runtime
-    where this machine has it (the PyTorch module, the Caffe files in OpenCV DNN),
-    else the source graph in onnxruntime (ONNX; MXNet, whose reader is checked
-    against outputs recorded with MXNet itself)."""
-    from .runners import open_runner
-
-    if source.source.format in ("pytorch", "caffe") and source.source.paths:
-        return open_runner(*source.source.paths)
-    return source
-
-
 def run_convert(args: argparse.Namespace) -> int:
-    options = _target_options(args)
-    source = _load(args)
-    inputs = example_inputs(source)  # before writing: an open input shape is bad input
-    model = _prepare(args, source, options)
-    problems = _check(model, args.to, options)
-    problems.raise_for_errors()
-    written = write(model, args.output, args.to, name=args.name, **options)
-    progress(written.report, shown=problems.report.warnings)
-
-    from .steps.compare import compare
-
-    start = time.perf_counter()
-    comparison = compare(source_reference(source), written, inputs, atol=args.atol, rtol=args.rtol)
-    verdict = "outputs match" if comparison.ok else "outputs DIFFER"
-    progress(
-        StepReport(
-            "verify",
-            f"{verdict}: {comparison.reference} against {comparison.candidate}",
-            seconds=time.perf_counter() - start,
-        )
-    )
+    chain = _chain(args, outdir=args.output, verify=True)
+    _run_steps(chain)
+    comparison = chain.comparison
+    if comparison is None:  # verify always runs in convert
+        raise WorkbenchError("the written files were not verified")
     print_comparison(comparison)
     if args.report:
-        _write_json(
-            args.report,
-            {
-                "source": {"format": source.source.format, "paths": list(source.source.paths), "name": source.name},
-                "target": args.to,
-                "files": [str(path) for path in written.paths],
-                "steps": [r.to_dict() for r in [*model.reports, problems.report, written.report]],
-                "check": problems.to_dict(),
-                **_name_map(source, written),
-                "comparison": comparison.to_report(),
-            },
-        )
+        _write_json(args.report, chain.to_report())
         print(f"{'report':<14} {args.report}")
     return EXIT_OK if comparison.ok else EXIT_DIFFERENT
 
@@ -286,9 +182,11 @@ def run_compare(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    options = _target_options(args)
-    model = _prepare(args, _load(args), options)
-    report = _check(model, args.to, options, quiet=True)
+    chain = _chain(args)
+    _run_steps(chain, until="check", quiet_check=True)
+    report = chain.check_report
+    if report is None:  # check always runs in check
+        raise WorkbenchError("the model was not checked")
     print(report)
     return EXIT_OK if report.ok else EXIT_BAD_INPUT
 

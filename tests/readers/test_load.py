@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx_ir as ir
 import pytest
 import torch
 
@@ -106,3 +109,87 @@ def test_export_multi_input_module():
     # onnxruntime vs NumPy, float32: atol 1e-6
     np.testing.assert_allclose(outputs[0], np.maximum(a, 0) * b, atol=1e-6)
     np.testing.assert_allclose(outputs[1], a - b, atol=1e-6)
+
+
+def _open_batch_onnx(path) -> None:
+    """x[batch, 3, 8, 8] -> Conv -> Relu, the batch left symbolic."""
+    from workbench.graph.builder import GraphBuilder
+
+    rng = np.random.default_rng(0)
+    builder = GraphBuilder("open_batch")
+    x = builder.add_input("x", ["batch", 3, 8, 8])
+    weight = builder.add_initializer("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32))
+    (conv,) = builder.add_node("Conv", [x, weight], {"pads": [1, 1, 1, 1]}, sources=["conv"])
+    (out,) = builder.add_node("Relu", [conv], sources=["relu"])
+    out.type, out.shape = ir.TensorType(ir.DataType.FLOAT), ir.Shape(["batch", 4, 8, 8])
+    builder.set_outputs([out])
+    ir.save(builder.build(), path)
+
+
+def test_input_shape_fixes_an_onnx_batch(tmp_path):
+    path = tmp_path / "open_batch.onnx"
+    _open_batch_onnx(path)
+    assert not isinstance(load(path).input_shapes()["x"][0], int)  # the batch stays open without input_shape
+    model = load(path, input_shape=(2, 3, 8, 8))
+    assert model.input_shapes() == {"x": (2, 3, 8, 8)}
+    assert load(path, input_shape={"x": (5, 3, 8, 8)}).input_shapes() == {"x": (5, 3, 8, 8)}
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    (expected,) = OnnxRuntimeRunner(path).run([x]).values()
+    (actual,) = OnnxRuntimeRunner(model).run([x]).values()
+    # onnxruntime on the file as it is vs the loaded model with its batch fixed: atol 1e-6
+    np.testing.assert_allclose(actual, expected, atol=1e-6)
+    with pytest.raises(InputError, match="does not fit input x"):
+        load(path, input_shape=(2, 3, 9, 9))
+    with pytest.raises(InputError, match="does not have"):
+        load(path, input_shape={"y": (1, 3, 8, 8)})
+
+
+def _opencv_caffe(prototxt, caffemodel, x: np.ndarray) -> np.ndarray:
+    import cv2
+
+    net = cv2.dnn.readNetFromCaffe(str(prototxt), str(caffemodel))
+    net.setInput(x)
+    return net.forward()
+
+
+def test_input_shape_sets_a_caffe_input(tmp_path):
+    """A Caffe-zoo net read with another batch, and a prototxt that declares its input
+    without a shape, both against the original files in OpenCV DNN."""
+    data = Path(__file__).resolve().parents[2] / "data" / "caffe"
+    prototxt, caffemodel = data / "zoo_tiny.prototxt", data / "zoo_tiny.caffemodel"
+    model = load(prototxt, caffemodel, input_shape=(2, 3, 32, 32))
+    assert model.input_shapes() == {"data": (2, 3, 32, 32)}
+    x = np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    (actual,) = OnnxRuntimeRunner(model).run([x]).values()
+    # the graph in onnxruntime vs OpenCV DNN on the original files, float32: atol 1e-4 + rtol 1e-4
+    np.testing.assert_allclose(actual, _opencv_caffe(prototxt, caffemodel, x), atol=1e-4, rtol=1e-4)
+
+    shapeless = tmp_path / "shapeless.prototxt"
+    shapeless.write_text("\n".join(line for line in prototxt.read_text().splitlines() if "input_dim" not in line))
+    with pytest.raises(InputError):
+        load(shapeless, caffemodel)
+    model = load(shapeless, caffemodel, input_shape=(1, 3, 32, 32))
+    assert model.input_shapes() == {"data": (1, 3, 32, 32)}
+    (actual,) = OnnxRuntimeRunner(model).run([x[:1]]).values()
+    np.testing.assert_allclose(actual, _opencv_caffe(prototxt, caffemodel, x[:1]), atol=1e-4, rtol=1e-4)
+
+
+def test_input_shape_sets_an_mxnet_input():
+    from workbench.runners import RecordedRunner
+
+    data = Path(__file__).resolve().parents[2] / "data" / "mxnet"
+    recording = RecordedRunner(data / "op_zoo-reference.npz")
+    shape = recording.inputs["data"].shape
+    model = load(data / "op_zoo-symbol.json", data / "op_zoo-0000.params", input_shape=shape)
+    assert model.input_shapes() == {"data": tuple(shape)}
+    (actual,) = OnnxRuntimeRunner(model).run([recording.inputs["data"]]).values()
+    (expected,) = recording.run().values()
+    # onnxruntime vs the outputs recorded with MXNet 1.9.1, float32: atol 1e-4 + rtol 1e-3
+    np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_weights_belong_to_pytorch_factories_only(tmp_path):
+    path = tmp_path / "open_batch.onnx"
+    _open_batch_onnx(path)
+    with pytest.raises(InputError, match="not a PyTorch factory"):
+        load(path, weights=tmp_path / "w.pt")

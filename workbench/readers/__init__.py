@@ -1,57 +1,76 @@
 """Readers: every supported source format -> ``Model``.
 
-``load`` recognises a source by its files (see the CLI contract):
+``load`` takes the files of one model (recognised by ``workbench.artifacts.identify``:
 ``*.onnx``; ``*.prototxt`` + ``*.caffemodel``; ``*-symbol.json`` + ``*.params``;
-``*.msnhnet`` + ``*.msnhbin``; ``package.module:factory`` for PyTorch.
+``package.module:factory`` for PyTorch) and reads them with the reader registered
+for that kind in ``READERS``. ``input_shape`` fixes the input shapes for every
+format (see ``input_shapes``).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from ..artifacts import Artifact, identify
 from ..errors import InputError
 from ..graph import Model
+from .input_shapes import InputShapes, fix_input_shapes, shapes_by_name
 from .onnx_reader import read_onnx
-from .pytorch_reader import export, load_factory
+from .pytorch_reader import export, load_factory, read_factory
 
-FORMATS = {
-    "onnx": ("*.onnx",),
-    "caffe": ("*.prototxt", "*.caffemodel"),
-    "mxnet": ("*-symbol.json", "*.params"),
-    "msnhnet": ("*.msnhnet", "*.msnhbin"),
-    "pytorch": ("package.module:factory",),
+Reader = Callable[[Artifact, InputShapes | None], Model]
+
+
+def _read_onnx(artifact: Artifact, shapes: InputShapes | None) -> Model:
+    return read_onnx(artifact.path("model"))
+
+
+def _read_caffe(artifact: Artifact, shapes: InputShapes | None) -> Model:
+    from .caffe_reader import read_caffe
+    from .caffe_reader.prototxt import read_net
+
+    prototxt = artifact.path("prototxt")
+    by_name = None
+    if shapes is not None:
+        # the reader takes shapes by input blob: it gives or overrides the declared ones
+        net = read_net(prototxt)
+        blobs = [*net.inputs, *(top for layer in net.layers if layer.type == "Input" for top in layer.top)]
+        by_name = shapes_by_name(blobs, shapes)
+    return read_caffe(prototxt, artifact.path("caffemodel"), input_shapes=by_name)
+
+
+def _read_mxnet(artifact: Artifact, shapes: InputShapes | None) -> Model:
+    from .mxnet_reader import read_mxnet
+
+    by_name = dict(shapes) if isinstance(shapes, Mapping) else shapes
+    return read_mxnet(artifact.path("symbol"), artifact.path("params"), input_shapes=by_name)
+
+
+def _read_pytorch(artifact: Artifact, shapes: InputShapes | None) -> Model:
+    if isinstance(shapes, Mapping):
+        raise InputError(
+            "a PyTorch factory is exported on one input shape",
+            found=f"shapes by name: {', '.join(shapes)}",
+            remedy="give one shape, e.g. input_shape=(1, 3, 224, 224)",
+        )
+    return read_factory(artifact.spec or "", artifact.optional_path("weights"), shapes)
+
+
+# artifact kind -> reader; the kinds not here (msnhnet, recordings) cannot be read yet
+READERS: dict[str, Reader] = {
+    "onnx": _read_onnx,
+    "caffe": _read_caffe,
+    "mxnet": _read_mxnet,
+    "pytorch": _read_pytorch,
 }
 
 
-def detect_format(sources: Sequence[str]) -> str:
-    """The source format named by these paths, or an InputError saying what fits."""
-    names = [str(s) for s in sources]
-    suffixes = sorted(Path(n).suffix for n in names)
-    if len(names) == 1 and ":" in names[0] and not Path(names[0]).exists() and not names[0].endswith(".onnx"):
-        return "pytorch"
-    if suffixes == [".onnx"]:
-        return "onnx"
-    if suffixes == [".caffemodel", ".prototxt"]:
-        return "caffe"
-    if suffixes == [".json", ".params"] and any(n.endswith("-symbol.json") for n in names):
-        return "mxnet"
-    if suffixes == [".msnhbin", ".msnhnet"]:
-        return "msnhnet"
-    expected = "; ".join(" + ".join(patterns) for patterns in FORMATS.values())
-    raise InputError(
-        "cannot tell the source format from the files given",
-        expected=expected,
-        found=" ".join(names) or "nothing",
-        remedy="pass the files that make up one model (e.g. deploy.prototxt net.caffemodel)",
-    )
-
-
-def _by_suffix(sources: Sequence[str], suffix: str) -> Path:
-    return next(Path(s) for s in sources if str(s).endswith(suffix))
+def detect_format(sources: Sequence[str | Path]) -> str:
+    """The kind of model these paths make up, or an InputError saying what fits."""
+    return identify(*sources).kind
 
 
 def example_inputs(model: Model, seed: int = 0) -> dict[str, np.ndarray]:
@@ -70,58 +89,54 @@ def example_inputs(model: Model, seed: int = 0) -> dict[str, np.ndarray]:
     return inputs
 
 
+def read_artifact(artifact: Artifact, input_shape: InputShapes | None = None) -> Model:
+    """Read an identified artifact with its kind's reader, input shapes fixed."""
+    reader = READERS.get(artifact.kind)
+    if reader is None:
+        raise InputError(
+            f"reading {artifact.kind} models is not available in this version",
+            expected=f"{', '.join(READERS)} sources",
+            found=" ".join(artifact.given),
+            remedy="convert the model to ONNX first",
+        )
+    artifact.require_files()
+    model = reader(artifact, input_shape)
+    if input_shape is not None:
+        fix_input_shapes(model, input_shape)
+    return model
+
+
 def load(
     *sources: str | Path,
-    input_shape: Sequence[int] | None = None,
+    input_shape: InputShapes | None = None,
     weights: str | Path | None = None,
 ) -> Model:
     """Read any supported source into a ``Model``.
 
-    A PyTorch source needs ``input_shape`` (or a factory attribute ``input_shape``)
-    to be exported.
+    ``input_shape`` (one shape, or ``{input name: shape}``) fixes the inputs' shapes
+    for every format; a PyTorch source is exported on it (or on the factory's
+    ``input_shape`` attribute). ``weights`` is the state dict of a PyTorch factory.
     """
-    names = [str(s) for s in sources]
-    kind = detect_format(names)
-    for name in names:
-        if kind != "pytorch" and not Path(name).is_file():
-            raise InputError(f"no such file: {name}", remedy="check the path")
-    if kind == "onnx":
-        return read_onnx(names[0])
-    if kind == "caffe":
-        from .caffe_reader import read_caffe
-
-        return read_caffe(_by_suffix(names, ".prototxt"), _by_suffix(names, ".caffemodel"))
-    if kind == "mxnet":
-        from .mxnet_reader import read_mxnet
-
-        symbol = next(Path(n) for n in names if n.endswith("-symbol.json"))
-        return read_mxnet(symbol, _by_suffix(names, ".params"), input_shapes=input_shape)
-    if kind == "pytorch":
-        module = load_factory(names[0], weights)
-        shape = input_shape or getattr(_factory(names[0]), "input_shape", None)
-        if not shape:
+    artifact = identify(*sources)
+    if weights is not None:
+        if artifact.kind != "pytorch":
             raise InputError(
-                f"{names[0]} needs an input shape to be exported",
-                remedy="give --input-shape, e.g. 1,3,224,224",
+                "weights are given for a source that is not a PyTorch factory",
+                found=f"{artifact.kind} source with weights {weights}",
+                remedy="drop --weights: the model files hold their weights",
             )
-        example = np.zeros(tuple(int(d) for d in shape), dtype=np.float32)
-        model = export(module, [example], name=names[0].rpartition(":")[2])
-        # the spec (and weights) let a runner rebuild the module as the reference
-        model.source = replace(model.source, paths=(names[0], *([str(weights)] if weights else [])))
-        return model
-    raise InputError(
-        f"reading {kind} models is not available in this version",
-        expected="onnx, caffe, mxnet or pytorch sources",
-        found=" ".join(names),
-        remedy="convert the model to ONNX first",
-    )
+        artifact = identify(*sources, weights)
+    return read_artifact(artifact, input_shape)
 
 
-def _factory(spec: str):
-    import importlib
-
-    module_name, _, attribute = spec.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
-
-
-__all__ = ["load", "export", "load_factory", "read_onnx", "detect_format", "example_inputs"]
+__all__ = [
+    "READERS",
+    "detect_format",
+    "example_inputs",
+    "export",
+    "fix_input_shapes",
+    "load",
+    "load_factory",
+    "read_artifact",
+    "read_onnx",
+]

@@ -12,9 +12,11 @@ import importlib
 import logging
 import sys
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +40,7 @@ def _quiet_exporter_registry() -> Iterator[None]:
 
 
 def export(
-    module,
+    module: Any,
     example_inputs: Sequence[np.ndarray] | np.ndarray,
     *,
     name: str | None = None,
@@ -71,6 +73,8 @@ def export(
                 found=str(error).splitlines()[0] if str(error) else type(error).__name__,
                 remedy="check that the module runs on the example inputs and uses exportable ops",
             ) from error
+        if program is None:  # dynamo=True always returns a program; None would be an exporter bug
+            raise WorkbenchError(f"torch.onnx.export returned nothing for {type(module).__name__}")
         model = program.model
         annotate_provenance(model)
     report.summary = f"exported {type(module).__name__} with torch {torch.__version__}"
@@ -79,14 +83,25 @@ def export(
     return Model(model, SourceInfo("pytorch", (), source_name), [report])
 
 
-def load_factory(spec: str, weights: str | Path | None = None):
-    """Build the module named by ``package.module:factory`` and load ``weights``.
+def read_factory(spec: str, weights: str | Path | None = None, input_shape: Sequence[int] | None = None) -> Model:
+    """Build the module named by ``package.module:factory`` (with ``weights``) and export it
+    on zeros of ``input_shape``, or of the factory's own ``input_shape`` attribute."""
+    module = load_factory(spec, weights)
+    shape = input_shape or declared_input_shape(spec)
+    if not shape:
+        raise InputError(
+            f"{spec} needs an input shape to be exported",
+            remedy="give --input-shape, e.g. 1,3,224,224",
+        )
+    example = np.zeros(tuple(int(d) for d in shape), dtype=np.float32)
+    model = export(module, [example], name=spec.rpartition(":")[2])
+    # the spec (and weights) let a runner rebuild the module as the reference
+    model.source = replace(model.source, paths=(spec, *([str(weights)] if weights else [])))
+    return model
 
-    Weights are read with ``torch.load(weights_only=True)``: a pickle that needs
-    code to run is refused, never executed.
-    """
-    import torch
 
+def factory_of(spec: str) -> Callable[[], Any]:
+    """The callable ``package.module:factory`` names (the current folder is importable)."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         raise InputError(
@@ -98,14 +113,30 @@ def load_factory(spec: str, weights: str | Path | None = None):
     if str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))
     try:
-        factory = getattr(importlib.import_module(module_name), attribute)
+        return getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
         raise InputError(
             f"cannot import {spec}",
             found=str(error),
             remedy="check the module path and that the factory is defined there",
         ) from error
-    module = factory()
+
+
+def declared_input_shape(spec: str) -> tuple[int, ...] | None:
+    """The factory's ``input_shape`` attribute, when it declares one."""
+    shape = getattr(factory_of(spec), "input_shape", None)
+    return tuple(int(d) for d in shape) if shape else None
+
+
+def load_factory(spec: str, weights: str | Path | None = None) -> Any:
+    """Build the module named by ``package.module:factory`` and load ``weights``.
+
+    Weights are read with ``torch.load(weights_only=True)``: a pickle that needs
+    code to run is refused, never executed.
+    """
+    import torch
+
+    module = factory_of(spec)()
     if not isinstance(module, torch.nn.Module):
         raise InputError(
             f"{spec} did not return a torch.nn.Module",
@@ -113,29 +144,35 @@ def load_factory(spec: str, weights: str | Path | None = None):
             remedy="make the factory return the model instance",
         )
     if weights is not None:
-        try:
-            state = torch.load(Path(weights), map_location="cpu", weights_only=True)
-        except FileNotFoundError as error:
-            raise InputError(
-                f"no such weights file: {weights}",
-                expected="a state dict saved with torch.save",
-                remedy="check the path",
-            ) from error
-        except Exception as error:  # unpickling refusals and corrupt files
-            raise InputError(
-                f"cannot read weights {weights}",
-                expected="a state dict saved with torch.save (tensors only)",
-                found=str(error).splitlines()[0],
-                remedy="save with torch.save(model.state_dict(), path); pickled code is not executed",
-            ) from error
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        try:
-            module.load_state_dict(state)
-        except RuntimeError as error:
-            raise InputError(
-                f"weights {weights} do not fit {spec}",
-                found=str(error).splitlines()[0],
-                remedy="check that the weights were saved from this architecture",
-            ) from error
+        _load_weights(module, spec, Path(weights))
     return module.eval()
+
+
+def _load_weights(module: Any, spec: str, weights: Path) -> None:
+    import torch
+
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except FileNotFoundError as error:
+        raise InputError(
+            f"no such weights file: {weights}",
+            expected="a state dict saved with torch.save",
+            remedy="check the path",
+        ) from error
+    except Exception as error:  # unpickling refusals and corrupt files
+        raise InputError(
+            f"cannot read weights {weights}",
+            expected="a state dict saved with torch.save (tensors only)",
+            found=str(error).splitlines()[0],
+            remedy="save with torch.save(model.state_dict(), path); pickled code is not executed",
+        ) from error
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:
+        raise InputError(
+            f"weights {weights} do not fit {spec}",
+            found=str(error).splitlines()[0],
+            remedy="check that the weights were saved from this architecture",
+        ) from error

@@ -10,14 +10,16 @@ segment's activations and weights (segments are cut at ``segment_nodes`` nodes
 or ``segment_bytes`` of weights) plus the live values at the cut.
 
 ``layer_sources`` maps each value name to the provenance of the node that makes
-it, and ``producer`` to that node, so ``compare`` aligns values by source layer
-and can re-evaluate a node with other weights when looking for a cause.
+it, so ``compare`` aligns values by source layer. For diagnosis the runner shows
+each node's constants by the input names of the op's schema (``layer_constants``)
+and re-runs one node alone with other constants (``node_evaluation``,
+``evaluate_node``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -26,6 +28,7 @@ import onnxruntime as ort
 
 from ..errors import InputError
 from ..graph import Model, provenance
+from .base import Inputs, LayerConstants, LayerStream, NodeEvaluation, Runner
 
 DEFAULT_SEGMENT_NODES = 48
 DEFAULT_SEGMENT_BYTES = 16 * 2**20  # weights copied for one segment at a time
@@ -36,11 +39,11 @@ def _session(payload: bytes | str, weights: Mapping[str, np.ndarray] | None = No
     """A CPU session; ``weights`` are handed over as buffers, never serialized."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    buffers = [ort.OrtValue.ortvalue_from_numpy(array) for array in (weights or {}).values()]
-    if weights is not None:
+    weights = weights if weights is not None else {}
+    buffers = [ort.OrtValue.ortvalue_from_numpy(array) for array in weights.values()]
+    if weights:
         # a short-lived segment session: memory goes back as soon as a tensor is freed
         options.enable_cpu_mem_arena = False
-    if buffers:
         options.add_external_initializers(list(weights), buffers)
     session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
     session.external_buffers = buffers  # the session reads these: keep them alive as long as it lives
@@ -69,7 +72,7 @@ def _set_value_info(info: onnx.ValueInfoProto, array: np.ndarray) -> None:
 
 def _outer_values(node: ir.Node) -> list[ir.Value]:
     """Values of the enclosing graph that a node's subgraphs (If, Loop) read."""
-    found = []
+    found: list[ir.Value] = []
     for attribute in node.attributes.values():
         graphs = (
             [attribute.as_graph()]
@@ -84,7 +87,171 @@ def _outer_values(node: ir.Node) -> list[ir.Value]:
     return found
 
 
-class OnnxRuntimeRunner:
+def _outputs(nodes: Sequence[ir.Node]) -> list[ir.Value]:
+    """The named outputs of ``nodes``, in order."""
+    return [value for node in nodes for value in node.outputs if value.name]
+
+
+def _names(values: Sequence[ir.Value]) -> list[str]:
+    """The values' names (values without one left out: a graph's values all have one)."""
+    return [value.name for value in values if value.name is not None]
+
+
+def _constant(value: ir.Value) -> np.ndarray:
+    """The array of a constant value (an initializer or a folded constant)."""
+    if value.const_value is None:
+        raise InputError(f"{value.name} is not a constant of the model", remedy="check the model with onnx.checker")
+    return value.const_value.numpy()
+
+
+def _segment_inputs(
+    segment: Sequence[ir.Node], available: Mapping[str, np.ndarray]
+) -> tuple[dict[str, ir.Value], dict[str, ir.Value]]:
+    """What a segment reads from outside itself: values fed to it (graph inputs and
+    earlier results), and the weights it needs from the model."""
+    produced = set(_names(_outputs(segment)))
+    inputs: dict[str, ir.Value] = {}
+    initializers: dict[str, ir.Value] = {}
+    for node in segment:
+        for value in [*node.inputs, *_outer_values(node)]:
+            if value is None or not value.name or value.name in produced:
+                continue
+            if value.is_initializer() and value.name not in available:
+                initializers[value.name] = value
+            else:
+                inputs[value.name] = value
+    return inputs, initializers
+
+
+class _Liveness:
+    """Which values must outlive the segment that ends at ``end``: those a later node
+    reads, and the graph outputs."""
+
+    def __init__(self, nodes: Sequence[ir.Node], graph_outputs: Collection[str]) -> None:
+        self.last_use: dict[str, int] = {}
+        for index, node in enumerate(nodes):
+            for value in [*node.inputs, *_outer_values(node)]:
+                if value is not None and value.name:
+                    self.last_use[value.name] = index
+        self.graph_outputs = set(graph_outputs)
+
+    def needed_after(self, name: str, end: int) -> bool:
+        return self.last_use.get(name, -1) >= end or name in self.graph_outputs
+
+
+def _reported(
+    segment: Sequence[ir.Node], results: Mapping[str, np.ndarray], names: Collection[str] | None
+) -> LayerStream:
+    """A segment's results in node order, Constant nodes left out."""
+    for node in segment:
+        if node.op_type == "Constant":
+            continue
+        for name in _names(node.outputs):
+            if name in results and (names is None or name in names):
+                yield name, results[name]
+
+
+def _input_names(node: ir.Node) -> list[str]:
+    """The names the op's schema gives the node's inputs (``input_<i>`` for ops
+    without a schema)."""
+    count = len(node.inputs)
+    try:
+        schema = onnx.defs.get_schema(
+            node.op_type, _opsets(node).get(node.domain, 0) or onnx.defs.onnx_opset_version(), node.domain
+        )
+    except onnx.defs.SchemaError:
+        return [f"input_{index}" for index in range(count)]
+    formal = [parameter.name for parameter in schema.inputs]
+    return [formal[index] if index < len(formal) else f"input_{index}" for index in range(count)]
+
+
+def _opsets(node: ir.Node) -> dict[str, int]:
+    """The opset versions of the graph that holds the node."""
+    return dict(node.graph.opset_imports) if node.graph is not None else {}
+
+
+def _attribute_numbers(node: ir.Node) -> dict[str, float]:
+    return {
+        name: float(attribute.value)
+        for name, attribute in node.attributes.items()
+        if attribute.type in (ir.AttributeType.FLOAT, ir.AttributeType.INT)
+    }
+
+
+def evaluate_node(node: ir.Node, arrays: Mapping[int, np.ndarray]) -> list[np.ndarray]:
+    """Run one node alone in onnxruntime, its inputs given by index (the others taken
+    from the node's constants)."""
+    names = [f"input_{i}" if value is not None else "" for i, value in enumerate(node.inputs)]
+    proto = ir.serde.serialize_node(node)
+    del proto.input[:]
+    proto.input.extend(names)
+    del proto.output[:]
+    outputs = [f"output_{i}" for i in range(len(node.outputs))]
+    proto.output.extend(outputs)
+    feeds, infos = {}, []
+    for index, value in enumerate(node.inputs):
+        if value is None:
+            continue
+        array = arrays[index] if index in arrays else _constant(value)
+        feeds[names[index]] = np.ascontiguousarray(array)
+        info = onnx.ValueInfoProto(name=names[index])
+        _set_value_info(info, feeds[names[index]])
+        infos.append(info)
+    graph = onnx.helper.make_graph([proto], "node", infos, [onnx.ValueInfoProto(name=o) for o in outputs])
+    opsets = [onnx.helper.make_opsetid(domain, version) for domain, version in _opsets(node).items()]
+    model = onnx.helper.make_model(graph, opset_imports=opsets, ir_version=8)
+    return _session(model.SerializeToString()).run(outputs, feeds)
+
+
+class GraphNodeEvaluation(NodeEvaluation):
+    """A node of the runner's graph, run alone in onnxruntime; its computed inputs are
+    the values the graph gives them on ``inputs`` (computed once, when first needed)."""
+
+    def __init__(self, runner: OnnxRuntimeRunner, node: ir.Node, inputs: Inputs) -> None:
+        super().__init__(node.op_type, node.name or "", ", ".join(provenance.sources(node)) or node.name or "")
+        self._runner, self._node, self._inputs = runner, node, inputs
+        self._computed: dict[int, np.ndarray] | None = None
+
+    def constant(self, index: int) -> np.ndarray | None:
+        value = self._node.inputs[index] if index < len(self._node.inputs) else None
+        return value.const_value.numpy() if value is not None and value.const_value is not None else None
+
+    def evaluate(self, replaced: Mapping[int, np.ndarray]) -> list[np.ndarray]:
+        if self._computed is None:
+            self._computed = {
+                index: self._runner.value(value.name, self._inputs)
+                for index, value in enumerate(self._node.inputs)
+                if value is not None and value.name is not None and value.const_value is None
+            }
+        return evaluate_node(self._node, {**self._computed, **replaced})
+
+    def alternatives(self, index: int) -> Iterator[tuple[str, np.ndarray]]:
+        own, array = self._node.inputs[index], self.constant(index)
+        if own is None or array is None:
+            return
+        shape = array.shape
+        graph = self._runner.model.graph
+        users: dict[str, tuple[ir.Node, int]] = {}
+        for node in graph:
+            for position, value in enumerate(node.inputs):
+                if value is not None and value.is_initializer() and value.name:
+                    users.setdefault(value.name, (node, position))
+        for name, value in graph.initializers.items():
+            if value is not own and value.const_value is not None and tuple(value.shape or ()) == shape:
+                yield _user_label(name, users.get(name)), value.const_value.numpy()
+
+
+def _user_label(name: str, user: tuple[ir.Node, int] | None) -> str:
+    """``layer (source parameters)`` of the node that reads an initializer first."""
+    if user is None:
+        return name
+    node, index = user
+    label = ", ".join(provenance.sources(node)) or node.name or name
+    params = ", ".join(provenance.params(node).get(index, ()))
+    return f"{label} ({params})" if params else label
+
+
+class OnnxRuntimeRunner(Runner):
     name = "onnxruntime"
 
     def __init__(
@@ -94,17 +261,22 @@ class OnnxRuntimeRunner:
         segment_nodes: int = DEFAULT_SEGMENT_NODES,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
+        self._ir: ir.Model | None = None
+        self._path: Path | None = None
         if isinstance(model, Model):
-            model = model.ir
-        self._ir: ir.Model | None = model if isinstance(model, ir.Model) else None
-        self._path: Path | None = None if self._ir is not None else Path(model)
-        if self._path is not None and not self._path.is_file():
-            raise InputError(f"no such ONNX file: {self._path}", remedy="check the path")
+            self.description, self._ir = model.name, model.ir
+        elif isinstance(model, ir.Model):
+            self._ir = model
+        else:
+            self._path = Path(model)
+            if not self._path.is_file():
+                raise InputError(f"no such ONNX file: {self._path}", remedy="check the path")
+            self.description = self._path.name
         self.segment_nodes = segment_nodes
         self.segment_bytes = segment_bytes
         self._session: ort.InferenceSession | None = None
-        self.input_names = [value.name for value in self.model.graph.inputs]
-        self.output_names = [value.name for value in self.model.graph.outputs]
+        self.input_names = _names(self.model.graph.inputs)
+        self.output_names = _names(self.model.graph.outputs)
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -119,7 +291,7 @@ class OnnxRuntimeRunner:
     def model(self) -> ir.Model:
         """The graph being run (read from the file on first use)."""
         if self._ir is None:
-            self._ir = ir.load(self._path)
+            self._ir = ir.load(str(self._path))
         return self._ir
 
     @property
@@ -132,11 +304,39 @@ class OnnxRuntimeRunner:
         """Value name -> the source layers of the node that computes it."""
         return {name: provenance.sources(node) for name, node in self.producer.items()}
 
-    def layer_names(self, inputs: object = None) -> list[str]:
+    def layer_names(self, inputs: Inputs | None = None) -> list[str]:
         """The names ``run_layers`` yields, in order (known without running)."""
         return [out.name for node in self.model.graph if node.op_type != "Constant" for out in node.outputs if out.name]
 
-    def feed(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    def input_shapes(self) -> list[tuple[int, ...]] | None:
+        shapes = []
+        for value in self.model.graph.inputs:
+            dims = list(value.shape) if value.shape is not None else [None]
+            fixed = tuple(d for d in dims if isinstance(d, int))
+            if len(fixed) != len(dims):
+                return None
+            shapes.append(fixed)
+        return shapes
+
+    def layer_constants(self, name: str) -> LayerConstants | None:
+        """The constant inputs of the node computing ``name``, by the names of its op's
+        schema (``scale``, ``B``, ``input_mean``, ``input_var`` for BatchNormalization),
+        and its numeric attributes."""
+        node = self.producer.get(name)
+        if node is None:
+            return None
+        arrays = {
+            formal: value.const_value.numpy()
+            for formal, value in zip(_input_names(node), node.inputs)
+            if value is not None and value.const_value is not None
+        }
+        return LayerConstants(node.op_type, arrays, _attribute_numbers(node))
+
+    def node_evaluation(self, name: str, inputs: Inputs) -> NodeEvaluation | None:
+        node = self.producer.get(name)
+        return GraphNodeEvaluation(self, node, inputs) if node is not None else None
+
+    def feed(self, inputs: Inputs) -> dict[str, np.ndarray]:
         """Inputs by graph input name, in each input's declared dtype."""
         if not isinstance(inputs, Mapping):
             inputs = dict(zip(self.input_names, inputs))
@@ -148,55 +348,35 @@ class OnnxRuntimeRunner:
                 found=", ".join(inputs) or "nothing",
                 remedy="give one array per model input, by name or in order",
             )
-        dtypes = {value.name: value.dtype for value in self.model.graph.inputs}
-        return {
-            name: np.asarray(inputs[name], dtype=dtypes[name].numpy() if dtypes[name] is not None else np.float32)
-            for name in self.input_names
-        }
+        dtypes = {value.name: value.dtype.numpy() for value in self.model.graph.inputs if value.dtype is not None}
+        return {name: np.asarray(inputs[name], dtype=dtypes.get(name, np.float32)) for name in self.input_names}
 
-    def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Inputs) -> dict[str, np.ndarray]:
         """Final outputs by name."""
         results = self.session.run(self.output_names, self.feed(inputs))
         return dict(zip(self.output_names, results))
 
-    def run_layers(
-        self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray], names: Collection[str] | None = None
-    ) -> Iterator[tuple[str, np.ndarray]]:
+    def run_layers(self, inputs: Inputs, names: Collection[str] | None = None) -> LayerStream:
         """Every node output (Constant nodes excepted), by value name, in graph order;
         only ``names`` when given (the others are then not even fetched)."""
-        graph = self.model.graph
-        nodes = list(graph)
+        nodes = list(self.model.graph)
         live: dict[str, np.ndarray] = dict(self.feed(inputs))
-        last_use = self._last_use(nodes)
-        graph_outputs = {value.name for value in graph.outputs}
+        liveness = _Liveness(nodes, self.output_names)
         for start, end in self._segments(nodes):
             segment = nodes[start:end]
             wanted = [
-                value.name
-                for node in segment
-                for value in node.outputs
-                if value.name
-                and (
-                    names is None
-                    or value.name in names
-                    or value.name in graph_outputs
-                    or last_use.get(value.name, -1) >= end
-                )
+                name
+                for name in _names(_outputs(segment))
+                if names is None or name in names or liveness.needed_after(name, end)
             ]
             results = self._run_segment(segment, live, only=wanted)
-            for node in segment:
-                for value in node.outputs:
-                    if value.name not in results:
-                        continue
-                    if node.op_type != "Constant" and (names is None or value.name in names):
-                        yield value.name, results[value.name]
-                    if last_use.get(value.name, -1) >= end or value.name in graph_outputs:
-                        live[value.name] = results[value.name]
+            yield from _reported(segment, results, names)
+            live.update((name, array) for name, array in results.items() if liveness.needed_after(name, end))
             del results
-            for name in [n for n in live if last_use.get(n, -1) < end and n not in graph_outputs]:
+            for name in [n for n in live if not liveness.needed_after(n, end)]:
                 del live[name]
 
-    def value(self, name: str, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> np.ndarray:
+    def value(self, name: str, inputs: Inputs) -> np.ndarray:
         """One intermediate value, computed by a session that stops there."""
         feed = self.feed(inputs)
         if name in feed:
@@ -210,7 +390,8 @@ class OnnxRuntimeRunner:
     def _segments(self, nodes: Sequence[ir.Node]) -> Iterator[tuple[int, int]]:
         """``(start, end)`` of consecutive node ranges, each at most ``segment_nodes``
         nodes and (unless one node alone is larger) ``segment_bytes`` of weights."""
-        start, weight_bytes, seen = 0, 0, set()
+        start, weight_bytes = 0, 0
+        seen: set[str | None] = set()
         for index, node in enumerate(nodes):
             size = sum(
                 v.const_value.nbytes
@@ -225,56 +406,37 @@ class OnnxRuntimeRunner:
         if start < len(nodes):
             yield start, len(nodes)
 
-    @staticmethod
-    def _last_use(nodes: Sequence[ir.Node]) -> dict[str, int]:
-        """Value name -> index of the last node that reads it."""
-        last: dict[str, int] = {}
-        for index, node in enumerate(nodes):
-            for value in [*node.inputs, *_outer_values(node)]:
-                if value is not None and value.name:
-                    last[value.name] = index
-        return last
-
     def _run_segment(
-        self, segment: Sequence[ir.Node], available: Mapping[str, np.ndarray], only: Sequence[str] | None = None
+        self, segment: Sequence[ir.Node], available: Mapping[str, np.ndarray], only: Collection[str] | None = None
     ) -> dict[str, np.ndarray]:
-        produced = {value.name for node in segment for value in node.outputs if value.name}
-        inputs: dict[str, ir.Value] = {}
-        initializers: dict[str, ir.Value] = {}
-        for node in segment:
-            for value in [*node.inputs, *_outer_values(node)]:
-                if value is None or not value.name or value.name in produced:
-                    continue
-                if value.is_initializer() and value.name not in available:
-                    initializers[value.name] = value
-                else:
-                    inputs[value.name] = value
-        outputs = [
-            value for node in segment for value in node.outputs if value.name and (only is None or value.name in only)
-        ]
+        """Run consecutive nodes as one session, fed from ``available``; returns the
+        outputs named in ``only`` (every output when None)."""
+        inputs, initializers = _segment_inputs(segment, available)
+        outputs = [value for value in _outputs(segment) if only is None or value.name in only]
         # shape inference reads small constants (axes, shapes, scales) from the model
         # itself; only weights large enough to matter are handed over as buffers
-        embedded = {n: v for n, v in initializers.items() if v.const_value.size < BUFFER_MIN_ELEMENTS}
-        view = ir.GraphView(
-            list(inputs.values()),
-            outputs,
-            nodes=segment,
-            initializers=list(embedded.values()),
-            opset_imports=dict(self.model.graph.opset_imports),
-        )
-        proto = ir.serde.serialize_model(
-            ir.Model(view, ir_version=self.model.ir_version, functions=list(self.model.functions.values()))
-        )
+        arrays = {name: _constant(value) for name, value in initializers.items()}
+        embedded = [value for name, value in initializers.items() if arrays[name].size < BUFFER_MIN_ELEMENTS]
+        weights = {
+            name: np.ascontiguousarray(array) for name, array in arrays.items() if array.size >= BUFFER_MIN_ELEMENTS
+        }
+        proto = self._segment_proto(segment, list(inputs.values()), outputs, embedded)
         for info in proto.graph.input:
             _set_value_info(info, available[info.name])
-        weights = {
-            name: np.ascontiguousarray(value.const_value.numpy())
-            for name, value in initializers.items()
-            if name not in embedded
-        }
         for name, array in weights.items():
             proto.graph.initializer.append(_in_memory_placeholder(name, array))
         session = _session(proto.SerializeToString(), weights)
-        names = [value.name for value in outputs]
-        feed = {name: available[name] for name in inputs}
-        return dict(zip(names, session.run(names, feed)))
+        names = _names(outputs)
+        return dict(zip(names, session.run(names, {name: available[name] for name in inputs})))
+
+    def _segment_proto(
+        self, segment: Sequence[ir.Node], inputs: list[ir.Value], outputs: list[ir.Value], embedded: list[ir.Value]
+    ) -> onnx.ModelProto:
+        """A model over the original nodes (a ``GraphView``: nothing is copied) with
+        the small constants embedded."""
+        view = ir.GraphView(
+            inputs, outputs, nodes=segment, initializers=embedded, opset_imports=dict(self.model.graph.opset_imports)
+        )
+        # a GraphView is serialized as a Graph is (onnx_ir types the argument as Graph only)
+        model = ir.Model(view, ir_version=self.model.ir_version, functions=list(self.model.functions.values()))  # type: ignore[arg-type]
+        return ir.serde.serialize_model(model)

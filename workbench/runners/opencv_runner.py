@@ -22,9 +22,9 @@ forward pass that ends at that layer.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -32,6 +32,7 @@ from google.protobuf import text_format
 
 from ..errors import InputError
 from ..formats import caffe_pb2
+from .base import Inputs, LayerStream, Runner
 
 _NO_OUTPUT_TYPES = {"Input", "Silence"}
 
@@ -66,7 +67,7 @@ def _read_structure(prototxt: Path) -> tuple[str, list[_Layer], list[str]]:
     return definition.name, layers, inputs
 
 
-class OpenCVCaffeRunner:
+class OpenCVCaffeRunner(Runner):
     """A Caffe model in OpenCV DNN; outputs keyed by Caffe top (blob) and layer names."""
 
     name = "opencv"
@@ -103,7 +104,7 @@ class OpenCVCaffeRunner:
                     unread[top] = (layer.name, index)
         return unread
 
-    def _feed(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> None:
+    def _feed(self, inputs: Inputs) -> None:
         if not isinstance(inputs, Mapping):
             inputs = dict(zip(self.input_names, inputs))
         missing = [name for name in self.input_names if name not in inputs]
@@ -126,7 +127,7 @@ class OpenCVCaffeRunner:
         """Every output of one layer, from a forward pass that stops at it."""
         return self._forward([layer_name])[layer_name]
 
-    def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Inputs) -> dict[str, np.ndarray]:
         """Final outputs keyed by their Caffe top (blob) names."""
         self._feed(inputs)
         layer_names = list(dict.fromkeys(layer for layer, _ in self._outputs.values()))
@@ -138,21 +139,30 @@ class OpenCVCaffeRunner:
     def _computing_layers(self) -> list[_Layer]:
         return [layer for layer in self._layers if layer.type not in _NO_OUTPUT_TYPES and layer.tops]
 
-    def layer_names(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None = None) -> list[str]:
+    def layer_names(self, inputs: Inputs | None = None) -> list[str]:
         """The names ``run_layers`` yields, in order (known from the prototxt alone)."""
         names = []
         for layer in self._computing_layers():
             names += [layer.name] if len(layer.tops) == 1 else list(layer.tops)
         return names
 
-    def run_layers(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
+    def run_layers(self, inputs: Inputs, names: Collection[str] | None = None) -> LayerStream:
         """Every computing layer's output in prototxt order, keyed by layer name
-        (by top name for the tops of a layer with several)."""
+        (by top name for the tops of a layer with several); only ``names`` when given
+        (the other layers' outputs are then not kept)."""
         self._feed(inputs)
-        computing = self._computing_layers()
+        computing = [
+            layer
+            for layer in self._computing_layers()
+            if names is None or layer.name in names or any(top in names for top in layer.tops)
+        ]
+        if not computing:
+            return
         results = self._forward([layer.name for layer in computing])
         for layer in computing:
             if len(layer.tops) == 1:
                 yield layer.name, results[layer.name][0]
-            else:
-                yield from zip(layer.tops, self._all_tops(layer.name))
+                continue
+            for top, array in zip(layer.tops, self._all_tops(layer.name)):
+                if names is None or top in names:
+                    yield top, array

@@ -21,12 +21,13 @@ recorded one (a recording says nothing about any other input).
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError
+from .base import Inputs, LayerStream, Runner, only
 
 INPUT_PREFIX = "input:"
 OUTPUTS_KEY = "meta:outputs"
@@ -37,7 +38,34 @@ SYMBOL_FILE_SUFFIX = "-symbol.json"
 INPUT_ATOL = 1e-6  # inputs are saved as float32; equal inputs compare exactly
 
 
-class RecordedRunner:
+def _read_recording(recording: str | Path | Mapping[str, np.ndarray]) -> tuple[Path | None, dict[str, np.ndarray]]:
+    """The recording's file (if it is one) and its arrays by name, in recorded order."""
+    if isinstance(recording, Mapping):
+        return None, dict(recording)
+    path = Path(recording)
+    if not path.is_file():
+        raise InputError(f"no such recording: {path}", expected="a .npz of named outputs", remedy="check the path")
+    with np.load(path, allow_pickle=False) as archive:
+        return path, {key: archive[key] for key in archive.files}
+
+
+def _final_names(outputs: np.ndarray | None, layers: Mapping[str, np.ndarray]) -> list[str]:
+    """``meta:outputs`` when recorded (every name must be a recorded array), else the last array."""
+    if outputs is None:
+        return [list(layers)[-1]]
+    names = [str(name) for name in outputs]
+    unknown = [name for name in names if name not in layers]
+    if unknown:
+        raise InputError(
+            f"{OUTPUTS_KEY} names arrays that are not recorded",
+            expected=f"names among the recorded arrays ({len(layers)} of them)",
+            found=", ".join(unknown),
+            remedy=f"record those outputs, or list only recorded names in {OUTPUTS_KEY}",
+        )
+    return names
+
+
+class RecordedRunner(Runner):
     name = "recorded"
 
     def __init__(
@@ -47,19 +75,8 @@ class RecordedRunner:
         inputs: Mapping[str, np.ndarray] | None = None,
         sources: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        self.path: Path | None = None
-        self.description = "recorded outputs"
-        if isinstance(recording, Mapping):
-            arrays = dict(recording)
-        else:
-            self.path = Path(recording)
-            self.description = self.path.name
-            if not self.path.is_file():
-                raise InputError(
-                    f"no such recording: {self.path}", expected="a .npz of named outputs", remedy="check the path"
-                )
-            with np.load(self.path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
+        self.path, arrays = _read_recording(recording)
+        self.description = self.path.name if self.path is not None else "recorded outputs"
         recorded_inputs = {k[len(INPUT_PREFIX) :]: v for k, v in arrays.items() if k.startswith(INPUT_PREFIX)}
         outputs = arrays.pop(OUTPUTS_KEY, None)
         recorded_sources = arrays.pop(SOURCES_KEY, None)
@@ -73,19 +90,15 @@ class RecordedRunner:
             )
         self.inputs = dict(inputs) if inputs is not None else recorded_inputs or self._sibling_input()
         self.input_names = list(self.inputs) or ["input"]
-        self.output_names = [str(n) for n in outputs] if outputs is not None else [next(reversed(self.layers))]
-        unknown = [n for n in self.output_names if n not in self.layers]
-        if unknown:
-            raise InputError(
-                f"{OUTPUTS_KEY} names arrays that are not recorded",
-                expected=f"names among the recorded arrays ({len(self.layers)} of them)",
-                found=", ".join(unknown),
-                remedy=f"record those outputs, or list only recorded names in {OUTPUTS_KEY}",
-            )
-        merged = self._sibling_sources()
+        self.output_names = _final_names(outputs, self.layers)
+        merged: dict[str, Sequence[str]] = dict(self._sibling_sources())
         merged.update(json.loads(str(recorded_sources)) if recorded_sources is not None else {})
         merged.update(sources or {})
-        self.layer_sources = {name: tuple(merged.get(name, ())) for name in self.layers}
+        self._sources = {name: tuple(merged.get(name, ())) for name in self.layers}
+
+    @property
+    def layer_sources(self) -> Mapping[str, tuple[str, ...]]:
+        return self._sources
 
     def _sibling_input(self) -> dict[str, np.ndarray]:
         sibling = self._sibling(INPUT_FILE_SUFFIX)
@@ -97,16 +110,19 @@ class RecordedRunner:
         sibling = self.path.with_name(self.path.name[: -len(REFERENCE_FILE_SUFFIX)] + suffix)
         return sibling if sibling.is_file() else None
 
-    def _sibling_sources(self) -> dict[str, tuple[str, ...]]:
+    def _sibling_sources(self) -> Mapping[str, Sequence[str]]:
         from ..readers.mxnet_reader import recorded_output_sources
 
         symbol = self._sibling(SYMBOL_FILE_SUFFIX)
         return recorded_output_sources(symbol) if symbol is not None else {}
 
-    def layer_names(self, inputs: object = None) -> list[str]:
+    def layer_names(self, inputs: Inputs | None = None) -> list[str]:
         return list(self.layers)
 
-    def check_inputs(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None) -> None:
+    def recorded_inputs(self) -> list[np.ndarray] | None:
+        return list(self.inputs.values()) if self.inputs else None
+
+    def check_inputs(self, inputs: Inputs | None) -> None:
         """Refuse inputs other than the recorded ones (when the input was recorded)."""
         if inputs is None or not self.inputs:
             return
@@ -121,14 +137,12 @@ class RecordedRunner:
                     remedy="compare on the recorded input (leave inputs unset) or record the new input",
                 )
 
-    def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def run(self, inputs: Inputs | None = None) -> dict[str, np.ndarray]:
         """The recorded final outputs."""
         self.check_inputs(inputs)
         return {name: self.layers[name] for name in self.output_names}
 
-    def run_layers(
-        self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None = None
-    ) -> Iterator[tuple[str, np.ndarray]]:
+    def run_layers(self, inputs: Inputs | None = None, names: Collection[str] | None = None) -> LayerStream:
         """The recorded layer outputs in recorded order."""
         self.check_inputs(inputs)
-        yield from self.layers.items()
+        return only(self.layers.items(), names)

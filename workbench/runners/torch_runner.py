@@ -11,19 +11,28 @@ final outputs follow the layers, named ``output`` (one tensor) or ``output_0``,
 The forward pass runs in a worker thread whose hooks hand one tensor at a time to
 the consumer, so a caller that keeps statistics only never holds more than a few
 activations. Each yielded array is a copy: a later in-place op (``ReLU(inplace=True)``)
-cannot change it.
+cannot change it. With ``names``, only those submodules are hooked.
+
+For diagnosis the runner shows a BatchNorm submodule's constants under the names
+of ONNX's BatchNormalization (``layer_constants``). ``load_torch_folder`` loads the
+PyTorch writer's generated folder as a user would.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import queue
+import sys
 import threading
-from typing import Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from .base import Inputs, LayerConstants, LayerStream, Runner
 
 _DONE = object()
 
@@ -36,7 +45,7 @@ def _output_names(count: int) -> list[str]:
     return ["output"] if count == 1 else [f"output_{index}" for index in range(count)]
 
 
-def _tensors(result) -> list:
+def _tensors(result: Any) -> list:
     import torch
 
     if isinstance(result, torch.Tensor):
@@ -51,10 +60,18 @@ def _tensors(result) -> list:
     )
 
 
-class TorchRunner:
+class TorchRunner(Runner):
     name = "pytorch"
 
-    def __init__(self, module, input_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        module: Any,
+        input_names: Sequence[str] | None = None,
+        *,
+        input_shapes: Sequence[Sequence[int]] | None = None,
+    ) -> None:
+        """``input_shapes``: the shapes the module is meant for (a factory's
+        ``input_shape``), when known."""
         import torch
 
         if not isinstance(module, torch.nn.Module):
@@ -67,18 +84,39 @@ class TorchRunner:
         self.description = type(module).__name__
         self.input_names = list(input_names) if input_names else self._forward_parameters()
         self.output_names = ["output"]
+        self._input_shapes = [tuple(int(d) for d in shape) for shape in input_shapes] if input_shapes else None
 
     @property
     def layer_sources(self) -> dict[str, tuple[str, ...]]:
         """Each submodule's output stands for the source layer of its own path."""
         return {name: (name,) for name, _ in self.module.named_modules() if name}
 
+    def input_shapes(self) -> list[tuple[int, ...]] | None:
+        return list(self._input_shapes) if self._input_shapes else None
+
+    def layer_constants(self, name: str) -> LayerConstants | None:
+        """A BatchNorm submodule's statistics and affine parameters, named as ONNX's
+        BatchNormalization names them (a missing weight is 1, a missing bias 0)."""
+        import torch
+
+        module = dict(self.module.named_modules()).get(name)
+        if not isinstance(module, torch.nn.modules.batchnorm._BatchNorm) or module.running_var is None:
+            return None
+        ones = np.ones(module.num_features)
+        arrays = {
+            "scale": module.weight.detach().double().numpy() if module.weight is not None else ones,
+            "B": module.bias.detach().double().numpy() if module.bias is not None else 0 * ones,
+            "input_mean": module.running_mean.double().numpy() if module.running_mean is not None else 0 * ones,
+            "input_var": module.running_var.double().numpy(),
+        }
+        return LayerConstants("BatchNormalization", arrays, {"epsilon": float(module.eps)})
+
     def _forward_parameters(self) -> list[str]:
         parameters = inspect.signature(self.module.forward).parameters.values()
         positional = [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         return positional or ["input"]
 
-    def _arguments(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | np.ndarray) -> list:
+    def _arguments(self, inputs: Inputs | np.ndarray) -> list:
         import torch
 
         if isinstance(inputs, np.ndarray):
@@ -98,20 +136,20 @@ class TorchRunner:
         self.output_names = _output_names(len(outputs))
         return outputs
 
-    def run(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    def run(self, inputs: Inputs) -> dict[str, np.ndarray]:
         """Final outputs by name."""
         outputs = self._forward(self._arguments(inputs))
         return {name: tensor.numpy().copy() for name, tensor in zip(self.output_names, outputs)}
 
-    def layer_names(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> list[str]:
+    def layer_names(self, inputs: Inputs) -> list[str]:
         """The names ``run_layers(inputs)`` yields, learnt from one forward pass that
         records names only (the order of calls is only known by running)."""
         import torch
 
         names: list[str] = []
 
-        def record(name: str):
-            def hook(module, args, output) -> None:
+        def record(name: str) -> Callable[..., None]:
+            def hook(module: Any, args: Any, output: Any) -> None:
                 if isinstance(output, torch.Tensor):
                     names.append(name)
 
@@ -125,15 +163,16 @@ class TorchRunner:
                 handle.remove()
         return names + _output_names(len(outputs))
 
-    def run_layers(self, inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray]) -> Iterator[tuple[str, np.ndarray]]:
-        """Every submodule's output by module path, in call order, then the final outputs."""
+    def run_layers(self, inputs: Inputs, names: Collection[str] | None = None) -> LayerStream:
+        """Every submodule's output by module path, in call order, then the final outputs
+        (only the submodules in ``names`` when given; the final outputs always)."""
         import torch
 
         arguments = self._arguments(inputs)
         channel: queue.Queue = queue.Queue(maxsize=1)
         stop = threading.Event()
 
-        def send(item) -> None:
+        def send(item: Any) -> None:
             while not stop.is_set():
                 try:
                     channel.put(item, timeout=0.1)
@@ -142,15 +181,19 @@ class TorchRunner:
                     continue
             raise _Stopped
 
-        def hook_for(name: str):
-            def hook(module, args, output) -> None:
+        def hook_for(name: str) -> Callable[..., None]:
+            def hook(module: Any, args: Any, output: Any) -> None:
                 if isinstance(output, torch.Tensor):
                     send((name, output.detach().cpu().numpy().copy()))
 
             return hook
 
         def work() -> None:
-            handles = [m.register_forward_hook(hook_for(n)) for n, m in self.module.named_modules() if n]
+            handles = [
+                m.register_forward_hook(hook_for(n))
+                for n, m in self.module.named_modules()
+                if n and (names is None or n in names)
+            ]
             try:
                 outputs = self._forward(arguments)
                 for name, tensor in zip(self.output_names, outputs):
@@ -158,7 +201,7 @@ class TorchRunner:
                 send(_DONE)
             except _Stopped:
                 return
-            except BaseException as error:  # handed to the consumer, which re-raises it
+            except BaseException as error:  # noqa: BLE001 (every error reaches the consumer, which must not wait forever)
                 try:
                     send(error)
                 except _Stopped:
@@ -180,3 +223,38 @@ class TorchRunner:
         finally:
             stop.set()
             worker.join()
+
+
+def load_torch_folder(folder: str | Path) -> Any:
+    """The ``nn.Module`` of a generated PyTorch folder, as a user loads it:
+    ``model.py`` imported by path, ``Model()``, then ``weights.pt`` read with
+    ``weights_only=True`` (never unpickling code). Left in the mode ``Model()``
+    builds it in; the caller chooses ``eval()``."""
+    import torch
+
+    folder = Path(folder)
+    code, weights = folder / "model.py", folder / "weights.pt"
+    if not code.is_file() or not weights.is_file():
+        raise InputError(
+            f"{folder} is not a generated PyTorch model",
+            expected="a folder with model.py and weights.pt",
+            found=", ".join(sorted(p.name for p in folder.iterdir())) if folder.is_dir() else "no such folder",
+            remedy="write one with `workbench convert ... --to pytorch -o FOLDER`",
+        )
+    module_name = f"workbench_generated_{abs(hash(str(code.resolve())))}"
+    spec = importlib.util.spec_from_file_location(module_name, code)
+    if spec is None or spec.loader is None:
+        raise InputError(f"cannot import {code}", remedy="write the folder again")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    network = module.Model()
+    try:
+        network.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    except Exception as error:  # unpickling refusals, missing or extra keys
+        raise InputError(
+            f"{weights} does not load into {code}'s Model",
+            found=str(error).splitlines()[0],
+            remedy="write the folder again; weights.pt must be a state dict of tensors",
+        ) from error
+    return network

@@ -10,10 +10,11 @@ For reference ``a`` and candidate ``b`` (flattened, float64):
 A pair passes when ``max_abs <= atol + rtol * max|a|``; ``needed_atol`` is the
 smallest ``atol`` that would have passed with the given ``rtol``.
 
-The second half recognises known conversion pitfalls from the two tensors alone
-(``tensor_cause``): pooling rounding, concat order, layout, and per-channel affine
-differences (BatchNorm eps, fix_gamma, preprocessing); the relations are listed
-where they are implemented.
+The second half recognises known conversion pitfalls from the two tensors alone:
+pooling rounding, concat order, layout, and per-channel affine differences
+(BatchNorm eps, fix_gamma, preprocessing); the relations are listed where they are
+implemented. ``compare_causes`` asks them, with the causes that need more than
+the tensors, in a stated order.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ErrorStats:
     max_abs: float
     mean_abs: float
@@ -58,7 +59,15 @@ def error_stats(reference: np.ndarray, candidate: np.ndarray) -> ErrorStats:
     if a.shape != b.shape:
         if a.size != b.size:
             inf = float("inf")
-            return ErrorStats(inf, inf, inf, 0.0, float(np.abs(a).max(initial=0.0)), a.shape, b.shape)
+            return ErrorStats(
+                max_abs=inf,
+                mean_abs=inf,
+                max_rel=inf,
+                cosine=0.0,
+                reference_max=float(np.abs(a).max(initial=0.0)),
+                shape_a=a.shape,
+                shape_b=b.shape,
+            )
         # same data in another layout (e.g. a flattened blob): compare values, report shapes
         b = b.reshape(a.shape)
         shapes = (a.shape, np.shape(candidate))
@@ -152,6 +161,34 @@ def _channels(array: np.ndarray) -> np.ndarray:
     return np.moveaxis(np.asarray(array, dtype=np.float64), 1, 0).reshape(array.shape[1], -1)
 
 
+def _channel_order(ref: np.ndarray, cand: np.ndarray, tolerance: float) -> list[int] | None:
+    """For each candidate channel, a distinct reference channel that agrees with it on
+    a sample of positions (its own index when that one does), or None."""
+    sample = np.linspace(0, ref.shape[1] - 1, num=min(ref.shape[1], 64)).astype(int)
+    ref_sample = ref[:, sample]
+    order: list[int] = []
+    used: set[int] = set()
+    for j in range(cand.shape[0]):
+        distance = np.abs(ref_sample - cand[j, sample]).max(axis=1)
+        matches = [i for i in np.flatnonzero(distance <= tolerance) if i not in used]
+        if not matches:
+            return None
+        choice = j if j in matches else int(matches[0])
+        order.append(choice)
+        used.add(choice)
+    return order
+
+
+def _blocks(order: list[int]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Runs of consecutive channels: ((candidate start, end), (reference start, end))."""
+    blocks, start = [], 0
+    for j in range(1, len(order) + 1):
+        if j == len(order) or order[j] != order[j - 1] + 1:
+            blocks.append(((start, j), (order[start], order[j - 1] + 1)))
+            start = j
+    return blocks
+
+
 def channel_permutation(
     reference: np.ndarray, candidate: np.ndarray, atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL
 ) -> Cause | None:
@@ -162,26 +199,10 @@ def channel_permutation(
     ref, cand = _channels(a), _channels(b)
     if ref.shape[1] < MIN_CHANNEL_ELEMENTS:
         return None
-    tolerance = atol + rtol * float(np.abs(ref).max(initial=0.0))
-    sample = np.linspace(0, ref.shape[1] - 1, num=min(ref.shape[1], 64)).astype(int)
-    ref_sample = ref[:, sample]
-    order, used = [], set()
-    for j in range(cand.shape[0]):
-        # reference channels that agree with candidate channel j on a few positions
-        distance = np.abs(ref_sample - cand[j, sample]).max(axis=1)
-        matches = [i for i in np.flatnonzero(distance <= tolerance) if i not in used]
-        if not matches:
-            return None
-        choice = j if j in matches else int(matches[0])
-        order.append(choice)
-        used.add(choice)
-    if order == list(range(len(order))) or not _close(ref[order], cand, atol, rtol):
+    order = _channel_order(ref, cand, atol + rtol * float(np.abs(ref).max(initial=0.0)))
+    if order is None or order == list(range(len(order))) or not _close(ref[order], cand, atol, rtol):
         return None
-    blocks, start = [], 0
-    for j in range(1, len(order) + 1):
-        if j == len(order) or order[j] != order[j - 1] + 1:
-            blocks.append(((start, j), (order[start], order[j - 1] + 1)))
-            start = j
+    blocks = _blocks(order)
     listing = ", ".join(f"candidate {c0}:{c1} = reference {r0}:{r1}" for (c0, c1), (r0, r1) in blocks)
     return Cause(
         "concat-order",
@@ -311,19 +332,3 @@ def affine_of(
     if residual > atol + DEFAULT_RTOL * float(np.abs(array).max(initial=0.0)) or identity:
         return None
     return fit.scale, fit.shift
-
-
-def tensor_cause(
-    reference: np.ndarray,
-    candidate: np.ndarray,
-    atol: float = DEFAULT_ATOL,
-    rtol: float = DEFAULT_RTOL,
-    earlier_shapes: tuple[tuple[int, ...], ...] = (),
-) -> Cause | None:
-    """The first known pitfall that explains the difference between two tensors."""
-    return (
-        pooling_rounding(reference, candidate, atol)
-        or channel_permutation(reference, candidate, atol, rtol)
-        or axis_permutation(reference, candidate, atol, rtol, earlier_shapes)
-        or affine_cause(reference, candidate)
-    )

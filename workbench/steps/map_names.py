@@ -4,9 +4,12 @@ parameter came from — read from provenance, never guessed from names.
 For a converted graph (a ``Model`` or an ONNX file) each node is a layer entry,
 each node output a blob entry and each initializer input a parameter entry; their
 sources are the node's ``workbench.source``, ``workbench.params`` and
-``workbench.transforms``. For a Caffe net the writer's per-layer record
-(``WrittenFiles.details["layers"]`` or ``NAME.provenance.json``) gives each layer's
-sources; its parameters are the ``.caffemodel`` blobs.
+``workbench.transforms``. Files are recognised by ``workbench.artifacts.identify``;
+a kind whose provenance lives in its writer's sidecar has its entries made by the
+function registered in ``TARGET_ENTRIES``: for a Caffe net the Caffe writer's
+per-layer records give each layer's sources and its parameters are the
+``.caffemodel`` blobs; for a generated PyTorch folder the PyTorch writer's records
+give each submodule's, state-dict entry's and buffer's.
 
 An entry is *matched* when every source it names exists in the source model,
 *unmatched* when it names none (or none that exist), *ambiguous* when it names
@@ -19,13 +22,15 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import onnx_ir as ir
 
+from ..artifacts import Artifact, identify
 from ..errors import InputError
 from ..graph import Model, provenance
 from ..graph.shapes import static_shape
@@ -33,7 +38,7 @@ from ..graph.shapes import static_shape
 MATCHED, UNMATCHED, AMBIGUOUS, CORRECTED = "matched", "unmatched", "ambiguous", "corrected"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class NameEntry:
     kind: str  # "layer", "blob" or "parameter"
     target: str
@@ -133,7 +138,7 @@ class NameMap:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2))
 
     @classmethod
-    def load(cls, path: str | Path) -> "NameMap":
+    def load(cls, path: str | Path) -> NameMap:
         try:
             data = json.loads(Path(path).read_text())
             entries = [NameEntry(**entry) for entry in data["entries"]]
@@ -180,20 +185,14 @@ class NameMap:
 # ---------------------------------------------------------------- reading both sides
 
 
-def _as_model(artifact: Any) -> Model:
-    from ..readers import load, read_onnx
-    from ..writers.files import WrittenFiles
+def _artifact(value: Any) -> Artifact:
+    return identify(*value) if isinstance(value, (tuple, list)) else identify(value)
 
-    if isinstance(artifact, Model):
-        return artifact
-    if isinstance(artifact, WrittenFiles):
-        onnx_files = [p for p in artifact.paths if Path(p).suffix == ".onnx"]
-        if onnx_files:
-            return read_onnx(onnx_files[0])
-        raise InputError(f"{artifact.target} files cannot be read back as a source model", remedy="pass the Model")
-    if isinstance(artifact, (tuple, list)):
-        return load(*artifact)
-    return load(artifact)
+
+def _as_model(value: Any) -> Model:
+    from ..readers import read_artifact
+
+    return value if isinstance(value, Model) else read_artifact(_artifact(value))
 
 
 def source_layers(model: Model) -> SourceLayers:
@@ -202,19 +201,16 @@ def source_layers(model: Model) -> SourceLayers:
     params: dict[str, list[str]] = {}
     shapes: dict[str, list[int]] = {}
     for node in model.graph:
-        by_input = provenance.params(node)
-        for layer in provenance.sources(node):
+        layers = provenance.sources(node)
+        for layer in layers:
             ops.setdefault(layer, node.op_type)
             params.setdefault(layer, [])
-        for index, names in by_input.items():
-            value = node.inputs[index] if index < len(node.inputs) else None
-            shape = static_shape(value)
-            for name in names:
-                if shape is not None and name not in shapes and len(names) == 1:
-                    shapes[name] = list(shape)
-                for layer in provenance.sources(node):
-                    if name not in params[layer]:
-                        params[layer].append(name)
+        for index, names in provenance.params(node).items():
+            shape = static_shape(node.inputs[index]) if index < len(node.inputs) else None
+            if shape is not None and len(names) == 1:
+                shapes.setdefault(names[0], list(shape))
+            for layer in layers:
+                params[layer] += [name for name in names if name not in params[layer]]
     return SourceLayers(ops, params, shapes)
 
 
@@ -242,65 +238,93 @@ def _status(sources: Sequence[str], transforms: Sequence[str], source: SourceLay
     return MATCHED, ""
 
 
+def _layer_params(sources: Iterable[str], source: SourceLayers) -> list[str]:
+    """Every parameter of the source layers, in order."""
+    return [param for layer in sources for param in source.params.get(layer, ())]
+
+
+def _source_shapes(params: Iterable[str], source: SourceLayers) -> dict[str, list[int]]:
+    return {param: source.param_shapes[param] for param in params if param in source.param_shapes}
+
+
+def _parameter_status(layer: NameEntry, own: Sequence[str]) -> tuple[str, str]:
+    """(status, note): a parameter entry is as matched as its layer when it names source parameters."""
+    return (layer.status, layer.note) if own else (UNMATCHED, "no source parameter recorded")
+
+
+def _shape_list(value: ir.Value) -> list[int] | None:
+    shape = static_shape(value)
+    return list(shape) if shape else None
+
+
+def _is_weight(value: ir.Value | None) -> bool:
+    # integer initializers are op arguments (shapes, axes), not weights
+    return value is not None and value.is_initializer() and value.dtype is not None and value.dtype.is_floating_point()
+
+
+def _node_entries(node: ir.Node, source: SourceLayers) -> list[NameEntry]:
+    """A node's layer entry, one blob entry per output and one parameter entry per weight."""
+    sources = list(provenance.sources(node))
+    transforms = list(provenance.transforms(node))
+    status, note = _status(sources, transforms, source)
+    by_input = provenance.params(node)
+    name = node.name or (node.outputs[0].name if node.outputs else None) or node.op_type
+    layer = NameEntry(
+        kind="layer",
+        target=name,
+        op=node.op_type,
+        sources=sources,
+        params=[param for names in by_input.values() for param in names],
+        transforms=transforms,
+        status=status,
+        note=note,
+    )
+    blobs = [
+        NameEntry(
+            kind="blob",
+            target=value.name,
+            op=node.op_type,
+            sources=sources,
+            target_shape=_shape_list(value),
+            status=status,
+            note=note,
+            layer=name,
+        )
+        for value in node.outputs
+        if value.name
+    ]
+    weights = [
+        _weight_entry(layer, value, list(by_input.get(index, ())), source)
+        for index, value in enumerate(node.inputs)
+        if value is not None and _is_weight(value)
+    ]
+    return [layer, *blobs, *weights]
+
+
+def _weight_entry(layer: NameEntry, value: ir.Value, params: list[str], source: SourceLayers) -> NameEntry:
+    target_shape = _shape_list(value)
+    combined = layer.transforms if len(params) > 1 else []
+    status, note = _parameter_status(layer, params)
+    return NameEntry(
+        kind="parameter",
+        target=value.name or "",
+        op=layer.op,
+        sources=layer.sources,
+        params=params,
+        target_shape=target_shape,
+        source_shapes=_source_shapes(params, source),
+        transforms=_param_transforms(target_shape, params, source) + combined,
+        status=status,
+        note=note,
+        layer=layer.target,
+    )
+
+
 def _graph_entries(model: ir.Model, source: SourceLayers) -> list[NameEntry]:
-    entries: list[NameEntry] = []
-    for node in model.graph:
-        if node.op_type == "Constant":
-            continue
-        sources = list(provenance.sources(node))
-        transforms = list(provenance.transforms(node))
-        status, note = _status(sources, transforms, source)
-        by_input = provenance.params(node)
-        all_params = [name for names in by_input.values() for name in names]
-        name = node.name or (node.outputs[0].name if node.outputs else node.op_type)
-        entries.append(NameEntry("layer", name, node.op_type, sources, all_params, None, {}, transforms, status, note))
-        for value in node.outputs:
-            if value.name:
-                shape = static_shape(value)
-                entries.append(
-                    NameEntry(
-                        "blob",
-                        value.name,
-                        node.op_type,
-                        sources,
-                        [],
-                        list(shape) if shape else None,
-                        {},
-                        [],
-                        status,
-                        note,
-                        name,
-                    )
-                )
-        for index, value in enumerate(node.inputs):
-            # integer initializers are op arguments (shapes, axes), not weights
-            if (
-                value is None
-                or not value.is_initializer()
-                or value.dtype is None
-                or not value.dtype.is_floating_point()
-            ):
-                continue
-            params = list(by_input.get(index, ()))
-            shape = static_shape(value)
-            target_shape = list(shape) if shape else None
-            param_status, param_note = (status, note) if params else (UNMATCHED, "no source parameter recorded")
-            entries.append(
-                NameEntry(
-                    "parameter",
-                    value.name,
-                    node.op_type,
-                    sources,
-                    params,
-                    target_shape,
-                    {p: source.param_shapes[p] for p in params if p in source.param_shapes},
-                    _param_transforms(target_shape, params, source) + (transforms if len(params) > 1 else []),
-                    param_status,
-                    param_note,
-                    name,
-                )
-            )
-    return entries
+    return [entry for node in model.graph if node.op_type != "Constant" for entry in _node_entries(node, source)]
+
+
+# ---------------------------------------------------------------- Caffe (the Caffe writer's sidecar)
 
 
 def _caffe_blob_shapes(caffemodel: Path) -> dict[str, list[list[int]]]:
@@ -319,142 +343,173 @@ def _caffe_blob_shapes(caffemodel: Path) -> dict[str, list[list[int]]]:
     return shapes
 
 
+def _record_layer_entry(record: Mapping[str, Any], source: SourceLayers, combining: str = "") -> NameEntry:
+    """The layer entry of a writer's record (``name``, ``type``, ``sources``,
+    ``transforms``). ``combining``: the transform a record of several source layers
+    stands for without saying so (the Caffe writer merges layers only by folding)."""
+    sources = list(record.get("sources", ()))
+    transforms = list(record.get("transforms", ()))
+    implied = transforms or ([combining] if combining and len(sources) > 1 else [])
+    status, note = _status(sources, implied, source)
+    return NameEntry(
+        kind="layer",
+        target=record["name"],
+        op=record.get("type", ""),
+        sources=sources,
+        params=_layer_params(sources, source),
+        transforms=transforms,
+        status=status,
+        note=note,
+    )
+
+
+def _caffe_blob_entries(
+    record: Mapping[str, Any], layer: NameEntry, shapes: Sequence[list[int]], source: SourceLayers
+) -> Iterator[NameEntry]:
+    """One parameter entry per ``.caffemodel`` blob of the layer. The writer records
+    each blob's own source parameters; a blob it made itself (BatchNorm's scale
+    factor, a fixed upsampling kernel) has none."""
+    per_blob = record.get("blob_params") or []
+    for index, shape in enumerate(shapes):
+        own = list(per_blob[index]) if index < len(per_blob) else layer.params
+        made = index < len(per_blob) and not own
+        status, note = (
+            (layer.status, "made by the writer (no source parameter)") if made else _parameter_status(layer, own)
+        )
+        yield NameEntry(
+            kind="parameter",
+            target=f"{record['name']}[{index}]",
+            op=layer.op,
+            sources=layer.sources,
+            params=own,
+            target_shape=shape,
+            source_shapes=_source_shapes(own, source),
+            transforms=layer.transforms,
+            status=status,
+            note=note,
+            layer=layer.target,
+        )
+
+
 def _caffe_entries(records: Sequence[Mapping], caffemodel: Path | None, source: SourceLayers) -> list[NameEntry]:
     blob_shapes = _caffe_blob_shapes(caffemodel) if caffemodel is not None and caffemodel.is_file() else {}
     entries: list[NameEntry] = []
     producer_of_top: dict[str, NameEntry] = {}
     for record in records:
-        sources = list(record.get("sources", ()))
-        transforms = list(record.get("transforms", ()))
-        status, note = _status(
-            sources, transforms or (["combined by the Caffe writer"] if len(sources) > 1 else []), source
-        )
-        params = [p for layer in sources for p in source.params.get(layer, ())]
-        layer = NameEntry(
-            "layer", record["name"], record.get("type", ""), sources, params, None, {}, transforms, status, note
-        )
+        layer = _record_layer_entry(record, source, combining="combined by the Caffe writer")
         entries.append(layer)
         for top in record.get("top", ()):
             producer_of_top[top] = NameEntry(
-                "blob", top, record.get("type", ""), sources, [], None, {}, [], status, note, record["name"]
+                kind="blob",
+                target=top,
+                op=layer.op,
+                sources=layer.sources,
+                status=layer.status,
+                note=layer.note,
+                layer=layer.target,
             )
-        per_blob = record.get("blob_params") or []
-        for index, shape in enumerate(blob_shapes.get(record["name"], ())):
-            # the writer records each blob's own source parameters; a blob it made
-            # itself (BatchNorm's scale factor, a fixed upsampling kernel) has none
-            own = list(per_blob[index]) if index < len(per_blob) else params
-            made = index < len(per_blob) and not own
-            entries.append(
-                NameEntry(
-                    "parameter",
-                    f"{record['name']}[{index}]",
-                    record.get("type", ""),
-                    sources,
-                    own,
-                    shape,
-                    {p: source.param_shapes[p] for p in own if p in source.param_shapes},
-                    transforms,
-                    status if own or made else UNMATCHED,
-                    "made by the writer (no source parameter)"
-                    if made
-                    else note
-                    if own
-                    else "no source parameter recorded",
-                    record["name"],
-                )
-            )
+        entries += _caffe_blob_entries(record, layer, blob_shapes.get(record["name"], ()), source)
     # a top written in place by several layers is the last writer's output
     return entries + list(producer_of_top.values())
 
 
-def _pytorch_entries(folder: Path, source: SourceLayers) -> list[NameEntry]:
+def caffe_artifact_entries(artifact: Artifact, source: SourceLayers) -> list[NameEntry]:
+    from ..writers.caffe.sidecar import read_layer_records, sidecar_path
+
+    prototxt = artifact.path("prototxt")
+    if artifact.sidecar is None:
+        raise InputError(
+            f"no provenance record for {prototxt.name}",
+            expected=f"{sidecar_path(prototxt).name} written beside it by the Caffe writer",
+            remedy="write the Caffe files with the workbench, or map names by hand with NameMap.set",
+        )
+    return _caffe_entries(read_layer_records(artifact.sidecar), artifact.path("caffemodel"), source)
+
+
+# ---------------------------------------------------------------- PyTorch (the PyTorch writer's sidecar)
+
+
+def _module_entries(record: Mapping[str, Any], state: Mapping[str, Any], source: SourceLayers) -> list[NameEntry]:
+    """A submodule and its state-dict entries (``num_batches_tracked`` is no parameter)."""
+    layer = _record_layer_entry(record, source)
+    prefix = f"{record['name']}."
+    own_params = record.get("state_params", {})
+    entries = [layer]
+    for key, tensor in state.items():
+        if key.startswith(prefix) and not key.endswith("num_batches_tracked"):
+            # the writer records each state entry's own source parameters when it knows them
+            own = own_params.get(key[len(prefix) :]) or layer.params
+            own_status, own_note = _parameter_status(layer, own)
+            entries.append(
+                NameEntry(
+                    kind="parameter",
+                    target=key,
+                    op=layer.op,
+                    sources=layer.sources,
+                    params=own,
+                    target_shape=list(tensor.shape),
+                    source_shapes=_source_shapes(own, source),
+                    status=own_status,
+                    note=own_note,
+                    layer=layer.target,
+                )
+            )
+    return entries
+
+
+def _buffer_entry(record: Mapping[str, Any], source: SourceLayers) -> NameEntry:
+    sources = list(record.get("sources", ()))
+    params = _layer_params(sources, source)
+    status, note = _status(sources, [], source) if params else (UNMATCHED, "no source parameter recorded")
+    return NameEntry(
+        kind="parameter",
+        target=record["name"],
+        op="buffer",
+        sources=sources,
+        params=params,
+        target_shape=record.get("shape"),
+        status=status,
+        note=note,
+    )
+
+
+def pytorch_artifact_entries(artifact: Artifact, source: SourceLayers) -> list[NameEntry]:
     """Submodules and state-dict entries of a generated ``model.py`` folder, from the
     writer's ``provenance.json`` and the shapes in ``weights.pt``."""
     import torch
 
-    record_file, weights = folder / "provenance.json", folder / "weights.pt"
-    if not record_file.is_file() or not weights.is_file():
+    from ..writers.pytorch.sidecar import read_sidecar
+
+    folder = artifact.path("code").parent
+    weights = artifact.path("weights")
+    if artifact.sidecar is None or not weights.is_file():
         raise InputError(
             f"{folder} has no provenance.json and weights.pt",
             expected="a folder written by `workbench convert ... --to pytorch`",
             remedy="write the PyTorch files with the workbench, or map names by hand with NameMap.set",
         )
-    records = json.loads(record_file.read_text())
+    record = read_sidecar(artifact.sidecar)
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    entries: list[NameEntry] = []
-    for record in records.get("modules", []):
-        sources = list(record.get("sources", ()))
-        status, note = _status(sources, [], source)
-        params = [p for layer in sources for p in source.params.get(layer, ())]
-        entries.append(
-            NameEntry("layer", record["name"], record.get("type", ""), sources, params, None, {}, [], status, note)
-        )
-        prefix = f"{record['name']}."
-        own_params = record.get("state_params", {})
-        for key, tensor in state.items():
-            if key.startswith(prefix) and not key.endswith("num_batches_tracked"):
-                # the writer records each state entry's own source parameters when it knows them
-                own = own_params.get(key[len(prefix) :]) or params
-                entries.append(
-                    NameEntry(
-                        "parameter",
-                        key,
-                        record.get("type", ""),
-                        sources,
-                        own,
-                        list(tensor.shape),
-                        {p: source.param_shapes[p] for p in own if p in source.param_shapes},
-                        [],
-                        status if own else UNMATCHED,
-                        note if own else "no source parameter recorded",
-                        record["name"],
-                    )
-                )
-    for record in records.get("buffers", []):
-        sources = list(record.get("sources", ()))
-        params = [p for layer in sources for p in source.params.get(layer, ())]
-        status, note = _status(sources, [], source)
-        entries.append(
-            NameEntry(
-                "parameter",
-                record["name"],
-                "buffer",
-                sources,
-                params,
-                record.get("shape"),
-                {},
-                [],
-                status if params else UNMATCHED,
-                note if params else "no source parameter recorded",
-            )
-        )
-    return entries
+    entries = [entry for module in record.get("modules", []) for entry in _module_entries(module, state, source)]
+    return entries + [_buffer_entry(buffer, source) for buffer in record.get("buffers", [])]
+
+
+# artifact kind -> (target format, entries from the writer's sidecar); other kinds are read as graphs
+TargetEntries = Callable[[Artifact, SourceLayers], list[NameEntry]]
+TARGET_ENTRIES: dict[str, tuple[str, TargetEntries]] = {
+    "caffe": ("caffe", caffe_artifact_entries),
+    "pytorch-folder": ("pytorch", pytorch_artifact_entries),
+}
 
 
 def _converted_entries(converted: Any, source: SourceLayers) -> tuple[list[NameEntry], str]:
-    from ..runners import PROVENANCE_SUFFIX, caffe_layer_records
-    from ..writers.files import WrittenFiles
-
-    if isinstance(converted, WrittenFiles) and converted.target == "caffe":
-        records = caffe_layer_records(converted.details)
-        return _caffe_entries(records, converted.path(".caffemodel"), source), "caffe"
-    if isinstance(converted, WrittenFiles) and converted.target == "pytorch":
-        return _pytorch_entries(converted.path("model.py").parent, source), "pytorch"
-    if isinstance(converted, (str, Path)) and Path(converted).is_dir():
-        return _pytorch_entries(Path(converted), source), "pytorch"
-    paths = [str(p) for p in converted] if isinstance(converted, (tuple, list)) else None
-    if paths and sorted(Path(p).suffix for p in paths) == [".caffemodel", ".prototxt"]:
-        prototxt = Path(next(p for p in paths if p.endswith(".prototxt")))
-        sidecar = prototxt.with_suffix(PROVENANCE_SUFFIX)
-        if not sidecar.is_file():
-            raise InputError(
-                f"no provenance record for {prototxt.name}",
-                expected=f"{sidecar.name} written beside it by the Caffe writer",
-                remedy="write the Caffe files with the workbench, or map names by hand with NameMap.set",
-            )
-        caffemodel = Path(next(p for p in paths if p.endswith(".caffemodel")))
-        return _caffe_entries(caffe_layer_records(sidecar), caffemodel, source), "caffe"
-    return _graph_entries(_as_model(converted).ir, source), "onnx"
+    if isinstance(converted, Model):
+        return _graph_entries(converted.ir, source), "onnx"
+    artifact = _artifact(converted)
+    if artifact.kind in TARGET_ENTRIES:
+        target_format, entries = TARGET_ENTRIES[artifact.kind]
+        return entries(artifact, source), target_format
+    return _graph_entries(_as_model(artifact.given).ir, source), "onnx"
 
 
 def map_names(source: Any, converted: Any) -> NameMap:
@@ -472,4 +527,4 @@ def map_names(source: Any, converted: Any) -> NameMap:
     return NameMap(entries, target_format, lost)
 
 
-__all__ = ["NameEntry", "NameMap", "map_names"]
+__all__ = ["TARGET_ENTRIES", "NameEntry", "NameMap", "map_names"]

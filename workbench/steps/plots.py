@@ -1,21 +1,41 @@
 """Figures for comparisons: error per layer along depth, and one layer's difference.
 
 Built on ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend),
-so they work in scripts, the CLI (``--plot``) and notebooks alike.
+so they work in scripts, the CLI (``--plot``) and notebooks alike. They take plain
+data (``LayerErrors``, arrays) and know nothing of how a comparison is made.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from .compare import Comparison
+    from matplotlib.figure import Figure
 
 FLOOR = 1e-12  # exact agreement is drawn here on the log axis
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerErrors:
+    """What the error-along-depth figure draws, one value per compared layer in
+    reference order (``Comparison.layer_errors()`` makes it)."""
+
+    max_abs: Sequence[float]
+    mean_abs: Sequence[float]
+    allowed: Sequence[float]  # the tolerance of each layer: atol + rtol * max|reference|
+    shape_mismatch: Sequence[int] = field(default_factory=list)  # layers whose shapes differ
+    divergence: int | None = None  # the first divergence's layer
+    divergence_label: str = ""
+    title: str = ""
+
+
+class HasLayerErrors(Protocol):
+    def layer_errors(self) -> LayerErrors: ...
 
 
 def _finite(value: float) -> float:
@@ -23,36 +43,36 @@ def _finite(value: float) -> float:
     return value if np.isfinite(value) else np.nan
 
 
-def plot_layer_errors(comparison: "Comparison", path: str | Path | None = None) -> Figure:
+def plot_layer_errors(errors: LayerErrors | HasLayerErrors, path: str | Path | None = None) -> Figure:
     """Max and mean absolute error of every compared layer, in reference order,
-    on a log scale, with the tolerance and the first divergence marked."""
-    figure = Figure(figsize=(max(6.0, min(0.12 * len(comparison.layers), 18.0)), 4.0), layout="constrained")
+    on a log scale, with the tolerance and the first divergence marked.
+
+    ``errors`` is the plain data, or a comparison that gives it (``layer_errors()``)."""
+    from matplotlib.figure import Figure  # imported when drawing: matplotlib takes a third of a second
+
+    data = errors if isinstance(errors, LayerErrors) else errors.layer_errors()
+    figure = Figure(figsize=(max(6.0, min(0.12 * len(data.max_abs), 18.0)), 4.0), layout="constrained")
     axes = figure.add_subplot()
-    depth = np.arange(len(comparison.layers))
-    max_abs = np.array([max(_finite(p.stats.max_abs), FLOOR) for p in comparison.layers])
-    mean_abs = np.array([max(_finite(p.stats.mean_abs), FLOOR) for p in comparison.layers])
-    allowed = np.array([comparison.atol + comparison.rtol * p.stats.reference_max for p in comparison.layers])
-    axes.semilogy(depth, max_abs, marker=".", label="max |a − b|")
-    axes.semilogy(depth, mean_abs, marker=".", alpha=0.6, label="mean |a − b|")
+    depth = np.arange(len(data.max_abs))
+    allowed = np.asarray(data.allowed, dtype=np.float64)
+    axes.semilogy(depth, [max(_finite(v), FLOOR) for v in data.max_abs], marker=".", label="max |a − b|")
+    axes.semilogy(depth, [max(_finite(v), FLOOR) for v in data.mean_abs], marker=".", alpha=0.6, label="mean |a − b|")
     axes.semilogy(depth, allowed, linestyle="--", color="grey", label="tolerance")
-    mismatched = [i for i, p in enumerate(comparison.layers) if not p.stats.shapes_match]
-    if mismatched:
-        axes.scatter(mismatched, [allowed[i] for i in mismatched], marker="x", color="red", label="shape differs")
-    divergence = comparison.first_divergence
-    if divergence is not None:
-        index = next(i for i, p in enumerate(comparison.layers) if p is divergence.pair)
-        axes.axvline(index, color="red", alpha=0.5)
-        cause = f" ({divergence.cause.kind})" if divergence.cause else ""
+    if data.shape_mismatch:
+        mismatched = list(data.shape_mismatch)
+        axes.scatter(mismatched, allowed[mismatched], marker="x", color="red", label="shape differs")
+    if data.divergence is not None:
+        axes.axvline(data.divergence, color="red", alpha=0.5)
         axes.annotate(
-            f"first divergence: {divergence.target}{cause}",
-            (index, allowed[index]),
+            data.divergence_label,
+            (data.divergence, allowed[data.divergence]),
             textcoords="offset points",
             xytext=(6, 12),
             color="red",
         )
     axes.set_xlabel("layer (reference order)")
     axes.set_ylabel("absolute error")
-    axes.set_title(f"{comparison.reference} vs {comparison.candidate}")
+    axes.set_title(data.title, fontsize="medium", wrap=True)
     axes.legend(loc="upper left", fontsize="small")
     if path is not None:
         figure.savefig(path)
@@ -68,10 +88,11 @@ def plot_difference(
 ) -> Figure:
     """Histogram of ``candidate - reference`` and a heat map of ``|difference|``
     (one channel of an ``[N, C, H, W]`` tensor: the worst, unless ``channel`` is given)."""
+    from matplotlib.figure import Figure
+
     a = np.asarray(reference, dtype=np.float64)
-    b = np.asarray(candidate, dtype=np.float64)
-    if a.shape != b.shape:
-        b = b.reshape(a.shape) if a.size == b.size else None
+    given = np.asarray(candidate, dtype=np.float64)
+    b = given if given.shape == a.shape else given.reshape(a.shape) if given.size == a.size else None
     figure = Figure(figsize=(10.0, 4.0), layout="constrained")
     left, right = figure.subplots(1, 2)
     if b is None:
@@ -99,4 +120,4 @@ def plot_difference(
     return figure
 
 
-__all__ = ["plot_difference", "plot_layer_errors"]
+__all__ = ["LayerErrors", "plot_difference", "plot_layer_errors"]

@@ -11,7 +11,7 @@ before and put back by output value name afterwards. BatchNorm fusion is left to
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -21,8 +21,8 @@ from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from ..errors import WorkbenchError
 from ..graph import Model, StepReport, provenance
-from ..graph.shapes import constant
 from ..graph.report import timed
+from ..graph.shapes import constant
 
 
 def census_change(before: Mapping[str, int], after: Mapping[str, int]) -> list[str]:

@@ -12,7 +12,6 @@ top, the graph value it equals, so names map without parsing them.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +26,8 @@ from ..files import WrittenFiles, staged_output
 from . import activation, arithmetic, conv, linear, normalization, pooling, shape  # noqa: F401  (register)
 from .blobs import write_caffemodel
 from .net import DIALECTS, TARGET, CaffeNet
+from .sidecar import SUFFIX as SIDECAR_SUFFIX
+from .sidecar import write_sidecar
 
 
 def _check_dialect(dialect: str) -> None:
@@ -92,9 +93,9 @@ def write_caffe(model: Model, outdir: str | Path, *, name: str | None = None, di
                 [(layer.param, layer.weights) for layer in net.layers],
             )
             record = {"name": name, **details, "warnings": [p.to_dict() for p in problems]}
-            (staging / f"{name}.provenance.json").write_text(json.dumps(record, indent=1))
+            write_sidecar(staging, name, record)
     outdir = Path(outdir)
-    paths = [outdir / f"{name}{suffix}" for suffix in (".prototxt", ".caffemodel", ".provenance.json")]
+    paths = [outdir / f"{name}{suffix}" for suffix in (".prototxt", ".caffemodel", SIDECAR_SUFFIX)]
     by_type = Counter(layer.param.type for layer in net.layers)
     report.summary = f"{len(net.layers)} layers, {weights_bytes:,} bytes of weights ({dialect} dialect)"
     report.changes = [f"{layer_type}: {count}" for layer_type, count in sorted(by_type.items())]

@@ -16,7 +16,6 @@ attribute values PyTorch cannot express are all reported in one
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import onnx_ir as ir
@@ -30,6 +29,7 @@ from ...graph.shapes import constant, infer_shapes
 from ..files import WrittenFiles, staged_output
 from .codegen import INDENT, call, flat, ints, render
 from .program import EMITTERS, TARGET, ModuleRecord, Program, TorchNodeContext, torch_dtype
+from .sidecar import sidecar_path, write_sidecar
 
 
 def build_program(model: Model) -> Program:
@@ -91,7 +91,7 @@ def write_pytorch(model: Model, outdir: str | Path, *, name: str | None = None) 
         with staged_output(outdir, protected=model.source.paths) as staging:
             (staging / "model.py").write_text(source)
             torch.save(program.state_dict(), staging / "weights.pt")
-            (staging / "provenance.json").write_text(json.dumps(provenance_record(program, lines), indent=1))
+            write_sidecar(staging, provenance_record(program, lines))
     modules = [_module_entry(record) for record in program.modules.values()]
     warnings = [str(p) for p in program.problems if p.severity == "warning"]
     report.summary = (
@@ -105,7 +105,7 @@ def write_pytorch(model: Model, outdir: str | Path, *, name: str | None = None) 
         "nodes": len(model.graph),
     }
     report.warnings = warnings
-    paths = [outdir / "model.py", outdir / "weights.pt", outdir / "provenance.json"]
+    paths = [outdir / "model.py", outdir / "weights.pt", sidecar_path(outdir)]
     return WrittenFiles("pytorch", paths, report, {"modules": modules})
 
 
