@@ -54,4 +54,4 @@ clean:
 
 # Regenerate the Caffe schema bindings after editing workbench/formats/caffe.proto.
 proto: $(STAMP)
-	cd workbench/formats && ../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. caffe.proto
+	cd workbench/formats && ../../$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. caffe.proto
