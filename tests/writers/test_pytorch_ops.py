@@ -381,13 +381,13 @@ CASES = [
         one("Resize", [X, None, np.array([1, 1, 3, 3], np.float32)], mode="nearest"),
     ),
     case(
-        "resize_nearest_exact",
+        "resize_nearest_fractional_prefer_ceil",
         one(
             "Resize",
             [X, None, np.array([1, 1, 1.5, 1.5], np.float32)],
             mode="nearest",
             nearest_mode="round_prefer_ceil",
-            expect="nearest-exact",
+            expect='resize(x0, scales=[1.0, 1.0, 1.5, 1.5], nearest="round_prefer_ceil")',
         ),
     ),
     case(
@@ -472,20 +472,13 @@ def test_generated_module_matches_onnxruntime(spec: Case, tmp_path: Path) -> Non
 
 
 def _unsupported_graph(path: Path) -> Model:
-    """Relu, then ops the writer cannot emit: a TopK, a custom-domain op, a Resize
-    with a coordinate mode PyTorch lacks, and a Reshape to a computed shape."""
+    """Relu, then ops the writer cannot emit: a TopK, a custom-domain op, an LRN
+    whose even window PyTorch centres differently, and a Reshape to a computed shape."""
     nodes = [
         helper.make_node("Relu", ["x0"], ["r"], name="relu"),
         helper.make_node("TopK", ["r", "k"], ["top", "top_index"], axis=3, name="topk"),
         helper.make_node("Frobnicate", ["top"], ["f"], domain="com.example", name="custom"),
-        helper.make_node(
-            "Resize",
-            ["f", "", "scales"],
-            ["up"],
-            mode="linear",
-            coordinate_transformation_mode="asymmetric",
-            name="resize",
-        ),
+        helper.make_node("LRN", ["f"], ["up"], size=4, name="lrn"),
         helper.make_node("Shape", ["up"], ["shape"], name="shape"),
         helper.make_node("Reshape", ["up", "shape"], ["y"], name="reshape"),
     ]
@@ -496,7 +489,6 @@ def _unsupported_graph(path: Path) -> Model:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [
             onnx.numpy_helper.from_array(ints(2), "k"),
-            onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
         ],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
@@ -514,7 +506,7 @@ def test_every_problem_is_listed_at_once_and_nothing_is_written(tmp_path: Path) 
     assert found == {
         ("topk", "unsupported-op"),
         ("custom", "unsupported-op"),
-        ("resize", "unsupported-attribute"),
+        ("lrn", "unsupported-attribute"),
         ("shape", "unsupported-op"),
         ("reshape", "dynamic-shape"),
     }
@@ -527,8 +519,8 @@ def test_find_problems_matches_what_write_refuses(tmp_path: Path) -> None:
     problems = find_problems(model)
     assert sorted(p.node for p in problems if p.severity == "error") == [
         "custom",
+        "lrn",
         "reshape",
-        "resize",
         "shape",
         "topk",
     ]
