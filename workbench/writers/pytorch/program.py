@@ -296,6 +296,11 @@ class TorchNodeContext(OnnxNodeContext):
         expression = self.x(index) if value is not None else "None"
         self.program.bind(self._final_outputs()[0], expression)
 
+    def alias_output(self, index: int, expression: str) -> None:
+        """Output ``index`` is ``expression``, a variable the node's code already computed."""
+        if self.ok:
+            self.program.bind(self._final_outputs()[index], expression)
+
     def absorb(self, node: ir.Node) -> None:
         """Emit ``node`` together with this one (its outputs become this code's outputs)."""
         self.nodes.append(node)
