@@ -2,6 +2,11 @@
 slice, pad, gather, expand, tile, depth-to-space and space-to-depth, and the ops that pass
 their input through (Identity, Dropout at inference).
 
+``Dropout`` in inference mode (``training_mode`` left out or false) is the identity
+with a mask of all true; in training mode it keeps each value with probability
+``1 - ratio``, scaled by ``1 / (1 - ratio)``: a random mask drawn by PyTorch
+(ONNX fixes no generator, so no two runtimes draw the same one).
+
 Their shape-like parameters (target shapes, axes, pads, split sizes, scales)
 must be constants, written into the code as literals; a graph that computes
 them at run time should be simplified with fixed input shapes first.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...graph import opset as opsets
 from ...graph.converter import slice_bounds
 from .codegen import Expr, ListOf, call, flat, ints, literal, number, string
 from .program import EMITTERS, LITERAL_LIMIT, TorchNodeContext
@@ -46,13 +52,44 @@ def _axis(ctx: TorchNodeContext, axis: int, rank: int | None) -> int | None:
     return axis + rank
 
 
-@EMITTERS.register("Identity", "Dropout")
+@EMITTERS.register("Identity")
 def emit_identity(ctx: TorchNodeContext) -> None:
-    """passes its input through (Dropout: inference mode)"""
-    if len(ctx.node.outputs) > 1 and ctx.node.outputs[1].uses():
-        ctx.unsupported("Dropout's mask output is used", "the generated model runs in inference mode")
-        return
+    """passes its input through"""
     ctx.alias(0)
+
+
+@EMITTERS.register("Dropout")
+def emit_dropout(ctx: TorchNodeContext) -> None:
+    """passes its input through (inference, mask all true); training mode: random mask, kept values scaled by 1 / (1 - ratio)"""
+    index = opsets.input_index(ctx.schema, "training_mode")
+    given = index is not None and ctx.has_input(index)
+    training = ctx.const(index) if given and index is not None else np.zeros((), np.bool_)
+    if training is not None and not bool(training.reshape(-1)[0]):
+        ctx.alias(0)
+        if ctx.output_used(1):
+            ctx.assign(call("torch.ones_like", ctx.x(0), dtype="torch.bool"), 1)
+        return
+    ratio = _dropout_ratio(ctx)
+    drawn = f"{flat(call('torch.rand_like', ctx.x(0)))} >= {ratio}"
+    if training is None and index is not None:
+        # training_mode computed at run time: everything kept, unscaled, when it is false
+        flag = ctx.x(index)
+        keep = ctx.temporary(f"({drawn}) | ~{flag}", "keep")
+        ctx.assign(f"{ctx.x(0)} * {keep} / (1 - {ratio} * {flag})")
+    else:
+        keep = ctx.temporary(drawn, "keep")
+        ctx.assign(f"{ctx.x(0)} * {keep} / (1 - {ratio})")
+    if ctx.output_used(1):
+        ctx.alias_output(1, keep)
+
+
+def _dropout_ratio(ctx: TorchNodeContext) -> str:
+    """The drop probability as a number (default 0.5), or the variable holding it."""
+    index = opsets.input_index(ctx.schema, "ratio")
+    if index is not None and ctx.has_input(index) and ctx.const(index) is None:
+        return ctx.x(index)
+    given = ctx.param("ratio")
+    return number(float(given.reshape(-1)[0]) if given is not None else 0.5)
 
 
 @EMITTERS.register("Constant")
@@ -177,10 +214,12 @@ def _equal_parts(ctx: TorchNodeContext, axis: int, count: int) -> list[int] | No
 
 @EMITTERS.register("Split")
 def emit_split(ctx: TorchNodeContext) -> None:
-    """a, b, ... = torch.split(x, [sizes], dim)"""
-    if not ctx.require_constants("split"):
-        return
+    """a, b, ... = torch.split(x, [sizes], dim) (sizes computed at run time: their .tolist())"""
     axis = int(ctx.attr("axis", 0))
+    index = opsets.input_index(ctx.schema, "split")
+    if index is not None and ctx.has_input(index) and ctx.const(index) is None:
+        ctx.assign_all(call("torch.split", ctx.x(0), f"{ctx.x(index)}.tolist()", dim=str(axis)))
+        return
     given = ctx.param("split")
     sizes = [int(s) for s in given.reshape(-1)] if given is not None else _equal_parts(ctx, axis, len(ctx.node.outputs))
     if sizes is not None:

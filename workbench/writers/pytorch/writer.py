@@ -42,20 +42,32 @@ def build_program(model: Model) -> Program:
         pass  # emitters that need a shape report it themselves
     program = Program(working.graph, model.opset)
     for value in working.graph.inputs:
-        if value.shape is not None and not all(isinstance(d, int) for d in value.shape):
-            ConverterContext(program.problems, name="", op_type="").problem(
-                "dynamic-shape",
-                f"input {value.name} has symbolic dimensions {list(value.shape)}; "
-                "reshape targets and sizes are written as the graph records them",
-                "check the generated model with the input sizes you will use",
-                severity="warning",
-            )
+        _check_input(program, value)
     for node in working.graph:
         if id(node) not in program.absorbed:
             _emit(TorchNodeContext(program, node))
     if not errors_of(program.problems):
         _check_outputs_computed(program)
     return program
+
+
+def _check_input(program: Program, value: ir.Value) -> None:
+    """Inputs PyTorch cannot take (strings: an error) or whose shape is symbolic (a warning)."""
+    report = ConverterContext(program.problems, name="", op_type="").problem
+    if value.dtype is not None and torch_dtype(value.dtype) is None:
+        report(
+            "unsupported-attribute",
+            f"input {value.name} is of type {value.dtype.name}, which PyTorch tensors cannot hold",
+            "convert that part of the model by hand (e.g. strings to indices before the network)",
+        )
+    if value.shape is not None and not all(isinstance(d, int) for d in value.shape):
+        report(
+            "dynamic-shape",
+            f"input {value.name} has symbolic dimensions {list(value.shape)}; "
+            "reshape targets and sizes are written as the graph records them",
+            "check the generated model with the input sizes you will use",
+            severity="warning",
+        )
 
 
 def _check_outputs_computed(program: Program) -> None:
