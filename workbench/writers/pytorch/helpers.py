@@ -1,44 +1,14 @@
 """Functions a generated ``model.py`` carries for ONNX ops PyTorch has no exact built-in for.
 
+``resize`` is ONNX Resize (opsets 10 to 19, and Upsample) in every mode, coordinate
+transformation and option; ``average_pool`` is ONNX AveragePool for windows
+``nn.AvgPool`` cannot hold. Their docstrings state the math.
+
 The PyTorch writer copies the source of the functions a model needs into its
-``model.py`` (``helper_source``), so the generated file still depends on torch
-alone; here they are ordinary functions, linted, typed and tested like the rest
-of the package. Written by hand: no library computes these ops exactly as ONNX
-defines them in PyTorch.
-
-``resize`` is ONNX Resize (opsets 10 to 19; Upsample) for every mode, coordinate
-transformation and option. Resizing is separable, so it is done one axis at a
-time. Along an axis of ``n_in`` samples resized to ``n_out`` by ``scale``, output
-sample ``x`` reads the input at ``x_original``, as the coordinate transformation
-maps it (``w = scale * n_in`` is the fractional target length):
-
-* ``half_pixel``: ``(x + 0.5) / scale - 0.5``; ``pytorch_half_pixel`` the same, or 0
-  when ``n_out`` is 1; ``half_pixel_symmetric`` shifts it by ``n_in / 2 * (1 - n_out / w)``;
-* ``align_corners``: ``x * (n_in - 1) / (w - 1)`` (0 when ``w`` is 1);
-* ``asymmetric``: ``x / scale``; ``tf_half_pixel_for_nn``: ``(x + 0.5) / scale``;
-* ``tf_crop_and_resize``: ``start * (n_in - 1) + x * (end - start) * (n_in - 1) / (w - 1)``
-  for the region ``[start, end]``, and ``extrapolation`` where that falls outside the input.
-
-``nearest`` reads the sample ``x_original`` rounds to (``round_prefer_floor``,
-``round_prefer_ceil``, ``floor``, ``ceil``; before opset 11 ``simple``: down when
-enlarging, up when shrinking). ``linear`` and ``cubic`` weigh the samples around it
-with the triangle ``1 - |d|`` or the cubic kernel of coefficient ``a`` (Keys, 1981)
-at distance ``d``; ``antialias`` stretches the kernel by ``1 / scale`` when shrinking
-and normalizes the weights; ``exclude_outside`` drops the weights of samples beyond
-the edges and renormalizes. Samples beyond the edges repeat the edge sample.
-Scales and regions are the float32 values the model holds; sizes, scales computed from sizes and
-coordinates are evaluated in float64, as ONNX's reference implementation and shape
-inference evaluate them (onnxruntime rounds them to float32, and so differs when
-``in * scale`` falls just below an integer, in the output size and in the sample a
-coordinate rounds to).
-
-``average_pool`` is ONNX AveragePool for what ``nn.AvgPool`` cannot hold: dilated
-windows, pads that differ at the two ends or exceed half the kernel, with padded
-zeros counted or not. The pooled value is ``sum(window) / count(window)``: the
-window's sum over the input padded with zeros, divided by the same sum over a
-mask that is 1 where a sample counts (the input, and the pads when
-``count_include_pad``) and 0 elsewhere, including the end cells a ceil-mode last
-window reaches beyond the pads, which ONNX never counts.
+``model.py`` (``helper_source``), so the generated file depends on torch alone and
+reads on its own (annotations use builtins and torch only); here they are ordinary
+functions, linted, typed and tested with the rest of the package. Written by hand:
+no library computes these ops in PyTorch as ONNX defines them.
 """
 
 from __future__ import annotations
@@ -56,7 +26,7 @@ def _resize_float32(value: float) -> float:
     return float(torch.tensor(value, dtype=torch.float32))
 
 
-def _resize_values(values: Any) -> list[float] | None:
+def _resize_values(values: torch.Tensor | list[float] | list[int] | None) -> list[float] | None:
     """A parameter given as a tensor, a sequence or nothing, as a list (None when empty)."""
     if values is None:
         return None
@@ -85,7 +55,7 @@ def _resize_targets(
 
 
 def _resize_coordinates(n_out: int, n_in: int, scale: float, transform: str, start: float, end: float) -> torch.Tensor:
-    """``x_original`` of every output sample along one axis (see the module docstring)."""
+    """``x_original`` of every output sample along one axis (see ``resize``)."""
     x = torch.arange(n_out, dtype=torch.float64)
     width = scale * n_in
     if transform == "align_corners":
@@ -185,11 +155,11 @@ def _resize_axis(
 
 def resize(
     x: torch.Tensor,
-    roi: Any = None,
-    scales: Any = None,
-    sizes: Any = None,
+    roi: torch.Tensor | list[float] | None = None,
+    scales: torch.Tensor | list[float] | None = None,
+    sizes: torch.Tensor | list[int] | None = None,
     *,
-    axes: Sequence[int] | None = None,
+    axes: tuple[int, ...] | None = None,
     mode: str = "nearest",
     transform: str = "half_pixel",
     nearest: str = "round_prefer_floor",
@@ -200,7 +170,39 @@ def resize(
     aspect: str = "stretch",
 ) -> torch.Tensor:
     """ONNX Resize of ``x``: ``roi``, ``scales`` and ``sizes`` as the op's inputs (tensors
-    or lists, one entry per axis in ``axes``), the op's attributes as keywords."""
+    or lists, one entry per axis in ``axes``, default all), its attributes as keywords.
+
+    The output length of an axis is ``sizes``, or ``floor(n_in * scale)`` (a region of
+    interest left out, as onnxruntime and ONNX's reference implementation leave it out);
+    with ``keep_aspect_ratio_policy`` (``aspect``) one scale, the smallest
+    (``not_larger``) or largest (``not_smaller``) of ``size / n_in``, gives
+    ``round(n_in * scale)``. Resizing is separable: one axis at a time. Output sample
+    ``x`` of an axis reads the input at ``x_original`` (``w = scale * n_in``, the
+    fractional target length; ``scale = n_out / n_in`` when sizes are given):
+
+    * ``half_pixel``: ``(x + 0.5) / scale - 0.5``; ``pytorch_half_pixel`` the same, or 0
+      when ``n_out`` is 1; ``half_pixel_symmetric`` that plus ``n_in / 2 * (1 - n_out / w)``;
+    * ``align_corners``: ``x * (n_in - 1) / (w - 1)``, 0 when ``w`` is 1 (onnxruntime
+      divides by ``n_out - 1`` instead, which differs when ``w`` is not whole);
+    * ``asymmetric``: ``x / scale``; ``tf_half_pixel_for_nn``: ``(x + 0.5) / scale``;
+    * ``tf_crop_and_resize``: ``start * (n_in - 1) + x * (end - start) * (n_in - 1) / (w - 1)``
+      for the region ``[start, end]``, and ``extrapolation`` where that lies outside
+      ``[0, n_in - 1]``.
+
+    ``nearest`` reads the sample ``x_original`` rounds to (``round_prefer_floor``,
+    ``round_prefer_ceil``, ``floor``, ``ceil``; ``simple``, Resize-10 and Upsample:
+    down when enlarging, up when shrinking). ``linear`` and ``cubic`` weigh the samples
+    ``i`` around it by the triangle ``1 - |d|`` or Keys' cubic kernel of coefficient
+    ``a`` at ``d = i - x_original``; ``antialias`` stretches the kernel by ``1 / scale``
+    when shrinking (``d * scale``, more samples) and normalizes the weights;
+    ``exclude_outside`` drops the weights of samples beyond the edges and renormalizes.
+    A sample beyond an edge reads the edge sample.
+
+    Scales and regions are taken as the float32 values a model holds; output sizes
+    and coordinates are computed in float64, as ONNX's reference implementation and
+    shape inference compute them (onnxruntime computes in float32, and so differs
+    where ``n_in * scale`` falls just below a whole number).
+    """
     rank = x.dim()
     resized = [axis % rank for axis in axes] if axes is not None else list(range(rank))
     in_sizes = [int(x.shape[axis]) for axis in resized]
@@ -227,16 +229,31 @@ def resize(
 
 def average_pool(
     x: torch.Tensor,
-    kernel: Sequence[int],
-    strides: Sequence[int],
-    dilations: Sequence[int],
-    begins: Sequence[int],
-    ends: Sequence[int],
+    kernel: tuple[int, ...],
+    strides: tuple[int, ...] | None = None,
+    dilations: tuple[int, ...] | None = None,
+    begins: tuple[int, ...] | None = None,
+    ends: tuple[int, ...] | None = None,
     ceil_mode: bool = False,
     count_include_pad: bool = False,
 ) -> torch.Tensor:
-    """ONNX AveragePool over the trailing ``len(kernel)`` axes of ``x`` (see the module docstring)."""
+    """ONNX AveragePool over the trailing ``len(kernel)`` axes of ``x``, for windows
+    ``nn.AvgPool`` cannot hold (dilated, or padded unequally or beyond half the kernel).
+
+    Each output is ``sum(window) / count(window)``: the window's sum over the input
+    padded with zeros (``begins`` / ``ends`` per axis, strides 1 and no dilation by
+    default), divided by the same sum over a mask that is 1 where a cell counts (the
+    input, and the pads when ``count_include_pad``) and 0 elsewhere. With
+    ``ceil_mode`` the output length is ``ceil((n + begin + end - reach) / stride) + 1``
+    (``reach = (kernel - 1) * dilation + 1``), less one when the last window would start
+    beyond the input and its begin pad; the cells that window reaches beyond the end
+    pad are zeros of both sums, never counted.
+    """
     spatial = len(kernel)
+    strides = strides or (1,) * spatial
+    dilations = dilations or (1,) * spatial
+    begins = begins or (0,) * spatial
+    ends = ends or (0,) * spatial
     sizes = x.shape[x.dim() - spatial :]
     beyond = []
     for size, k, s, d, begin, end in zip(sizes, kernel, strides, dilations, begins, ends):

@@ -101,14 +101,21 @@ def _pool(ctx: TorchNodeContext, kind: str) -> None:
 
 
 def _average_pool(ctx: TorchNodeContext, found: Window, ceil: bool, include_pad: bool) -> None:
-    """``average_pool(x, kernel, strides, dilations, begins, ends, ...)``: ONNX's definition written out."""
+    """``average_pool(x, kernel, ...)``: ONNX's definition written out, non-defaults as keywords."""
     arguments: dict[str, Expr] = {}
+    for name, values, default in (
+        ("strides", found.strides, 1),
+        ("dilations", found.dilations, 1),
+        ("begins", found.begins, 0),
+        ("ends", found.ends, 0),
+    ):
+        if any(value != default for value in values):
+            arguments[name] = ints(values)
     if ceil:
         arguments["ceil_mode"] = "True"
     if include_pad:
         arguments["count_include_pad"] = "True"
-    windows = (found.kernel, found.strides, found.dilations, found.begins, found.ends)
-    ctx.assign(call(ctx.helper("average_pool"), ctx.x(0), *(ints(values) for values in windows), **arguments))
+    ctx.assign(call(ctx.helper("average_pool"), ctx.x(0), ints(found.kernel), **arguments))
 
 
 def _pool_arguments(

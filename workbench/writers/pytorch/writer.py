@@ -192,7 +192,6 @@ def render_source(program: Program, model: Model, title: str) -> tuple[str, dict
         "    model = Model()",
         '    model.load_state_dict(torch.load("weights.pt", weights_only=True))',
         '"""',
-        *(["from __future__ import annotations", ""] if helpers else []),
         "import torch",
         "from torch import nn",
     ]
