@@ -205,6 +205,6 @@ def test_an_output_the_generated_code_leaves_out_is_reported(tmp_path: Path, mon
     monkeypatch.setattr(
         program.EMITTERS, "get", lambda op, version=None: (lambda ctx: None) if op == "Relu" else lookup(op, version)
     )
-    with pytest.raises(UnsupportedError, match="graph output y is not computed"):
+    with pytest.raises(UnsupportedError, match="output y of Relu is not computed"):
         write_pytorch(read_onnx(tmp_path / "m.onnx"), tmp_path / "out")
     assert not (tmp_path / "out").exists()

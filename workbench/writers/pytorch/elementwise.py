@@ -2,6 +2,8 @@
 
 ONNX broadcasting is NumPy's, as is PyTorch's, so a binary op is the operator
 itself; a one-element constant operand is written as a number (``x * 0.5``).
+Before opset 7, ``broadcast = 1`` with ``axis`` aligned B with A from ``axis`` on;
+where that is not NumPy's alignment (A's last axes) the node is refused.
 Unsigned integers wider than 8 bits are refused: PyTorch stores them but has
 almost no CPU kernels for them. ONNX ``Div`` of integers truncates towards zero, which PyTorch spells
 ``torch.div(a, b, rounding_mode="trunc")``; ``Pow`` keeps the base's type, where
@@ -75,7 +77,25 @@ def _computable(ctx: TorchNodeContext) -> bool:
 
 
 def _binary(ctx: TorchNodeContext) -> tuple[str, str]:
-    return ctx.operand(0, 1), ctx.operand(1, 0)
+    return ctx.operand(0, 1), _legacy_broadcast(ctx, ctx.operand(1, 0))
+
+
+def _legacy_broadcast(ctx: TorchNodeContext, right: str) -> str:
+    """Before opset 7, ``broadcast = 1`` with ``axis`` lines B up with A's axes from
+    ``axis`` on; NumPy lines it up with A's last axes. Where the two differ the node is
+    refused: no runtime at hand runs these opsets to check a rewritten form against."""
+    axis = ctx.attr("axis", None) if ctx.opset < 7 and ctx.attr("broadcast", 0) else None
+    constant = ctx.const(1)
+    if axis is None or (constant is not None and constant.size == 1):
+        return right
+    rank, other = ctx.rank(0), ctx.rank(1)
+    if rank is None or other is None or rank - (int(axis) % rank) - other != 0:
+        ctx.unsupported(
+            f"{ctx.node.op_type} (opset {ctx.opset}) broadcasting B along axis {axis} of A, "
+            "which NumPy-style broadcasting does not line up the same way",
+            "re-export the model with opset 7 or later",
+        )
+    return right
 
 
 @EMITTERS.register(*_OPERATORS)
@@ -115,7 +135,7 @@ def emit_binary_function(ctx: TorchNodeContext) -> None:
     if not _computable(ctx):
         return
     left = ctx.x(0)
-    right = ctx.operand(1, 0) if ctx.node.op_type == "Pow" else ctx.x(1)
+    right = _legacy_broadcast(ctx, ctx.operand(1, 0)) if ctx.node.op_type == "Pow" else ctx.x(1)
     result = call(_FUNCTIONS[ctx.node.op_type], left, right)
     base, exponent = ctx.dtype(0), ctx.dtype(1)
     if ctx.node.op_type == "Pow" and base is not None and exponent is not None and base != exponent:

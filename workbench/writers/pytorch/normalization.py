@@ -78,6 +78,12 @@ def _reduced_axes(ctx: TorchNodeContext, first: int) -> Expr | None:
 @EMITTERS.register("BatchNormalization")
 def emit_batch_norm(ctx: TorchNodeContext) -> None:
     """nn.BatchNorm1d/2d/3d(channels, eps); F.batch_norm for statistics computed at run time; training mode written out"""
+    if not ctx.attr("spatial", 1):
+        ctx.unsupported(
+            f"BatchNormalization (opset {ctx.opset}) with spatial=0: statistics per activation",
+            "flatten the input to (N, C * D1 * ...) before the BatchNormalization, as ONNX advises",
+        )
+        return
     if ctx.attr("training_mode", 0):
         _training_batch_norm(ctx)
         return

@@ -341,10 +341,16 @@ def emit_expand(ctx: TorchNodeContext) -> None:
 
 @EMITTERS.register("Tile")
 def emit_tile(ctx: TorchNodeContext) -> None:
-    """x.repeat(...)"""
-    repeats = ctx.param("repeats") if ctx.require_constants("repeats") else None
-    if repeats is not None:
-        ctx.assign(call(f"{ctx.x(0)}.repeat", *(str(int(r)) for r in repeats.reshape(-1))))
+    """x.repeat(...) (repeats computed at run time: their .tolist())"""
+    index = opsets.input_index(ctx.schema, "repeats")
+    if index is None:
+        ctx.unsupported(f"Tile (opset {ctx.opset}) with tiles and axis inputs", "re-export with opset 6 or later")
+        return
+    repeats = ctx.const(index)
+    if repeats is None:
+        ctx.assign(call(f"{ctx.x(0)}.repeat", f"*{ctx.x(index)}.tolist()"))
+        return
+    ctx.assign(call(f"{ctx.x(0)}.repeat", *(str(int(r)) for r in repeats.reshape(-1))))
 
 
 def _blocks_in_channel_order(block: int, source: str, *, inward: bool) -> str:

@@ -46,8 +46,6 @@ def build_program(model: Model) -> Program:
     for node in working.graph:
         if id(node) not in program.absorbed:
             _emit(TorchNodeContext(program, node))
-    if not errors_of(program.problems):
-        _check_outputs_computed(program)
     return program
 
 
@@ -70,24 +68,6 @@ def _check_input(program: Program, value: ir.Value) -> None:
         )
 
 
-def _check_outputs_computed(program: Program) -> None:
-    """Every graph output must be computed by the forward code (a converter that leaves
-    an output unassigned would otherwise give a NameError only when the model runs)."""
-    for value in program.graph.outputs:
-        if id(value) in program.defined or value.is_graph_input() or constant(value) is not None:
-            continue
-        producer = value.producer()
-        ConverterContext(
-            program.problems,
-            name=producer.name or "" if producer is not None else "",
-            op_type=producer.op_type if producer is not None else "",
-        ).problem(
-            "unsupported-attribute",
-            f"graph output {value.name} is not computed by the generated code",
-            "report this model: the writer's converter for this op leaves the output out",
-        )
-
-
 def _emit(ctx: TorchNodeContext) -> None:
     emitter = ctx.converter(EMITTERS, TARGET)
     if emitter is None:
@@ -102,6 +82,21 @@ def _emit(ctx: TorchNodeContext) -> None:
             f"{ctx.node.op_type} node does not follow the ONNX operator spec ({error})",
             "check the model with onnx.checker.check_model(model, full_check=True)",
         )
+        return
+    if ctx.ok:
+        _check_outputs_computed(ctx)
+
+
+def _check_outputs_computed(ctx: TorchNodeContext) -> None:
+    """Every output something reads must be computed by the node's code (an emitter
+    that leaves one out would otherwise give a NameError only when the model runs)."""
+    for index, value in enumerate(ctx.nodes[-1].outputs):
+        if ctx.output_used(index) and id(value) not in ctx.program.defined and constant(value) is None:
+            ctx.problem(
+                "unsupported-attribute",
+                f"output {value.name} of {ctx.node.op_type} is not computed by the generated code",
+                "convert this op by hand: the writer has no form for this use of it",
+            )
 
 
 def find_problems(model: Model) -> list[Problem]:
