@@ -740,6 +740,9 @@ CASES += [
         ),
     ),
     case(
+        "tile_repeats_computed_at_run_time", one("Tile", [X, Fed(ints(1, 2, 1, 3))], expect="x0.repeat(*x1.tolist())")
+    ),
+    case(
         "upsample_opset9_linear_fractional",
         one("Upsample", [X, np.array([1, 1, 1.5, 2.5], F32)], mode="linear", opset=9),
     ),
@@ -889,3 +892,19 @@ def test_a_node_missing_a_required_attribute_is_reported_not_raised(tmp_path: Pa
         write_pytorch(model, tmp_path / "out")
     (problem,) = raised.value.problems
     assert (problem.op_type, problem.kind) == ("LRN", "malformed-node")
+
+
+REFUSED = [
+    ("add_opset6_axis_broadcast", one("Add", [(2, 3, 4, 5), (3, 4)], opset=6, broadcast=1, axis=1), "along axis 1"),
+    ("batchnorm_per_activation", one("BatchNormalization", [X, *[weights(3)] * 4], opset=7, spatial=0), "spatial=0"),
+    ("tile_opset1", one("Tile", [X, ints(2), ints(1)], opset=1), "tiles and axis"),
+    ("maxpool_indices", one("MaxPool", [X], outputs=2, kernel_shape=[2, 2]), "indices output"),
+    ("add_uint32", one("Add", [Fed(np.ones(3, np.uint32)), Fed(np.ones(3, np.uint32))]), "no CPU arithmetic"),
+]
+
+
+@pytest.mark.parametrize("spec, message", [(c, m) for _, c, m in REFUSED], ids=[i for i, _, _ in REFUSED])
+def test_what_pytorch_would_compute_otherwise_is_refused(spec: Case, message: str, tmp_path: Path) -> None:
+    model = build(spec, tmp_path / "case.onnx")
+    with pytest.raises(UnsupportedError, match=message):
+        write_pytorch(model, tmp_path / "out")
