@@ -28,16 +28,23 @@ from workbench.writers.pytorch.helpers import HELPERS, average_pool, resize
 RNG = np.random.default_rng(0)
 
 
-def _onnxruntime(node: onnx.NodeProto, x: np.ndarray, initializers: dict[str, np.ndarray], opset: int) -> np.ndarray:
+def _model(
+    nodes: list[onnx.NodeProto], shape: tuple[int, ...], initializers: dict[str, np.ndarray], opset: int
+) -> onnx.ModelProto:
+    """``nodes`` from graph input ``x`` of ``shape`` to output ``y``."""
     graph = helper.make_graph(
-        [node],
-        "grid",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+        nodes,
+        "helpers",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [onnx.numpy_helper.from_array(array, name) for name, array in initializers.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
+    return model
+
+
+def _onnxruntime(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, {"x": x})[0]
 
@@ -70,7 +77,7 @@ def test_resize_matches_onnxruntime(mode: str, transform: str, rounding: str, op
             nearest_mode=rounding,
             **options,
         )
-        expected = _onnxruntime(node, x, {"scales": scales}, 19)
+        expected = _onnxruntime(_model([node], x.shape, {"scales": scales}, 19), x)
         got = resize(
             torch.from_numpy(x),
             scales=scales.tolist(),
@@ -100,7 +107,7 @@ def test_resize_tf_crop_and_resize_with_axes_and_extrapolation() -> None:
         axes=[3, 2],
         extrapolation_value=-2.0,
     )
-    expected = _onnxruntime(node, x, {"roi": roi, "scales": scales}, 19)
+    expected = _onnxruntime(_model([node], x.shape, {"roi": roi, "scales": scales}, 19), x)
     got = resize(
         torch.from_numpy(x),
         roi=torch.from_numpy(roi),
@@ -145,7 +152,7 @@ def test_average_pool_matches_onnxruntime(shape, k, s, d, pads, ceil, counted) -
         count_include_pad=counted,
     )
     x = RNG.standard_normal(shape).astype(np.float32)
-    expected = _onnxruntime(node, x, {}, 19)
+    expected = _onnxruntime(_model([node], x.shape, {}, 19), x)
     got = average_pool(
         torch.from_numpy(x),
         (k,) * spatial,
@@ -166,15 +173,7 @@ def test_generated_source_carries_only_the_helpers_it_calls(tmp_path: Path) -> N
         helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[3, 3], pads=[0, 0, 1, 1]),
         helper.make_node("Resize", ["p", "", "s"], ["y"], mode="linear", coordinate_transformation_mode="asymmetric"),
     ]
-    graph = helper.make_graph(
-        nodes,
-        "helpers",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 2, 6, 6))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [onnx.numpy_helper.from_array(np.array([1, 1, 1.5, 2], np.float32), "s")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    model.ir_version = 8
+    model = _model(nodes, (1, 2, 6, 6), {"s": np.array([1, 1, 1.5, 2], np.float32)}, 19)
     onnx.save(model, tmp_path / "m.onnx")
     write_pytorch(read_onnx(tmp_path / "m.onnx"), tmp_path / "out")
     source = (tmp_path / "out" / "model.py").read_text()
@@ -185,20 +184,12 @@ def test_generated_source_carries_only_the_helpers_it_calls(tmp_path: Path) -> N
     x = RNG.standard_normal((1, 2, 6, 6)).astype(np.float32)
     with torch.no_grad():
         got = load_torch_folder(tmp_path / "out")(torch.from_numpy(x)).numpy()
-    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
     # generated PyTorch vs onnxruntime, float32: atol 1e-5
-    np.testing.assert_allclose(got, expected[0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, _onnxruntime(model, x), rtol=0, atol=1e-5)
 
 
 def test_an_output_the_generated_code_leaves_out_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"], name="relu")],
-        "unassigned",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 2))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
+    model = _model([helper.make_node("Relu", ["x"], ["y"], name="relu")], (1, 2), {}, 17)
     onnx.save(model, tmp_path / "m.onnx")
     lookup = program.EMITTERS.get
     # a converter that writes nothing for its node
