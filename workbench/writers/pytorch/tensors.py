@@ -121,8 +121,7 @@ def emit_reshape(ctx: TorchNodeContext) -> None:
 
 @EMITTERS.register("Flatten")
 def emit_flatten(ctx: TorchNodeContext) -> None:
-    """nn.Flatten() for axis 1 (torch.flatten inside a larger layer); reshape /
-    torch.flatten for other axes"""
+    """nn.Flatten() for axis 1 (torch.flatten inside a larger layer), reshape or torch.flatten for other axes"""
     axis = _axis(ctx, int(ctx.attr("axis", 1)), ctx.rank(0))
     if axis is None:
         return
