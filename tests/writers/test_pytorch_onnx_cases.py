@@ -52,10 +52,7 @@ RANDOM = {
     "test_training_dropout_mask",
 }
 # cases the writer refuses, and why (each refusal is a check error naming the op)
-REFUSED = {
-    "test_maxpool_with_argmax_2d_precomputed_pads": "MaxPool's indices output",
-    "test_maxpool_with_argmax_2d_precomputed_strides": "MaxPool's indices output",
-}
+REFUSED: dict[str, str] = {}
 
 
 def _cases() -> list:

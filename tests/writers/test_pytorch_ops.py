@@ -898,7 +898,6 @@ REFUSED = [
     ("add_opset6_axis_broadcast", one("Add", [(2, 3, 4, 5), (3, 4)], opset=6, broadcast=1, axis=1), "along axis 1"),
     ("batchnorm_per_activation", one("BatchNormalization", [X, *[weights(3)] * 4], opset=7, spatial=0), "spatial=0"),
     ("tile_opset1", one("Tile", [X, ints(2), ints(1)], opset=1), "tiles and axis"),
-    ("maxpool_indices", one("MaxPool", [X], outputs=2, kernel_shape=[2, 2]), "indices output"),
     ("add_uint32", one("Add", [Fed(np.ones(3, np.uint32)), Fed(np.ones(3, np.uint32))]), "no CPU arithmetic"),
 ]
 
@@ -908,3 +907,37 @@ def test_what_pytorch_would_compute_otherwise_is_refused(spec: Case, message: st
     model = build(spec, tmp_path / "case.onnx")
     with pytest.raises(UnsupportedError, match=message):
         write_pytorch(model, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "shape, attributes",
+    [
+        ((2, 3, 7, 6), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+        ((1, 2, 7, 6), {"kernel_shape": [2, 3], "strides": [2, 1], "pads": [0, 1, 1, 0], "storage_order": 1}),
+        ((1, 2, 5, 6, 7), {"kernel_shape": [2, 2, 3], "strides": [2, 2, 2], "dilations": [1, 2, 1], "ceil_mode": 1}),
+    ],
+    ids=["2d-padded", "2d-column-major-asymmetric-pads", "3d-dilated-ceil"],
+)
+def test_max_pool_indices_match_onnxruntime(shape: tuple[int, ...], attributes: dict, tmp_path: Path) -> None:
+    node = helper.make_node("MaxPool", ["x0"], ["y", "indices"], **attributes)
+    graph = helper.make_graph(
+        [node],
+        "indices",
+        [helper.make_tensor_value_info("x0", TensorProto.FLOAT, shape)],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("indices", TensorProto.INT64, None),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save(proto, tmp_path / "indices.onnx")
+    model = read_onnx(tmp_path / "indices.onnx")
+    write_pytorch(model, tmp_path / "out")
+    x = RNG.standard_normal(shape).astype(np.float32)
+    expected = list(OnnxRuntimeRunner(model).run([x]).values())
+    with torch.no_grad():
+        actual = [t.numpy() for t in load_torch_folder(tmp_path / "out")(torch.from_numpy(x))]
+    # values exact (a max), indices equal: both pick the same cell (random data, no ties)
+    np.testing.assert_array_equal(actual[0], expected[0])
+    np.testing.assert_array_equal(actual[1], expected[1])

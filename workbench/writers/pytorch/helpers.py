@@ -2,7 +2,8 @@
 
 ``resize`` is ONNX Resize (opsets 10 to 19, and Upsample) in every mode, coordinate
 transformation and option; ``average_pool`` is ONNX AveragePool for windows
-``nn.AvgPool`` cannot hold. Their docstrings state the math.
+``nn.AvgPool`` cannot hold; ``max_pool_indices`` numbers MaxPool's selected cells
+as ONNX does. Their docstrings state the math.
 
 The PyTorch writer copies the source of the functions a model needs into its
 ``model.py`` (``helper_source``), so the generated file depends on torch alone and
@@ -277,6 +278,38 @@ def average_pool(
     return total.sum(window_axes) / mask.sum(window_axes)
 
 
+def max_pool_indices(
+    indices: torch.Tensor,
+    sizes: tuple[int, ...],
+    storage_order: int = 0,
+    padded: tuple[int, ...] | None = None,
+    begins: tuple[int, ...] | None = None,
+) -> torch.Tensor:
+    """ONNX MaxPool's ``Indices`` from ``nn.MaxPool``'s ``return_indices``.
+
+    PyTorch numbers the cell each window selected within its (sample, channel) plane,
+    row-major over the plane it pooled (``padded``, an input ``F.pad`` gave ``begins``
+    more cells at the start of each axis; else the input, of spatial ``sizes``). ONNX
+    numbers it over the whole input: ``(n * C + c) * prod(sizes)`` plus its place in
+    the plane, row-major (``storage_order`` 0) or column-major (1, first axis fastest).
+    """
+    spatial = len(sizes)
+    rest = indices
+    coordinates: list[torch.Tensor] = []
+    for size, begin in reversed(list(zip(padded or sizes, begins or (0,) * spatial))):
+        coordinates.insert(0, rest % size - begin)
+        rest = rest // size
+    axes = range(spatial - 1, -1, -1) if storage_order else range(spatial)
+    place = torch.zeros_like(indices)
+    for axis in axes:
+        place = place * sizes[axis] + coordinates[axis]
+    planes = torch.arange(indices.shape[0] * indices.shape[1]).reshape(indices.shape[:2] + (1,) * spatial)
+    cells = 1
+    for size in sizes:
+        cells *= size
+    return planes * cells + place
+
+
 # the helpers a generated model may call -> the functions its model.py needs, in order
 HELPERS: dict[str, tuple[Callable[..., Any], ...]] = {
     "resize": (
@@ -291,6 +324,7 @@ HELPERS: dict[str, tuple[Callable[..., Any], ...]] = {
         resize,
     ),
     "average_pool": (average_pool,),
+    "max_pool_indices": (max_pool_indices,),
 }
 
 

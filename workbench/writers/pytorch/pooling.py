@@ -14,7 +14,9 @@ when the padding is not counted or with ``ceil_mode``) calls ``average_pool``, a
 function ``model.py`` carries that divides each window's sum by its count of
 counted cells (``helpers.average_pool``, where the math is stated).
 ONNX's ``count_include_pad`` defaults to 0, PyTorch's to True, so it is always
-written when pads are present. Global pooling is adaptive pooling to size 1.
+written when pads are present. Global pooling is adaptive pooling to size 1. MaxPool's ``Indices`` output
+(row-major, or column-major with ``storage_order``, over the whole input tensor)
+is PyTorch's ``return_indices`` renumbered by ``max_pool_indices``.
 """
 
 from __future__ import annotations
@@ -44,8 +46,6 @@ def _pool_window(ctx: TorchNodeContext) -> Window | None:
         return None
     if found.spatial not in (1, 2, 3):
         ctx.unsupported(f"{ctx.node.op_type} with a {found.spatial}-d kernel; PyTorch pools 1-d to 3-d")
-    elif len(ctx.node.outputs) > 1 and ctx.output_used(1):
-        ctx.unsupported("MaxPool's indices output is used", "the generated model computes values only")
     return found if ctx.ok else None
 
 
@@ -96,8 +96,27 @@ def _pool(ctx: TorchNodeContext, kind: str) -> None:
         pads = ints(torch_pad_order(found.begins, ends))
         source = ctx.temporary(call("F.pad", source, pads, **fill), f"{source}_padded")
         padding, ceil = (0,) * found.spatial, False
-    layer = call(f"nn.{kind}Pool{found.spatial}d", **_pool_arguments(kind, found, padding, ceil, include_pad))
+    arguments = _pool_arguments(kind, found, padding, ceil, include_pad)
+    if kind == "Max" and ctx.output_used(1):
+        _max_pool_with_indices(ctx, found, arguments, source)
+        return
+    layer = call(f"nn.{kind}Pool{found.spatial}d", **arguments)
     ctx.assign(call(ctx.module(layer), source))
+
+
+def _max_pool_with_indices(ctx: TorchNodeContext, found: Window, arguments: dict[str, Expr], source: str) -> None:
+    """Values and ONNX's Indices: nn.MaxPool's return_indices renumbered by ``max_pool_indices``."""
+    layer = call(f"nn.MaxPool{found.spatial}d", **arguments, return_indices="True")
+    pooled = ctx.temporary(call(ctx.module(layer), source), "pooled")
+    ctx.assign(f"{pooled}[0]")
+    renumbering: dict[str, Expr] = {}
+    if ctx.attr("storage_order", 0):
+        renumbering["storage_order"] = "1"
+    if source != ctx.x(0):  # pooled after an F.pad
+        renumbering["padded"] = f"{source}.shape[2:]"
+        renumbering["begins"] = ints(found.begins)
+    sizes = f"{ctx.x(0)}.shape[2:]"
+    ctx.assign(call(ctx.helper("max_pool_indices"), f"{pooled}[1]", sizes, **renumbering), 1)
 
 
 def _average_pool(ctx: TorchNodeContext, found: Window, ceil: bool, include_pad: bool) -> None:
@@ -138,7 +157,7 @@ def _pool_arguments(
 
 @EMITTERS.register("MaxPool")
 def emit_max_pool(ctx: TorchNodeContext) -> None:
-    """nn.MaxPool1d/2d/3d (pads PyTorch cannot apply: F.pad with -inf first)"""
+    """nn.MaxPool1d/2d/3d (pads PyTorch cannot apply: F.pad with -inf first); Indices renumbered as ONNX numbers them"""
     _pool(ctx, "Max")
 
 
