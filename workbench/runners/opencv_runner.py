@@ -117,6 +117,13 @@ class OpenCVCaffeRunner(Runner):
         """The blobs and parameters of the layer ``name``, by ONNX names (``caffe_net``)."""
         return self.declared.layer_constants(name)
 
+    @property
+    def output_layers(self) -> dict[str, str]:
+        """Output blob -> the ``run_layers`` name of the layer that writes it last (the
+        top's own name for a layer with several tops)."""
+        layers = {layer.name: layer for layer in self._layers}
+        return {top: layer if len(layers[layer].tops) == 1 else top for top, (layer, _) in self._outputs.items()}
+
     def _feed(self, inputs: Inputs) -> None:
         if not isinstance(inputs, Mapping):
             inputs = dict(zip(self.input_names, inputs))
