@@ -154,6 +154,12 @@ def _read_inputs(path: str | None) -> dict[str, np.ndarray] | list[np.ndarray] |
 def run_compare(args: argparse.Namespace) -> int:
     from .steps.compare import compare
 
+    if args.input is not None and args.input_shape is not None:
+        raise InputError(
+            "--input and --input-shape both say what to compare on",
+            found=f"--input {args.input} --input-shape {args.input_shape}",
+            remedy="give one of them",
+        )
     start = time.perf_counter()
     comparison = compare(
         list(args.sources),

@@ -47,6 +47,17 @@ def _as_runner(artifact: Any) -> Runner:
     return open_runner(artifact)
 
 
+def _tell_apart(reference: Runner, ref_given: Any, candidate: Runner, cand_given: Any) -> None:
+    """Two copies of one model in other folders (a Caffe file against an edited copy) are
+    described by their paths as given, not by the same file names twice."""
+    if _describe(reference) != _describe(candidate):
+        return
+    for runner, given in ((reference, ref_given), (candidate, cand_given)):
+        paths = given if isinstance(given, (tuple, list)) else [given]
+        if all(isinstance(path, (str, Path)) for path in paths):
+            runner.description = " + ".join(str(path) for path in paths)
+
+
 def _describe(runner: Runner) -> str:
     """Which files or model, in which runtime: ``net.prototxt + net.caffemodel (opencv)``."""
     return f"{runner.description or runner.name} ({runner.name})"
@@ -159,6 +170,7 @@ def compare(
     """
     start = time.perf_counter()
     ref_runner, cand_runner = _as_runner(reference), _as_runner(candidate)
+    _tell_apart(ref_runner, reference, cand_runner, candidate)
     feeds = _feeds(inputs, ref_runner, cand_runner, input_shape)
     result = Comparison(reference=_describe(ref_runner), candidate=_describe(cand_runner), atol=atol, rtol=rtol)
     if per_layer:

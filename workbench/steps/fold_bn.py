@@ -494,12 +494,13 @@ class AffineFolder:
         affine = compose(steps)
         dtype = _stored_dtype(head.inputs[1])
         broadcast = (affine.channels, *[1] * (rank - 2))
-        scale = self.initializer(f"{head.name}.scale", affine.scale.reshape(broadcast).astype(dtype))
-        shift = self.initializer(f"{head.name}.shift", affine.shift.reshape(broadcast).astype(dtype))
         # the Mul takes over the first node's name (that node goes away)
-        mul = ir.Node("", "Mul", [head.inputs[0], scale], name=head.name)
-        add = ir.Node("", "Add", [mul.outputs[0], shift], name=self.node_names.claim(f"{head.name}.shift"))
-        mul.outputs[0].name = self.value_names.claim(f"{head.name}.scaled")
+        name = head.name or self.node_names.claim(head.op_type)
+        scale = self.initializer(f"{name}.scale", affine.scale.reshape(broadcast).astype(dtype))
+        shift = self.initializer(f"{name}.shift", affine.shift.reshape(broadcast).astype(dtype))
+        mul = ir.Node("", "Mul", [head.inputs[0], scale], name=name)
+        add = ir.Node("", "Add", [mul.outputs[0], shift], name=self.node_names.claim(f"{name}.shift"))
+        mul.outputs[0].name = self.value_names.claim(f"{name}.scaled")
         scale_params = [name for step in steps for name in step.scale_params]
         shift_params = [name for step in steps for name in step.shift_params]
         note = f"{', '.join(step.description for step in steps)} as one per-channel scale: {why}"
