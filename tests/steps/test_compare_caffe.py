@@ -3,7 +3,8 @@
 * no ``--input`` for Caffe against Caffe, ONNX against Caffe and MXNet against Caffe: the
   input shape comes from whichever side fixes it (the prototxt's Input layer);
 * an eps changed in a Caffe copy is diagnosed as eps with both values, whatever the other
-  side is (Caffe, ONNX read from the Caffe files, ONNX exported from PyTorch, MXNet);
+  side is (Caffe, ONNX read from the Caffe files, ONNX exported from PyTorch, generated
+  PyTorch code, MXNet);
 * MXNet's fix_gamma on the Caffe side is still fix_gamma;
 * a broken layer hidden by the final Softmax makes the verdict ``layers differ`` and the
   exit status 1.
@@ -102,6 +103,16 @@ def test_onnx_from_pytorch_against_written_caffe_with_another_eps(tmp_path, caps
     assert code == 1
     _assert_eps(report, 1e-5, 1e-2, "getitem_3")  # the ONNX value of layer1.0.bn1
     assert report["first_divergence"]["layers"] == ["layer1.0.bn1"]
+
+
+def test_generated_pytorch_against_a_caffe_copy_with_another_eps(resnet, tmp_path, capsys) -> None:
+    """The PyTorch side's constants are the generated module's state dict (nn.BatchNorm2d)."""
+    folder = tmp_path / "pytorch"
+    wb.convert(list(resnet), "pytorch", folder)
+    broken = _with_eps(*resnet, tmp_path / "broken", "bn3a_branch1", 1e-2)
+    code, _, report = _compare([str(folder), "--against", *broken], tmp_path, capsys)
+    assert code == 1
+    _assert_eps(report, 1e-5, 1e-2, "bn3a_branch1")
 
 
 @pytest.fixture(scope="module")
