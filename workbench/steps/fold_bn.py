@@ -29,12 +29,12 @@ axis 1 of each group of a ConvTranspose weight ``[Cin, Cout/group, kh, kw]``, on
 the columns of a Gemm/MatMul weight ``[K, N]`` (the rows with ``transB=1``). A
 Gemm's ``beta * C`` is its ``b``; a MatMul becomes a Gemm that takes the new bias.
 
-A chain that cannot be folded (it does not follow a weighted layer, or that layer's
-output has other readers, whose values must not change) becomes one per-channel
-``Mul(x, s) + Add(t)`` with constants shaped ``[C, 1, 1]`` (one 1 per spatial axis),
-the form a Caffe ``Scale`` layer computes, when it holds a BatchNormalization or
-more than one node. Like onnxscript's rewriter, everything left unfolded is
-reported with the reason.
+A BatchNormalization that cannot be folded (it does not follow a weighted layer, or
+that layer's output has other readers, whose values must not change) becomes, with
+the affine nodes after it, one per-channel ``Mul(x, s) + Add(t)`` with constants
+shaped ``[C, 1, 1]`` (one 1 per spatial axis), the form a Caffe ``Scale`` layer
+computes; Mul/Add chains without one stay as they are. Like onnxscript's rewriter,
+everything left unfolded is reported with the reason.
 
 Weights are computed in float64 and stored in the weight's own dtype. The folded
 node keeps the layer's provenance, gains the source layers of every folded node
