@@ -29,7 +29,7 @@ from workbench.steps.simplify import simplify
 ATOL, RTOL = 1e-4, 1e-3  # float32 runtimes against each other
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def artifacts(factory, outdir):
     module = factory()
     x = np.random.default_rng(0).standard_normal(factory.input_shape).astype(np.float32)
