@@ -11,7 +11,7 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper
 
-from workbench import InputError
+from workbench import InputError, WorkbenchError
 from workbench.formats import caffe_pb2
 from workbench.graph import Model, SourceInfo
 from workbench.readers.onnx_reader import annotate_provenance
@@ -124,6 +124,12 @@ def test_missing_inputs_and_files_are_input_errors(written, tmp_path) -> None:
     broken.write_text("layer { name: ")
     with pytest.raises(InputError, match="not a readable Caffe prototxt"):
         OpenCVCaffeRunner(broken, files.path(".caffemodel"))
+
+
+def test_opencv_refusing_inputs_is_a_workbench_error(written) -> None:
+    _, runner, _, _ = written
+    with pytest.raises(WorkbenchError, match="OpenCV DNN could not run"):
+        runner.run({"x": np.zeros((1, 5, 5, 5), np.float32)})  # 5 channels where the convolution takes 3
 
 
 ZOO = Path(__file__).resolve().parents[2] / "data" / "caffe"

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from google.protobuf import text_format
 
-from ..errors import InputError
+from ..errors import InputError, WorkbenchError
 from ..formats import caffe_pb2
 from .base import Inputs, LayerConstants, LayerStream, Runner
 from .caffe_net import CaffeNet
@@ -140,7 +140,15 @@ class OpenCVCaffeRunner(Runner):
 
     def _forward(self, layer_names: list[str]) -> dict[str, list[np.ndarray]]:
         # forwardAndRetrieve gives every output of each named layer, not only the first
-        results = self.net.forwardAndRetrieve(layer_names)
+        try:
+            results = self.net.forwardAndRetrieve(layer_names)
+        except cv2.error as error:
+            raise WorkbenchError(
+                f"OpenCV DNN could not run {self.description}",
+                found=str(error).strip().splitlines()[-1],
+                remedy="check that the inputs match the input blobs' shapes; a layer OpenCV computes "
+                "differently from Caffe is named by `workbench check --to caffe`",
+            ) from error
         return {name: [np.array(blob) for blob in blobs] for name, blobs in zip(layer_names, results)}
 
     def _all_tops(self, layer_name: str) -> list[np.ndarray]:
