@@ -9,7 +9,7 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper
 
-from workbench import InputError
+from workbench import InputError, WorkbenchError
 from workbench.graph import Model, SourceInfo
 from workbench.readers.onnx_reader import annotate_provenance
 from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
@@ -121,3 +121,10 @@ def test_missing_inputs_and_files_are_input_errors(written, tmp_path) -> None:
     broken.write_text("layer { name: ")
     with pytest.raises(InputError, match="not a readable Caffe prototxt"):
         OpenCVCaffeRunner(broken, files.path(".caffemodel"))
+
+
+def test_an_input_opencv_cannot_run_is_one_workbench_error(written) -> None:
+    _, runner, _, _ = written
+    with pytest.raises(WorkbenchError, match="OpenCV DNN cannot run") as raised:
+        runner.run({"x": np.zeros((1, 5, 5, 5), np.float32)})  # 5 channels into a 3-channel convolution
+    assert raised.value.found and raised.value.remedy

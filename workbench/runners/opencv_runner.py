@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from google.protobuf import text_format
 
-from ..errors import InputError
+from ..errors import InputError, WorkbenchError
 from ..formats import caffe_pb2
 from .base import Inputs, LayerStream, Runner
 
@@ -120,7 +120,15 @@ class OpenCVCaffeRunner(Runner):
 
     def _forward(self, layer_names: list[str]) -> dict[str, list[np.ndarray]]:
         # forwardAndRetrieve gives every output of each named layer, not only the first
-        results = self.net.forwardAndRetrieve(layer_names)
+        try:
+            results = self.net.forwardAndRetrieve(layer_names)
+        except cv2.error as error:
+            raise WorkbenchError(
+                f"OpenCV DNN cannot run {self.description}",
+                found=str(error).strip().splitlines()[-1],
+                remedy="check the input shapes against the prototxt's Input layers; a layer OpenCV implements "
+                "differently from Caffe fails here too (run `workbench check` on the source model)",
+            ) from error
         return {name: [np.array(blob) for blob in blobs] for name, blobs in zip(layer_names, results)}
 
     def _all_tops(self, layer_name: str) -> list[np.ndarray]:
