@@ -64,6 +64,13 @@ IMPLICIT = {
         (2, 3, 3, 3),
         dict(strides=[2, 2], output_shape=[10, 9]),
     ),
+    # rows past the full 11 x 11 output: no padding, the rest is output_padding
+    "convtranspose-output-shape-past-full": (
+        "ConvTranspose",
+        (1, 2, 5, 5),
+        (2, 3, 3, 3),
+        dict(strides=[2, 2], output_shape=[12, 12]),
+    ),
 }
 
 
@@ -90,7 +97,8 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
 def _explicit(attributes: dict, window: Window) -> dict:
     kept = {k: v for k, v in attributes.items() if k not in ("auto_pad", "output_shape")}
-    return kept | {"pads": list(window.pads)}
+    padding = {"output_padding": list(window.output_padding)} if any(window.output_padding) else {}
+    return kept | {"pads": list(window.pads)} | padding
 
 
 @pytest.mark.parametrize("op,shape,weight_shape,attributes", IMPLICIT.values(), ids=IMPLICIT.keys())

@@ -167,20 +167,17 @@ def _solved_transposed(
     else:
         targets = [size * stride for size, stride in zip(sizes, unpadded.strides)]
     totals = transposed_totals(sizes, unpadded, targets)
-    if any(total < 0 for total in totals):
-        return WindowProblem(
-            "unsupported-attribute",
-            f"ConvTranspose output_shape {targets} is larger than the full output",
-            "give an output_shape the transposed convolution can reach (or output_padding)",
-        )
-    pairs = [split_total(total, upper=auto_pad == "SAME_UPPER") for total in totals]
+    # an output_shape past the full output adds rows at the end that no input reaches (the
+    # bias only), which is what output_padding does; onnxruntime clamps the total at 0 alike
+    extra = tuple(padding + max(0, -total) for padding, total in zip(unpadded.output_padding, totals))
+    pairs = [split_total(max(total, 0), upper=auto_pad == "SAME_UPPER") for total in totals]
     return Window(
         unpadded.kernel,
         unpadded.strides,
         unpadded.dilations,
         tuple(b for b, _ in pairs),
         tuple(e for _, e in pairs),
-        unpadded.output_padding,
+        extra,
     )
 
 
