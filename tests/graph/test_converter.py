@@ -45,15 +45,15 @@ def read(node: ir.Node) -> tuple[OnnxNodeContext, list[Problem]]:
 
 MOVED_PARAMETERS = {
     # (opset, op, inputs, constants, attributes, names asked for, value the spec gives)
-    "squeeze-axes-attribute-11": (11, "Squeeze", ["x"], {}, dict(axes=[0, 2]), ("axes",), [0, 2]),
+    "squeeze-axes-attribute-11": (11, "Squeeze", ["x"], {}, {"axes": [0, 2]}, ("axes",), [0, 2]),
     "squeeze-axes-input-13": (13, "Squeeze", ["x", "a"], {"a": np.array([0, 2])}, {}, ("axes",), [0, 2]),
-    "reduce-sum-axes-attribute-12": (12, "ReduceSum", ["x"], {}, dict(axes=[1]), ("axes",), [1]),
+    "reduce-sum-axes-attribute-12": (12, "ReduceSum", ["x"], {}, {"axes": [1]}, ("axes",), [1]),
     "reduce-sum-axes-input-13": (13, "ReduceSum", ["x", "a"], {"a": np.array([1])}, {}, ("axes",), [1]),
-    "reduce-mean-axes-attribute-17": (17, "ReduceMean", ["x"], {}, dict(axes=[3]), ("axes",), [3]),
+    "reduce-mean-axes-attribute-17": (17, "ReduceMean", ["x"], {}, {"axes": [3]}, ("axes",), [3]),
     "reduce-mean-axes-input-18": (18, "ReduceMean", ["x", "a"], {"a": np.array([3])}, {}, ("axes",), [3]),
-    "clip-max-attribute-6": (6, "Clip", ["x"], {}, dict(max=2.5), ("max",), 2.5),
+    "clip-max-attribute-6": (6, "Clip", ["x"], {}, {"max": 2.5}, ("max",), 2.5),
     "clip-max-input-11": (11, "Clip", ["x", "", "m"], {"m": np.array(2.5, np.float32)}, {}, ("max",), 2.5),
-    "pad-value-attribute-2": (2, "Pad", ["x"], {}, dict(pads=[0] * 8, value=1.5), ("constant_value", "value"), 1.5),
+    "pad-value-attribute-2": (2, "Pad", ["x"], {}, {"pads": [0] * 8, "value": 1.5}, ("constant_value", "value"), 1.5),
     "pad-value-input-11": (
         11,
         "Pad",
@@ -68,7 +68,7 @@ MOVED_PARAMETERS = {
         "Upsample",
         ["x"],
         {},
-        dict(scales=[1.0, 1.0, 2.0, 2.0]),
+        {"scales": [1.0, 1.0, 2.0, 2.0]},
         ("scales",),
         [1, 1, 2, 2],
     ),
@@ -90,8 +90,8 @@ MOVED_PARAMETERS = {
         ("scales",),
         [1, 1, 2, 2],
     ),
-    "split-sizes-attribute-11": (11, "Split", ["x"], {}, dict(axis=3, split=[1, 3]), ("split",), [1, 3]),
-    "split-sizes-input-13": (13, "Split", ["x", "s"], {"s": np.array([1, 3])}, dict(axis=3), ("split",), [1, 3]),
+    "split-sizes-attribute-11": (11, "Split", ["x"], {}, {"axis": 3, "split": [1, 3]}, ("split",), [1, 3]),
+    "split-sizes-input-13": (13, "Split", ["x", "s"], {"s": np.array([1, 3])}, {"axis": 3}, ("split",), [1, 3]),
     "clip-min-left-out-11": (11, "Clip", ["x"], {}, {}, ("min",), None),
 }
 
