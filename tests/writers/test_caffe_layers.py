@@ -1292,3 +1292,17 @@ def test_weights_behind_identity_nodes_without_simplify(tmp_path) -> None:
     params = {"features.0.weight": weights(4, 3, 3, 3), "features.0.bias": weights(4)}
     written = assert_matches_onnxruntime(graph(nodes, {"x": (1, 3, 5, 5)}, ["y"], params), tmp_path)  # atol 1e-5
     assert layer_types(written) == ["Convolution"]
+
+
+def test_a_blob_with_another_reader_is_not_written_in_place(tmp_path) -> None:
+    """BVLC Caffe gives a blob read by several layers a Split; a reader writing it in place would
+    then produce it a second time ("Top blob produced by multiple sources"), earlier readers too."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Sigmoid", ["c"], ["a"], name="first_reader"),
+        helper.make_node("Relu", ["c"], ["b"], name="second_reader"),
+        helper.make_node("Add", ["a", "b"], ["y"], name="add"),
+    ]
+    written = assert_matches_onnxruntime(graph(nodes, {"x": (1, 2, 4, 4)}, ["y"], {"w": weights(3, 2, 1, 1)}), tmp_path)
+    layers = {layer["name"]: layer for layer in written.details["layers"]}
+    assert layers["second_reader"]["top"] != layers["second_reader"]["bottom"]  # OpenCV vs onnxruntime above: 1e-5

@@ -117,11 +117,10 @@ class CaffeNet:
         self.transposed: dict[ir.Value, tuple[ir.Node, tuple[int, ...]]] = {}
         self.absorbed: set[ir.Node] = set()  # nodes already written by an earlier node's layer
         self._blob_of: dict[ir.Value, str] = {}
-        self._values_in_blob: dict[str, list[ir.Value]] = {}
+        self._current: dict[str, list[ir.Value]] = {}  # the graph values a blob holds since its last write
         self._input_blobs: set[str] = set()
         self._names = UniqueNames()
         self._base_names: dict[ir.Node, str] = {}
-        self._converted: set[ir.Node] = set()
         self._element: str | None = None  # the first input's first element, the source of constant blobs
 
     def context(self, node: ir.Node) -> CaffeNodeContext:
@@ -224,22 +223,25 @@ class CaffeNet:
 
     def bind(self, value: ir.Value, blob: str) -> None:
         self._blob_of[value] = blob
-        self._values_in_blob.setdefault(blob, []).append(value)
+        self._current.setdefault(blob, []).append(value)
 
     def claim_blob(self, blob: str, value: ir.Value | None) -> None:
         """A layer writes ``blob``; ``value`` is the graph value it holds (None: an intermediate)."""
-        self._values_in_blob.setdefault(blob, [])
+        self._current[blob] = []
         if value is not None:
             self.bind(value, blob)
 
     def can_overwrite(self, blob: str, node: ir.Node) -> bool:
-        """Whether ``node`` may write ``blob`` in place: nothing later reads it."""
-        if blob in self._input_blobs or blob not in self._values_in_blob:
+        """Whether ``node`` may write ``blob`` in place: it is the only reader of what the blob
+        holds. Not only later readers matter: BVLC Caffe gives a blob with several readers a
+        Split whose copies the readers take, so an in-place reader's top would no longer be
+        its bottom ("Top blob produced by multiple sources")."""
+        if blob in self._input_blobs or blob not in self._current:
             return False
-        for value in self._values_in_blob[blob]:
+        for value in self._current[blob]:
             if value.is_graph_output():
                 return False
-            if any(user is not node and user not in self._converted for user in value.consumers()):
+            if any(user is not node for user in value.consumers()):
                 return False
         return True
 
@@ -277,7 +279,6 @@ class CaffeNet:
         for node in self.graph:
             if node not in self.absorbed:
                 self._convert_node(self.context(node))
-            self._converted.add(node)
         for value in self.graph.outputs:
             if value not in self._blob_of:
                 ConverterContext(self.problems, name="", op_type="").problem(
