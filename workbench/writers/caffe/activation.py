@@ -324,7 +324,7 @@ def convert_hard_swish(ctx: CaffeNodeContext) -> None:
 
 @CAFFE_LAYERS.register("Softsign")
 def convert_softsign(ctx: CaffeNodeContext) -> None:
-    """x * (1 + |x|)^-1: AbsVal, Power(shift 1, power -1), Eltwise PROD"""
+    """x * (1 + abs(x))^-1: AbsVal, Power(shift 1, power -1), Eltwise PROD"""
     data = ctx.bottom(ctx.node.inputs[0])
     magnitude = str(ctx.add_layer("AbsVal", [data], [None], role="abs").top[0])
     inverse = _power(ctx, "inverse", magnitude, shift=1.0, power=-1.0)

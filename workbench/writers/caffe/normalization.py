@@ -265,7 +265,7 @@ def convert_group_norm(ctx: CaffeNodeContext) -> None:
 
 @CAFFE_LAYERS.register("LpNormalization")
 def convert_lp_norm(ctx: CaffeNodeContext) -> None:
-    """x * (sum |x|^p)^(-1/p) along axis (p = 1, 2): a Convolution sums, a Deconvolution spreads"""
+    """x * (sum abs(x)^p)^(-1/p) along axis (p = 1, 2): a Convolution sums, a Deconvolution spreads"""
     shape = ctx.static_shape(0)
     p = int(ctx.attr("p"))
     if shape is None or p not in (1, 2):

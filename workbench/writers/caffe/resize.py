@@ -169,7 +169,7 @@ def convert_resize(ctx: CaffeNodeContext) -> None:
 @CAFFE_LAYERS.register("Upsample")
 @CAFFE_LAYERS.register("Resize", since=10)
 def convert_upsample(ctx: CaffeNodeContext) -> None:
-    """the same, sampling asymmetrically (x_in = x_out / scale, nearest rounds down)"""
+    """Deconvolution or a linear map per axis, sampling asymmetrically (x_in = x_out / scale, nearest rounds down)"""
     if not ctx.require_constants("scales"):
         return
     spec = _spec(ctx, str(ctx.attr("mode")), "asymmetric", "floor")

@@ -315,7 +315,7 @@ def convert_slice(ctx: CaffeNodeContext) -> None:
 
 @CAFFE_LAYERS.register("Identity", "Dropout")
 def convert_identity(ctx: CaffeNodeContext) -> None:
-    """no layer: the output is the input blob (reported)"""
+    """no layer: the output is the input blob (a Split copy when a graph input is a graph output)"""
     if ctx.node.op_type == "Dropout" and len(ctx.node.outputs) > 1 and ctx.node.outputs[1].consumers():
         ctx.problem("dropout-mask", "the Dropout mask output is used", "do not use the dropout mask")
         return
