@@ -1306,3 +1306,31 @@ def test_a_blob_with_another_reader_is_not_written_in_place(tmp_path) -> None:
     written = assert_matches_onnxruntime(graph(nodes, {"x": (1, 2, 4, 4)}, ["y"], {"w": weights(3, 2, 1, 1)}), tmp_path)
     layers = {layer["name"]: layer for layer in written.details["layers"]}
     assert layers["second_reader"]["top"] != layers["second_reader"]["bottom"]  # OpenCV vs onnxruntime above: 1e-5
+
+
+def test_lrn_within_channels_round_trips_as_one_layer(tmp_path) -> None:
+    """ONNX has no LRN within channels; the Caffe reader writes it out as x * x, AveragePool, Mul, Add,
+    Pow, Mul, and the writer recognises that chain and writes Caffe's one layer back."""
+    from google.protobuf import text_format
+
+    from workbench.readers import load
+
+    source = caffe_pb2.NetParameter(name="within")
+    text_format_net = """
+    layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 7 dim: 6 } } }
+    layer { name: "norm" type: "LRN" bottom: "data" top: "norm"
+            lrn_param { local_size: 3 alpha: 0.5 beta: 0.75 norm_region: WITHIN_CHANNEL } }
+    """
+    text_format.Parse(text_format_net, source)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "within.prototxt").write_text(text_format.MessageToString(source))
+    (tmp_path / "src" / "within.caffemodel").write_bytes(source.SerializeToString())
+    original = OpenCVCaffeRunner(tmp_path / "src" / "within.prototxt", tmp_path / "src" / "within.caffemodel")
+    model = load(tmp_path / "src" / "within.prototxt", tmp_path / "src" / "within.caffemodel")
+    assert {node.op_type for node in model.ir.graph} >= {"AveragePool", "Pow"}  # written out by the reader
+    written = write_caffe(model, tmp_path / "out")
+    x = (example_inputs(model)["data"] * 2).astype(np.float32)
+    rewritten = OpenCVCaffeRunner(written.path(".prototxt"), written.path(".caffemodel"))
+    np.testing.assert_array_equal(rewritten.run([x])["norm"], original.run([x])["norm"])  # OpenCV, same layer: exact
+    assert layer_types(written) == ["LRN"] and "WITHIN_CHANNEL" in written.path(".prototxt").read_text()
+    assert written.details["layers"][1]["sources"] == ["norm"]

@@ -43,6 +43,7 @@ from ...graph.converter import constant_value
 from ...graph.shapes import static_shape
 from .activation import clip_layers
 from .net import CAFFE_LAYERS, CaffeNodeContext
+from .normalization import within_channel_lrn
 from .views import axes_block, scale_axes
 
 _SUM = caffe_pb2.EltwiseParameter.SUM
@@ -186,6 +187,8 @@ def convert_arithmetic(ctx: CaffeNodeContext) -> None:
             "Pow with a computed or non-scalar exponent; Caffe's Power raises to one constant power",
             "use a constant scalar exponent in the source model",
         )
+        return
+    if ctx.node.op_type == "Mul" and len(inputs) == 2 and inputs[0] is inputs[1] and within_channel_lrn(ctx):
         return
     differ = len({static_shape(value) for value in computed}) > 1
     if ctx.node.op_type == "Mul" and len(computed) == len(inputs) == 2 and differ and _broadcast_scale(ctx):

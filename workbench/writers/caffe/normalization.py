@@ -14,6 +14,10 @@
   (ONNX centres the window as ``[c - floor((n-1)/2), c + ceil((n-1)/2)]``, Caffe's
   LRN cannot) is written out: squares, a 1x1 Convolution whose weights are
   ``a/n`` on each channel's window with bias ``k``, Power ``-b``, a product.
+  Caffe's LRN within channels (``x / (1 + a * mean of x^2 over k x k)^b``), which
+  ONNX has no op for and the Caffe reader writes out as ``x * x``, a counted
+  AveragePool, Mul, Add, Pow and Mul, is recognised and written back as one LRN
+  layer with ``norm_region: WITHIN_CHANNEL``.
 * **InstanceNormalization**, **LayerNormalization**, **GroupNormalization**
   ``y = (x - mean) / sqrt(var + eps) * scale + bias`` with the statistics over
   rows of the tensor (per (N, C) over H, W; over the axes from ``axis``; per (N,
@@ -35,8 +39,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnx_ir as ir
 
 from ...formats import caffe_pb2
+from ...graph.converter import constant_value
 from .net import CAFFE_LAYERS, CaffeNodeContext
 from .views import AxisView, from_view, product, reshape, to_view, view_spread, view_sum
 
@@ -289,3 +295,66 @@ def convert_lp_norm(ctx: CaffeNodeContext) -> None:
         "copying it back and a product (exact)",
         severity="warning",
     )
+
+
+# --- LRN within channels, as the Caffe reader writes it out -------------------------------------
+
+
+def _single_user(value: ir.Value, op_type: str) -> ir.Node | None:
+    users = value.consumers()
+    if len(users) == 1 and users[0].op_type == op_type and not value.is_graph_output():
+        return users[0]
+    return None
+
+
+def _scalar_operand(node: ir.Node, data: ir.Value) -> float | None:
+    """The other operand of a binary ``node`` when it is a scalar constant."""
+    others = [value for value in node.inputs if value is not data]
+    found = constant_value(others[0]) if len(others) == 1 else None
+    return float(found.reshape(())) if found is not None and found.size == 1 else None
+
+
+def _within_channel_chain(square: ir.Node) -> tuple[list[ir.Node], int, float, float] | None:
+    """``(nodes, size, alpha, beta)`` when ``square = x * x`` starts
+    ``x * (1 + alpha * AveragePool(x^2, k x k, pad (k-1)/2, counted))^-beta``."""
+    pool = _single_user(square.outputs[0], "AveragePool")
+    scaled = _single_user(pool.outputs[0], "Mul") if pool is not None else None
+    base = _single_user(scaled.outputs[0], "Add") if scaled is not None else None
+    power = _single_user(base.outputs[0], "Pow") if base is not None else None
+    product = _single_user(power.outputs[0], "Mul") if power is not None else None
+    if pool is None or scaled is None or base is None or power is None or product is None:
+        return None
+    kernel = tuple(pool.attributes.get_ints("kernel_shape", ()))
+    size = kernel[0] if len(kernel) == 2 and kernel[0] == kernel[1] and kernel[0] % 2 else 0
+    window_ok = (
+        size
+        and tuple(pool.attributes.get_ints("pads", (0,) * 4)) == ((size - 1) // 2,) * 4
+        and tuple(pool.attributes.get_ints("strides", (1, 1))) == (1, 1)
+        and pool.attributes.get_int("count_include_pad", 0) == 1
+    )
+    alpha, one = _scalar_operand(scaled, pool.outputs[0]), _scalar_operand(base, scaled.outputs[0])
+    exponent = constant_value(power.inputs[1])
+    data = square.inputs[0]
+    if not window_ok or alpha is None or one != 1.0 or exponent is None or exponent.size != 1:
+        return None
+    if power.inputs[0] is not base.outputs[0] or data not in product.inputs:
+        return None
+    return [pool, scaled, base, power, product], size, alpha, -float(exponent.reshape(()))
+
+
+def within_channel_lrn(ctx: CaffeNodeContext) -> bool:
+    """Write ``x * x`` and the nodes after it as one LRN WITHIN_CHANNEL layer when they are the
+    Caffe reader's expansion of one (see ``convert_lrn``); False (nothing written) otherwise.
+    Caffe computes exactly that: square, AVE Pooling (k, pad (k-1)/2, stride 1: every window
+    divides by k*k), Power ``(1 + alpha * mean)^-beta``, product."""
+    found = _within_channel_chain(ctx.node)
+    if found is None:
+        return False
+    nodes, size, alpha, beta = found
+    last = ctx.net.context(nodes[-1])
+    layer = last.add_layer("LRN", [ctx.bottom(ctx.node.inputs[0])], also=[ctx.node, *nodes[:-1]])
+    param = layer.lrn_param
+    param.local_size, param.alpha, param.beta = size, alpha, beta
+    param.norm_region = caffe_pb2.LRNParameter.WITHIN_CHANNEL
+    ctx.net.absorbed.update(nodes)
+    return True
