@@ -1334,3 +1334,10 @@ def test_lrn_within_channels_round_trips_as_one_layer(tmp_path) -> None:
     np.testing.assert_array_equal(rewritten.run([x])["norm"], original.run([x])["norm"])  # OpenCV, same layer: exact
     assert layer_types(written) == ["LRN"] and "WITHIN_CHANNEL" in written.path(".prototxt").read_text()
     assert written.details["layers"][1]["sources"] == ["norm"]
+
+
+def test_dropout_in_training_mode_is_reported() -> None:
+    node = helper.make_node("Dropout", ["x", "ratio", "training"], ["y"], name="dropout")
+    params = {"ratio": np.array(0.5, np.float32), "training": np.array(True)}
+    (problem,) = find_problems(graph([node], {"x": (1, 3, 2, 2)}, ["y"], params))
+    assert (problem.severity, problem.kind) == ("error", "training-mode") and problem.remedy

@@ -319,6 +319,10 @@ def convert_identity(ctx: CaffeNodeContext) -> None:
     if ctx.node.op_type == "Dropout" and len(ctx.node.outputs) > 1 and ctx.node.outputs[1].consumers():
         ctx.problem("dropout-mask", "the Dropout mask output is used", "do not use the dropout mask")
         return
+    training = ctx.param("training_mode") if ctx.node.op_type == "Dropout" else None
+    if training is not None and bool(training.reshape(-1)[0]):
+        ctx.problem("training-mode", "Dropout in training mode drops values at random", "export in eval() mode")
+        return
     ctx.alias()
     ctx.problem(
         "removed",
