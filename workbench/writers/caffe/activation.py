@@ -1,9 +1,19 @@
 """Activations and softmax: ONNX element-wise non-linearities -> Caffe layers.
 
-* ``Relu`` -> ReLU; ``LeakyRelu(alpha)`` -> ReLU with ``negative_slope = alpha``.
+* ``Relu``, ``Sigmoid``, ``Tanh``, ``Abs``, ``Exp``, ``Log``, ``Softplus`` -> ReLU,
+  Sigmoid, TanH, AbsVal, Exp, Log, BNLL; ``LeakyRelu(alpha)`` -> ReLU with
+  ``negative_slope = alpha``.
 * ``PRelu(x, slope)`` -> PReLU: Caffe keeps one slope per channel (axis 1) or one
   shared slope (``channel_shared``, a 0-d blob as BVLC Caffe expects).
-* ``Elu``, ``Sigmoid``, ``Tanh`` -> ELU, Sigmoid, TanH.
+* ``Elu`` -> ELU; ``Selu`` -> ELU then Power ``scale = gamma`` (``gamma * elu(x)``).
+* ``HardSigmoid`` -> Power ``alpha * x + beta`` and the exact clip to [0, 1] below;
+  ``HardSwish`` -> ``x`` times that (Eltwise PROD); ``Softsign`` -> ``x * (1 + |x|)^-1``
+  (AbsVal, Power, PROD); ``Mish`` -> ``x * tanh(softplus(x))`` (BNLL, TanH, PROD);
+  ``Gelu(approximate='tanh')`` -> its formula in Eltwise, TanH and Power layers.
+  ``Erf`` (and erf-based ``Gelu``) has no Caffe form: reported.
+* ``PRelu`` whose slope varies along other axes than the channels ->
+  ``relu(x) - slope * relu(-x)`` (ReLU, Power -1, ReLU, Scale, Eltwise SUM): exact,
+  ``x + 0`` and ``(-s) * (-x)`` round as ``s * x`` does.
 * ``Clip(lo, hi)`` has no layer both BVLC Caffe and OpenCV run (BVLC's Clip is
   unknown to OpenCV, OpenCV's ReLU6 to BVLC). It is written exactly with layers
   both know: ``max(x, lo)`` is ReLU when ``lo == 0``, else Eltwise MAX of ``x``
@@ -11,9 +21,12 @@
   ``min(y, hi) = -max(-y, -hi)`` with Power ``scale = -1`` for the negations.
   Every step is exact in float32 (negation and ``0*x + c`` round nothing). The
   opencv dialect writes ``Clip(0, 6)`` as one ReLU6.
-* ``Softmax(axis)`` -> Softmax; before opset 13 ONNX flattened the input at
-  ``axis``, which equals Caffe's softmax only when ``axis`` is the last non-unit
-  dimension.
+* ``Softmax(axis)`` -> Softmax; before opset 13 ONNX normalizes the axes from
+  ``axis`` on together: a Reshape to ``(rows, 1, length, 1)``, Softmax, Reshape back.
+* ``LogSoftmax`` -> ``z - log(sum(exp(z)))`` with ``z = x - max(x)`` over the axis
+  (``views``: a MAX Pooling, a Deconvolution copying the max back, Exp, a
+  Convolution summing, Log), as onnxruntime computes it; ``log(softmax(x))`` would
+  give ``-inf`` where a probability underflows.
 """
 
 from __future__ import annotations
@@ -38,11 +51,21 @@ from .views import (
     view_sum,
 )
 
+_ONE_LAYER = {
+    "Relu": "ReLU",
+    "Sigmoid": "Sigmoid",
+    "Tanh": "TanH",
+    "Abs": "AbsVal",
+    "Exp": "Exp",  # base e (Caffe's default base -1)
+    "Log": "Log",
+    "Softplus": "BNLL",  # log(1 + exp(x)), computed without overflow
+}
 
-@CAFFE_LAYERS.register("Relu")
-def convert_relu(ctx: CaffeNodeContext) -> None:
-    """ReLU"""
-    ctx.add_layer("ReLU", in_place=True)
+
+@CAFFE_LAYERS.register(*_ONE_LAYER)
+def convert_one_layer(ctx: CaffeNodeContext) -> None:
+    """the Caffe layer of the same function: ReLU, Sigmoid, TanH, AbsVal, Exp, Log, BNLL (Softplus)"""
+    ctx.add_layer(_ONE_LAYER[ctx.node.op_type], in_place=True)
 
 
 @CAFFE_LAYERS.register("LeakyRelu")
@@ -57,18 +80,6 @@ def convert_elu(ctx: CaffeNodeContext) -> None:
     """ELU with alpha"""
     layer = ctx.add_layer("ELU", in_place=True)
     layer.elu_param.alpha = float(ctx.attr("alpha", 1.0))
-
-
-@CAFFE_LAYERS.register("Sigmoid")
-def convert_sigmoid(ctx: CaffeNodeContext) -> None:
-    """Sigmoid"""
-    ctx.add_layer("Sigmoid", in_place=True)
-
-
-@CAFFE_LAYERS.register("Tanh")
-def convert_tanh(ctx: CaffeNodeContext) -> None:
-    """TanH"""
-    ctx.add_layer("TanH", in_place=True)
 
 
 @CAFFE_LAYERS.register("PRelu")
@@ -269,30 +280,6 @@ def convert_log_softmax(ctx: CaffeNodeContext) -> None:
 
 
 # --- element-wise functions with a layer of their own, or an exact composition of layers -------
-
-
-@CAFFE_LAYERS.register("Abs")
-def convert_abs(ctx: CaffeNodeContext) -> None:
-    """AbsVal"""
-    ctx.add_layer("AbsVal", in_place=True)
-
-
-@CAFFE_LAYERS.register("Exp")
-def convert_exp(ctx: CaffeNodeContext) -> None:
-    """Exp (base e)"""
-    ctx.add_layer("Exp", in_place=True)
-
-
-@CAFFE_LAYERS.register("Log")
-def convert_log(ctx: CaffeNodeContext) -> None:
-    """Log (base e)"""
-    ctx.add_layer("Log", in_place=True)
-
-
-@CAFFE_LAYERS.register("Softplus")
-def convert_softplus(ctx: CaffeNodeContext) -> None:
-    """BNLL: log(1 + exp(x)), computed without overflow"""
-    ctx.add_layer("BNLL", in_place=True)
 
 
 @CAFFE_LAYERS.register("Selu")

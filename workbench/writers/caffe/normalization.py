@@ -196,11 +196,13 @@ def _affine(
     ctx.add_scale(restored, scale, bias, axis=axis, role="affine", weight_inputs=[1, 2])
 
 
-def _norm_problem(ctx: CaffeNodeContext, shape: tuple[int, ...] | None) -> bool:
-    if shape is None:
+def _norm_inputs(ctx: CaffeNodeContext) -> tuple[dict[int, np.ndarray], tuple[int, ...]] | None:
+    """The scale and bias (by input index) and the input shape, or None after a problem."""
+    found = ctx.weights(1, 2)
+    shape = ctx.static_shape(0)
+    if found is not None and shape is None:
         ctx.problem("dynamic-shape", f"{ctx.node.op_type} needs a known input shape", "export with fixed shapes")
-        return True
-    return False
+    return None if found is None or shape is None else (found, shape)
 
 
 def _report_composed(ctx: CaffeNodeContext, what: str) -> None:
@@ -216,10 +218,10 @@ def _report_composed(ctx: CaffeNodeContext, what: str) -> None:
 @CAFFE_LAYERS.register("InstanceNormalization")
 def convert_instance_norm(ctx: CaffeNodeContext) -> None:
     """normalized per (N, C) over the spatial axes, then Scale (scale, B) per channel"""
-    found = ctx.weights(1, 2)
-    shape = ctx.static_shape(0)
-    if found is None or _norm_problem(ctx, shape) or shape is None:
+    inputs = _norm_inputs(ctx)
+    if inputs is None:
         return
+    found, shape = inputs
     view = AxisView(shape, shape[0] * shape[1], int(np.prod(shape[2:], dtype=np.int64)), 1)
     rows = _normalized_rows(ctx, view, float(ctx.attr("epsilon")))
     _affine(ctx, rows.normalized, view, 1, found[1], found[2])
@@ -229,10 +231,10 @@ def convert_instance_norm(ctx: CaffeNodeContext) -> None:
 @CAFFE_LAYERS.register("LayerNormalization")
 def convert_layer_norm(ctx: CaffeNodeContext) -> None:
     """normalized over the axes from axis, then Scale (scale, B) over those axes"""
-    found = ctx.weights(1, 2)
-    shape = ctx.static_shape(0)
-    if found is None or _norm_problem(ctx, shape) or shape is None:
+    inputs = _norm_inputs(ctx)
+    if inputs is None:
         return
+    found, shape = inputs
     axis = int(ctx.attr("axis")) % len(shape)
     view = AxisView.over(shape, axis, len(shape) - 1)
     rows = _normalized_rows(ctx, view, float(ctx.attr("epsilon")))
@@ -253,10 +255,10 @@ def convert_layer_norm(ctx: CaffeNodeContext) -> None:
 @CAFFE_LAYERS.register("GroupNormalization")
 def convert_group_norm(ctx: CaffeNodeContext) -> None:
     """normalized per (N, group), then Scale (scale, bias) per channel (per group before opset 21)"""
-    found = ctx.weights(1, 2)
-    shape = ctx.static_shape(0)
-    if found is None or _norm_problem(ctx, shape) or shape is None:
+    inputs = _norm_inputs(ctx)
+    if inputs is None:
         return
+    found, shape = inputs
     groups, channels = int(ctx.attr("num_groups")), shape[1]
     if channels % groups:
         ctx.problem("malformed-node", f"{channels} channels in {groups} groups", "use a divisor of the channels")

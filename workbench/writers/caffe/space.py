@@ -30,14 +30,9 @@ def _block(ctx: CaffeNodeContext) -> tuple[tuple[int, ...], int] | None:
     return shape, block
 
 
-@CAFFE_LAYERS.register("SpaceToDepth")
-def convert_space_to_depth(ctx: CaffeNodeContext) -> None:
-    """Convolution with kernel = stride = blocksize and one-hot weights (depthwise for CRD)"""
-    found = _block(ctx)
-    if found is None:
-        return
-    (_, channels, _, _), b = found
-    crd = str(ctx.attr("mode", "DCR")) == "CRD"
+def _one_hot(channels: int, b: int, crd: bool) -> np.ndarray:
+    """``W[k, c, i, j] = 1`` for the depth channel ``k`` of (c, i, j); ``(C*b*b, 1, b, b)`` when
+    depthwise (CRD: channel ``c`` owns depth channels ``c*b*b`` to ``c*b*b + b*b - 1``)."""
     weights = np.zeros((channels * b * b, 1 if crd else channels, b, b), np.float32)
     for i in range(b):
         for j in range(b):
@@ -45,33 +40,32 @@ def convert_space_to_depth(ctx: CaffeNodeContext) -> None:
                 weights[np.arange(channels) * b * b + i * b + j, 0, i, j] = 1.0
             else:
                 weights[(i * b + j) * channels + np.arange(channels), np.arange(channels), i, j] = 1.0
-    layer = ctx.add_layer("Convolution", weights=[weights])
+    return weights
+
+
+def _write(ctx: CaffeNodeContext, layer_type: str, channels: int, b: int, crd: bool) -> None:
+    layer = ctx.add_layer(layer_type, weights=[_one_hot(channels, b, crd)])
     param = layer.convolution_param
-    param.num_output, param.bias_term = channels * b * b, False
+    param.num_output = channels * b * b if layer_type == "Convolution" else channels
+    param.bias_term = False
     if crd:
         param.group = channels
     set_conv_window(param, (b, b), (b, b))
+
+
+@CAFFE_LAYERS.register("SpaceToDepth")
+def convert_space_to_depth(ctx: CaffeNodeContext) -> None:
+    """Convolution with kernel = stride = blocksize and one-hot weights (depthwise for CRD)"""
+    found = _block(ctx)
+    if found is not None:
+        (_, channels, _, _), b = found
+        _write(ctx, "Convolution", channels, b, str(ctx.attr("mode", "DCR")) == "CRD")
 
 
 @CAFFE_LAYERS.register("DepthToSpace")
 def convert_depth_to_space(ctx: CaffeNodeContext) -> None:
     """Deconvolution with kernel = stride = blocksize and one-hot weights (depthwise for CRD)"""
     found = _block(ctx)
-    if found is None:
-        return
-    (_, depth, _, _), b = found
-    channels = depth // (b * b)
-    crd = str(ctx.attr("mode")) == "CRD"
-    weights = np.zeros((depth, 1 if crd else channels, b, b), np.float32)
-    for i in range(b):
-        for j in range(b):
-            if crd:
-                weights[np.arange(channels) * b * b + i * b + j, 0, i, j] = 1.0
-            else:
-                weights[(i * b + j) * channels + np.arange(channels), np.arange(channels), i, j] = 1.0
-    layer = ctx.add_layer("Deconvolution", weights=[weights])
-    param = layer.convolution_param
-    param.num_output, param.bias_term = channels, False
-    if crd:
-        param.group = channels
-    set_conv_window(param, (b, b), (b, b))
+    if found is not None:
+        (_, depth, _, _), b = found
+        _write(ctx, "Deconvolution", depth // (b * b), b, str(ctx.attr("mode")) == "CRD")

@@ -75,22 +75,22 @@ def view_max(ctx: CaffeNodeContext, blob: str, view: AxisView, role: str) -> str
     return str(layer.top[0])
 
 
-def view_sum(ctx: CaffeNodeContext, blob: str, view: AxisView, role: str) -> str:
-    """``(P, 1, 1, Q)``: the sum over ``L``."""
-    layer = ctx.add_layer("Convolution", [blob], [None], role=role, weights=[np.ones((1, 1, view.length, 1))])
+def _ones_window(ctx: CaffeNodeContext, layer_type: str, blob: str, view: AxisView, role: str) -> str:
+    layer = ctx.add_layer(layer_type, [blob], [None], role=role, weights=[np.ones((1, 1, view.length, 1))])
     param = layer.convolution_param
     param.num_output, param.bias_term = 1, False
     param.kernel_h, param.kernel_w = view.length, 1
     return str(layer.top[0])
+
+
+def view_sum(ctx: CaffeNodeContext, blob: str, view: AxisView, role: str) -> str:
+    """``(P, 1, 1, Q)``: the sum over ``L``."""
+    return _ones_window(ctx, "Convolution", blob, view, role)
 
 
 def view_spread(ctx: CaffeNodeContext, blob: str, view: AxisView, role: str) -> str:
     """``(P, 1, L, Q)``: a ``(P, 1, 1, Q)`` value copied over ``L``."""
-    layer = ctx.add_layer("Deconvolution", [blob], [None], role=role, weights=[np.ones((1, 1, view.length, 1))])
-    param = layer.convolution_param
-    param.num_output, param.bias_term = 1, False
-    param.kernel_h, param.kernel_w = view.length, 1
-    return str(layer.top[0])
+    return _ones_window(ctx, "Deconvolution", blob, view, role)
 
 
 def difference(ctx: CaffeNodeContext, left: str, right: str, role: str, output: ir.Value | None = None) -> str:
