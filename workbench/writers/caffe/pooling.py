@@ -162,10 +162,10 @@ def _write_pooling(ctx: CaffeNodeContext, found: Window, plans: list[AxisPlan], 
     param.pool = caffe_pb2.PoolingParameter.AVE if average else caffe_pb2.PoolingParameter.MAX
     _set_window(param, found.kernel, found.strides, tuple(plan.pad for plan in plans))
     if not found.symmetric:
+        how = "and a Slice that keeps the graph's windows" if cropped else "(its rounded-up last window covers the end)"
         ctx.problem(
             "pooling-pads",
-            f"pads {list(found.pads)} written as Caffe's pad {[plan.pad for plan in plans]} and a Slice that keeps "
-            "the graph's windows (exact)",
+            f"pads {list(found.pads)} written as Caffe's pad {[plan.pad for plan in plans]} {how} (exact)",
             severity="warning",
         )
     if not cropped:
