@@ -792,6 +792,19 @@ PROBLEMS = {
         ),
         "slice",
     ),
+    "pooling-window-larger-than-input": (
+        one_node("MaxPool", (1, 2, 2, 9), kernel_shape=[4, 3], pads=[0, 1, 1, 1]),
+        "pool-window",
+    ),
+    "resize-to-nothing": (
+        graph(
+            [helper.make_node("Resize", ["x", "", "s"], ["y"], name="down")],
+            {"x": (1, 2, 4, 1)},
+            ["y"],
+            {"s": np.array([1, 1, 1, 0.5], np.float32)},
+        ),
+        "resize-empty",
+    ),
     "rank-1-output": (
         graph(
             [helper.make_node("Squeeze", ["x", "axes"], ["y"], name="squeeze")],
@@ -1110,6 +1123,16 @@ POOLING_FORMS = {
     "avg-dilated-ceil": ("AveragePool", 4, {"kernel_shape": [2, 2], "dilations": [2, 2], "ceil_mode": 1}),
     "max-dilated-strided": ("MaxPool", 9, {"kernel_shape": [3, 2], "strides": [2, 1], "dilations": [2, 3]}),
 }
+
+
+def test_a_pooling_bvlc_and_opencv_would_size_differently_is_written_one_axis_at_a_time(tmp_path) -> None:
+    """Padded along W only: BVLC Caffe drops H's last window (it starts past the input) because some
+    axis is padded, OpenCV because H is not padded keeps it; one Pooling per axis sizes alike in both."""
+    node = helper.make_node(
+        "MaxPool", ["x"], ["y"], name="pool", kernel_shape=[2, 2], strides=[3, 1], pads=[0, 1, 1, 1], ceil_mode=1
+    )
+    written = assert_matches_onnxruntime(graph([node], {"x": (1, 2, 6, 8)}, ["y"]), tmp_path)  # atol 1e-5
+    assert layer_types(written)[:2] == ["Pooling", "Pooling"]
 
 
 @pytest.mark.parametrize("op,size,attributes", POOLING_FORMS.values(), ids=POOLING_FORMS.keys())

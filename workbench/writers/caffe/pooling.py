@@ -57,24 +57,49 @@ def _onnx_sizes(found: Window, in_shape: tuple[int, ...], ceil: bool) -> tuple[i
     )
 
 
-def _caffe_pool_count(size: int, k: int, s: int, padded: bool, pad: int) -> int:
-    """Caffe's pooling output length with ``pad`` at both ends."""
-    return pooled_size(size, k, s, pad, pad, ceil=True, padded=padded)
+def _caffe_pool_count(size: int, k: int, s: int, padded: bool | None, pad: int) -> int:
+    """Caffe's pooling output length with ``pad`` at both ends; ``padded`` is whether BVLC's
+    last-window rule applies (it asks whether any axis is padded), None: this axis' pad decides
+    (OpenCV's rule, and BVLC's for a layer padded along this axis only). No window (0) when
+    the kernel is longer than the padded input, which OpenCV cannot size."""
+    if size + 2 * pad < k:
+        return 0
+    return pooled_size(size, k, s, pad, pad, ceil=True, padded=pad > 0 if padded is None else padded)
 
 
-def _plans(found: Window, in_shape: tuple[int, ...], onnx_size: tuple[int, ...]) -> list[AxisPlan] | None:
-    """Caffe's pad and kept outputs per axis; Caffe's drop rule looks at both axes' pads, so
-    the plan is made assuming them unpadded, then padded if some pad turns out non-zero."""
+def _plans(
+    found: Window, in_shape: tuple[int, ...], onnx_size: tuple[int, ...], padded: bool | None
+) -> list[AxisPlan] | None:
+    plans = []
+    for size, k, s, b, count in zip(in_shape[2:], found.kernel, found.strides, found.begins, onnx_size):
+        plan = align_axis(b, s, count, partial(_caffe_pool_count, size, k, s, padded), pad_limit=k)
+        if plan is None:
+            return None
+        plans.append(plan)
+    return plans
+
+
+def _pooling_plans(
+    found: Window, in_shape: tuple[int, ...], onnx_size: tuple[int, ...]
+) -> tuple[list[AxisPlan], bool] | None:
+    """Caffe's pad and kept outputs per axis, and whether to pool one axis at a time.
+
+    BVLC Caffe drops a last window starting past the input on every axis when any axis is
+    padded, OpenCV only on the padded axes: where that gives the two different sizes, the
+    pooling is written as two layers, each over one axis and padded along it alone (max and
+    sum are separable, a divisor is the product of the two axes' divisors)."""
     for padded in (False, True):
-        plans = []
-        for size, k, s, b, count in zip(in_shape[2:], found.kernel, found.strides, found.begins, onnx_size):
-            plan = align_axis(b, s, count, partial(_caffe_pool_count, size, k, s, padded), pad_limit=k)
-            if plan is None:
-                return None
-            plans.append(plan)
-        if padded or not any(plan.pad for plan in plans):
-            return plans
-    return None
+        plans = _plans(found, in_shape, onnx_size, padded)
+        if plans is None or padded != any(plan.pad for plan in plans):
+            continue
+        opencv = [
+            _caffe_pool_count(size, k, s, None, plan.pad)
+            for size, k, s, plan in zip(in_shape[2:], found.kernel, found.strides, plans)
+        ]
+        if opencv == [plan.total for plan in plans]:
+            return plans, False
+    separate = _plans(found, in_shape, onnx_size, None)
+    return None if separate is None else (separate, True)
 
 
 def _caffe_divisors(size: int, k: int, pad: int, starts: range) -> np.ndarray:
@@ -126,12 +151,20 @@ def convert_pool(ctx: CaffeNodeContext) -> None:
     if found is None or not _poolable(ctx, found, in_shape) or in_shape is None:
         return
     onnx_size = _onnx_sizes(found, in_shape, bool(ctx.attr("ceil_mode", 0)))
+    if min(onnx_size) < 1:
+        ctx.problem(
+            "pool-window",
+            f"the window {list(found.kernel)} (dilations {list(found.dilations)}) is larger than the input "
+            f"{list(in_shape[2:])} with its pads {list(found.pads)}: no output",
+            "use a kernel that fits the padded input",
+        )
+        return
     average = ctx.node.op_type == "AveragePool"
     if found.dilations != (1, 1):
         (_dilated_average if average else _dilated_max)(ctx, found, in_shape, onnx_size)
         return
-    plans = _plans(found, in_shape, onnx_size)
-    if plans is None:
+    planned = _pooling_plans(found, in_shape, onnx_size)
+    if planned is None:
         ctx.problem(
             "pooling-rounding",
             f"no Caffe pad below the kernel {list(found.kernel)} gives the graph's {onnx_size} windows "
@@ -139,9 +172,10 @@ def convert_pool(ctx: CaffeNodeContext) -> None:
             "change the pooling's padding or ceil_mode in the source model",
         )
         return
+    plans = planned[0]
     correction = _correction(ctx, found, in_shape, plans) if average else None
     corrected = correction is not None and bool((correction != 1.0).any())
-    blob = _write_pooling(ctx, found, plans, None if corrected else ctx.node.outputs[0])
+    blob = _write_pooling(ctx, found, planned, None if corrected else ctx.node.outputs[0])
     if corrected and correction is not None:
         ctx.add_scale(blob, correction.astype(np.float32), axis=2, role="divisor")
         ctx.problem(
@@ -152,24 +186,42 @@ def convert_pool(ctx: CaffeNodeContext) -> None:
         )
 
 
-def _write_pooling(ctx: CaffeNodeContext, found: Window, plans: list[AxisPlan], output: ir.Value | None) -> str:
-    """One Pooling layer with the plans' pads, then the Slices keeping ONNX's windows; the last
-    layer's top is ``output``. Returns the blob holding the kept windows."""
+def _write_pooling(
+    ctx: CaffeNodeContext, found: Window, planned: tuple[list[AxisPlan], bool], output: ir.Value | None
+) -> str:
+    """The Pooling layer with the plans' pads (or one per axis), then the Slices keeping ONNX's
+    windows; the last layer's top is ``output``. Returns the blob holding the kept windows."""
+    plans, separate = planned
     cropped = any(plan.cropped for plan in plans)
-    average = ctx.node.op_type == "AveragePool"
-    layer = ctx.add_layer("Pooling", outputs=[None if cropped else output])
-    param = layer.pooling_param
-    param.pool = caffe_pb2.PoolingParameter.AVE if average else caffe_pb2.PoolingParameter.MAX
-    _set_window(param, found.kernel, found.strides, tuple(plan.pad for plan in plans))
-    if not found.symmetric:
+    pads = tuple(plan.pad for plan in plans)
+    windows = [(found.kernel, found.strides, pads)]
+    if separate:
+        windows = [
+            ((found.kernel[0], 1), (found.strides[0], 1), (pads[0], 0)),
+            ((1, found.kernel[1]), (1, found.strides[1]), (0, pads[1])),
+        ]
+    blob = ctx.bottom(ctx.node.inputs[0])
+    for index, (kernel, stride, pad) in enumerate(windows):
+        last = index == len(windows) - 1
+        layer = ctx.add_layer(
+            "Pooling", [blob], [output if last and not cropped else None], role=None if index == 0 else "width"
+        )
+        param = layer.pooling_param
+        param.pool = (
+            caffe_pb2.PoolingParameter.AVE if ctx.node.op_type == "AveragePool" else caffe_pb2.PoolingParameter.MAX
+        )
+        _set_window(param, kernel, stride, pad)
+        blob = str(layer.top[0])
+    if not found.symmetric or separate:
         how = "and a Slice that keeps the graph's windows" if cropped else "(its rounded-up last window covers the end)"
+        one_axis = ", one axis at a time (BVLC and OpenCV round a once-padded pooling differently)" if separate else ""
         ctx.problem(
             "pooling-pads",
-            f"pads {list(found.pads)} written as Caffe's pad {[plan.pad for plan in plans]} {how} (exact)",
+            f"pads {list(found.pads)} written as Caffe's pad {list(pads)}{one_axis} {how} (exact)",
             severity="warning",
         )
     if not cropped:
-        return str(layer.top[0])
+        return blob
     ctx.problem(
         "pooling-floor",
         f"the graph's {tuple(p.count for p in plans)} windows kept from Caffe's "
@@ -177,7 +229,7 @@ def _write_pooling(ctx: CaffeNodeContext, found: Window, plans: list[AxisPlan], 
         "use ceil_mode=True and symmetric pads in the source model for a single Pooling layer, if the sizes allow it",
         severity="warning",
     )
-    return crop(ctx, str(layer.top[0]), _ranges(plans), output)
+    return crop(ctx, blob, _ranges(plans), output)
 
 
 def _ranges(plans: list[AxisPlan]) -> dict[int, tuple[int, int, int]]:

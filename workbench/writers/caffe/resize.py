@@ -94,6 +94,9 @@ def _spec(ctx: CaffeNodeContext, mode: str, transform: str, nearest: str) -> Res
     if in_shape is None or out_shape is None or None in out_shape or len(in_shape) != 4:
         ctx.problem("dynamic-shape", "the resize needs known 4-D input and output shapes", "export with fixed shapes")
         return None
+    if 0 in out_shape:
+        ctx.problem("resize-empty", f"resize from {in_shape} to an empty {out_shape}", "use scales that keep a pixel")
+        return None
     if tuple(out_shape[:2]) != in_shape[:2]:
         ctx.problem("resize-axes", f"resize from {in_shape} to {out_shape} changes N or C", "resize H and W only")
         return None
