@@ -1066,6 +1066,14 @@ ARITHMETIC_FORMS = {
         {"c": np.array(0.25, np.float32)},
         ["Power", "Power", "Eltwise", "Power"],
     ),
+    "mul-repeating-inside-its-run": (
+        "Mul",
+        ["a", "b"],
+        {"a": (2, 1, 4, 5), "b": (2, 3, 4, 5)},
+        {},
+        ["Concat", "Eltwise"],
+    ),
+    "constant-onto-a-vector-input": ("Add", ["a", "c"], {"a": (5,)}, {"c": weights(3, 5)}, ["Reshape", "Concat"]),
     "max-full-constant": ("Max", ["a", "c"], {"a": (2, 3, 4)}, {"c": weights(2, 3, 4)}, ["Slice", "Silence"]),
 }
 

@@ -157,6 +157,9 @@ def _broadcast_scale(ctx: CaffeNodeContext) -> bool:
     if axes is None or axes[1] == 0:
         return False
     axis, num_axes = axes
+    aligned = (1,) * (len(large_shape) - len(small_shape)) + small_shape
+    if aligned[axis : axis + num_axes] != large_shape[axis : axis + num_axes]:
+        return False  # s repeats along an axis inside its run: no two-bottom Scale form
     factor = ctx.bottom(small)
     if small_shape != large_shape[axis : axis + num_axes]:
         reshape = ctx.add_layer("Reshape", [factor], [None], role="factor")

@@ -21,8 +21,8 @@ they overwrite and it is not a graph output.
 Three rules hold for every node:
 
 * **Constants used as data** (a Concat with a constant piece, ``Max(x, c)``) get
-  a blob of their own: the first graph input is cut down to its first element
-  ``e`` (one Slice per axis longer than 1) and an InnerProduct with zero weights
+  a blob of their own: the graph input of the highest rank is cut down to its
+  first element ``e`` (one Slice per axis longer than 1) and an InnerProduct with zero weights
   and the flattened constant as its bias gives ``0 * e + c = c`` exactly (for a
   finite ``e``), reshaped to the constant's shape. Constants that a layer stores
   as weights never take this path.
@@ -121,7 +121,8 @@ class CaffeNet:
         self._input_blobs: set[str] = set()
         self._names = UniqueNames()
         self._base_names: dict[ir.Node, str] = {}
-        self._element: str | None = None  # the first input's first element, the source of constant blobs
+        self._element: str | None = None  # an input's first element, the source of constant blobs
+        self._element_source: ir.Value | None = None
 
     def context(self, node: ir.Node) -> CaffeNodeContext:
         """The context a converter writes ``node`` through."""
@@ -171,18 +172,20 @@ class CaffeNet:
         value: ir.Value | None = None,
         weight_input: int | None = None,
     ) -> str | None:
-        """A blob equal to the constant ``data`` (``0 * e + c`` from the first input's first
-        element, see the module docstring), standing for ``value``; None after a problem."""
+        """A blob equal to the constant ``data`` (``0 * e + c`` from an input's first element,
+        see the module docstring), standing for ``value``; None after a problem."""
         element = self._element_blob(ctx)
         if element is None:
             ctx.problem(
                 "constant-input",
-                f"constant tensor {name} is used as data, and the graph has no input to derive a blob from",
+                f"constant tensor {name} is used as data, and the graph has no input (of rank 1 or more) "
+                "to derive a blob from",
                 "fold the constant computation with simplify",
             )
             return None
         flat = np.asarray(data, np.float32).reshape(-1)
-        shaped = data.ndim == 2 and data.shape[0] == 1
+        element_rank = len(static_shape(self._element_source) or ())
+        shaped = data.ndim == 2 and data.shape[0] == 1 and element_rank >= 2
         layer = ctx.add_layer(
             "InnerProduct",
             [element],
@@ -192,6 +195,8 @@ class CaffeNet:
             weight_inputs=[None, weight_input],
         )
         layer.inner_product_param.num_output = flat.size
+        if element_rank < 2:
+            layer.inner_product_param.axis = 0  # a 0-d or 1-d element: all of it is the one input feature
         if shaped:
             return str(layer.top[0])
         reshape = ctx.add_layer("Reshape", [layer.top[0]], [value], role=f"constant_{name}/shape")
@@ -203,13 +208,15 @@ class CaffeNet:
         return next((layer.param.type for layer in reversed(self.layers) if blob in layer.param.top), None)
 
     def _element_blob(self, ctx: CaffeNodeContext) -> str | None:
-        """``x[0, 0, ..., 0]`` (all axes kept, length 1) of the first graph input, made once."""
+        """``x[0, 0, ..., 0]`` (all axes kept, length 1) of the graph input of the highest rank, made once."""
         if self._element is not None:
             return self._element
-        source = next((v for v in self.graph.inputs if v in self._blob_of), None)
+        known = [v for v in self.graph.inputs if v in self._blob_of and static_shape(v)]  # rank 1 or more
+        source = max(known, key=lambda v: len(static_shape(v) or ()), default=None)  # the image, if any
         shape = static_shape(source)
         if source is None or shape is None:
             return None
+        self._element_source = source
         blob = self._blob_of[source]
         for axis, size in enumerate(shape):
             if size > 1:
