@@ -1,11 +1,16 @@
 """Figures for comparisons: error per layer along depth, and one layer's difference.
 
 Built on ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend),
-so they work in scripts, the CLI (``--plot``) and notebooks alike.
+so they work in scripts, the CLI (``--plot``) and notebooks alike. In a notebook a
+plain Figure shows only its text repr unless ``%matplotlib inline`` is on; these
+figures give IPython a PNG themselves, so they show as images in JupyterLab, in an
+executed record and in its HTML export.
 """
 
 from __future__ import annotations
 
+import io
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +21,21 @@ if TYPE_CHECKING:
     from .compare import Comparison
 
 FLOOR = 1e-12  # exact agreement is drawn here on the log axis
+TITLE_CHARACTERS_PER_INCH = 11  # long titles (file paths) wrap instead of running off the figure
+
+
+class NotebookFigure(Figure):
+    """A Figure that renders as a PNG in Jupyter (IPython asks for ``_repr_png_``)."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        # "tight" keeps annotations and long titles that reach past the axes inside the image
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
+
+
+def _wrapped(title: str, figure: Figure) -> str:
+    return textwrap.fill(title, width=int(figure.get_figwidth() * TITLE_CHARACTERS_PER_INCH))
 
 
 def _finite(value: float) -> float:
@@ -26,7 +46,7 @@ def _finite(value: float) -> float:
 def plot_layer_errors(comparison: "Comparison", path: str | Path | None = None) -> Figure:
     """Max and mean absolute error of every compared layer, in reference order,
     on a log scale, with the tolerance and the first divergence marked."""
-    figure = Figure(figsize=(max(6.0, min(0.12 * len(comparison.layers), 18.0)), 4.0), layout="constrained")
+    figure = NotebookFigure(figsize=(max(6.0, min(0.12 * len(comparison.layers), 18.0)), 4.0), layout="constrained")
     axes = figure.add_subplot()
     depth = np.arange(len(comparison.layers))
     max_abs = np.array([max(_finite(p.stats.max_abs), FLOOR) for p in comparison.layers])
@@ -52,7 +72,7 @@ def plot_layer_errors(comparison: "Comparison", path: str | Path | None = None) 
         )
     axes.set_xlabel("layer (reference order)")
     axes.set_ylabel("absolute error")
-    axes.set_title(f"{comparison.reference} vs {comparison.candidate}")
+    axes.set_title(_wrapped(f"{comparison.reference} vs {comparison.candidate}", figure))
     axes.legend(loc="upper left", fontsize="small")
     if path is not None:
         figure.savefig(path)
@@ -72,7 +92,7 @@ def plot_difference(
     b = np.asarray(candidate, dtype=np.float64)
     if a.shape != b.shape:
         b = b.reshape(a.shape) if a.size == b.size else None
-    figure = Figure(figsize=(10.0, 4.0), layout="constrained")
+    figure = NotebookFigure(figsize=(10.0, 4.0), layout="constrained")
     left, right = figure.subplots(1, 2)
     if b is None:
         left.text(0.5, 0.5, f"shapes differ: {list(np.shape(reference))} vs {list(np.shape(candidate))}", ha="center")
@@ -93,10 +113,10 @@ def plot_difference(
         image = right.imshow(plane, cmap="magma", aspect="auto")
         figure.colorbar(image, ax=right)
         right.set_title(label)
-    figure.suptitle(title)
+    figure.suptitle(_wrapped(title, figure))
     if path is not None:
         figure.savefig(path)
     return figure
 
 
-__all__ = ["plot_difference", "plot_layer_errors"]
+__all__ = ["NotebookFigure", "plot_difference", "plot_layer_errors"]
