@@ -13,7 +13,7 @@ import onnx_ir as ir
 import pytest
 
 from workbench import cli
-from workbench.records import HEADER_TAG, VERDICT_MIMETYPE, Verdict, versions
+from workbench.records import HEADER_TAG, VERDICT_MIMETYPE, WIDGET_VIEW_MIMETYPE, Verdict, versions
 
 from .ui.conftest import conv_bn_relu
 
@@ -38,9 +38,11 @@ def model_file(tmp_path) -> Path:
 CONVERT = """\
 import workbench
 from workbench.records import Verdict
+from workbench.ui import NameMapEditor
 model = workbench.load(source)
 written = workbench.write(workbench.fold_bn(model), outdir, "onnx")
 final = workbench.compare(model, written)
+display(NameMapEditor(workbench.map_names(model, written), source=model))
 Verdict.of({"folded ONNX file in onnxruntime against the source": final, "stated": (stated, "as given")},
            source=model, written=written)
 """
@@ -83,6 +85,20 @@ def test_the_header_says_what_was_converted_how_into_what_and_the_verdict(tmp_pa
         assert f"{library} {versions()[library]}" in text
     assert facts["verified"] is True and facts["outcome"]["status"] == "completed"
     assert facts["verdict"]["sources"][0]["sha256"] == sha256(model_file)
+
+
+def test_a_record_keeps_the_panels_snapshots_and_no_live_widgets(tmp_path, model_file, capsys):
+    source = notebook(tmp_path / "convert.ipynb", 'source = "model.onnx"\noutdir = "out"\nstated = True', CONVERT)
+    output = tmp_path / "record.ipynb"
+    arguments = [str(source), "-o", str(output), "-p", "source", str(model_file), "-p", "outdir", str(tmp_path / "out")]
+    assert record([*arguments, "--html"], capsys)[0] == 0
+    executed = nbformat.read(output, as_version=4)
+    outputs = [o for cell in executed.cells for o in cell.get("outputs", []) if "data" in o]
+    assert not any(WIDGET_VIEW_MIMETYPE in o["data"] for o in outputs) and "widgets" not in executed.metadata
+    (panel,) = [o for o in outputs if "workbench-snapshot" in o["data"].get("text/html", "")]
+    assert "<b>Name map</b> (onnx)" in panel["data"]["text/html"]
+    exported = output.with_suffix(".html").read_text()
+    assert "<b>Name map</b> (onnx)" in exported and "cdn.jsdelivr" not in exported and "unpkg.com" not in exported
 
 
 def test_a_failed_check_is_a_record_that_is_not_verified(tmp_path, model_file, capsys):

@@ -295,7 +295,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_record(args: argparse.Namespace) -> int:
     """Execute a notebook with papermill, then write the record's header at its top
-    (``records.add_header``): exit 0 when it ran to the end and its verdict holds."""
+    (``records.finish_record``): exit 0 when it ran to the end and its verdict holds."""
     notebook, output = Path(args.notebook), Path(args.output)
     if not notebook.is_file():
         raise InputError(f"no such notebook: {notebook}", remedy="check the path")
@@ -312,7 +312,7 @@ def run_record(args: argparse.Namespace) -> int:
     from jupyter_client.kernelspec import NoSuchKernel
     from nbclient.exceptions import CellTimeoutError
 
-    from .records import Outcome, add_header
+    from .records import Outcome, finish_record
 
     try:
         source = nbformat.read(notebook, as_version=4)
@@ -352,7 +352,7 @@ def run_record(args: argparse.Namespace) -> int:
         outcome = Outcome("timed out", time.perf_counter() - start, _stopped_cell(output), str(error).splitlines()[0])
     if outcome is None:
         outcome = Outcome("completed", time.perf_counter() - start)
-    verdict_holds, title = add_header(output, notebook.name, outcome, shown, args.timeout)
+    verdict_holds, title = finish_record(output, notebook.name, outcome, shown, args.timeout)
     summary = f"{notebook.name} → {output} with {parameters or 'default parameters'}: {title}"
     progress(StepReport("record", summary, seconds=outcome.seconds))
     if outcome.status != "completed":

@@ -13,6 +13,11 @@ markdown cell at the top, the record's header: the verdict, how the run went (an
 where it stopped if it did), what was converted with which parameters, what was
 written, and the versions. The same facts go into the notebook's metadata
 (``metadata.workbench.record``) for programs.
+
+A record has no kernel behind it, so it also keeps no live widgets: an output that
+shows a widget and has an HTML snapshot of it (every workbench panel has one) keeps
+the snapshot alone, and the widget state nbclient saves is dropped. Every viewer,
+trusted or not, then shows the snapshot, and none loads widget code from a CDN.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 VERDICT_MIMETYPE = "application/vnd.workbench.verdict+json"
+WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
 HEADER_TAG = "workbench-record"
 HASH_CHUNK = 1 << 20
 # distribution name -> how the header names it; OpenCV installs under several names
@@ -97,14 +103,16 @@ def source_files(sources: Any) -> list[FileRecord]:
         return source_files(list(paths))
     if isinstance(sources, (str, Path)):
         sources = [sources]
-    records = []
+    files: dict[Path, list[str]] = {}  # file -> what it is for (one module can define several sources)
     for item in sources:
         text = str(item)
         if Path(text).is_file():
-            records.append(FileRecord.of(text))
+            files.setdefault(Path(text).resolve(), [])
         elif ":" in text and (module := _module_file(text)) is not None:
-            records.append(FileRecord.of(module, f"module defining {text}"))
-    return records
+            files.setdefault(module.resolve(), []).append(text)
+    return [
+        FileRecord.of(path, f"module defining {', '.join(specs)}" if specs else "") for path, specs in files.items()
+    ]
 
 
 def written_files(written: Any) -> list[FileRecord]:
@@ -300,7 +308,21 @@ def header_markdown(
     return "\n".join(lines)
 
 
-def add_header(
+def freeze_widgets(notebook: Any) -> int:
+    """Keep the HTML snapshot of every widget output that has one; drop the saved
+    widget state. Returns how many widget views were replaced."""
+    frozen = 0
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_VIEW_MIMETYPE in data and "text/html" in data:
+                del data[WIDGET_VIEW_MIMETYPE]
+                frozen += 1
+    notebook.metadata.pop("widgets", None)
+    return frozen
+
+
+def finish_record(
     executed: Path,
     notebook_name: str,
     outcome: Outcome,
@@ -308,11 +330,12 @@ def add_header(
     timeout: float | None,
 ) -> tuple[bool | None, str]:
     """Insert the header cell at the top of the executed notebook (replacing an older
-    one) and record the same facts in its metadata; returns (whether the verdict holds,
+    one), record the same facts in its metadata and freeze its widgets; returns (whether the verdict holds,
     None when the notebook displayed no verdict; the header's title)."""
     import nbformat
 
     notebook = nbformat.read(executed, as_version=4)
+    freeze_widgets(notebook)
     verdict = find_verdict(notebook)
     recorded_at = datetime.datetime.now(datetime.timezone.utc)
     text = header_markdown(notebook_name, verdict, outcome, parameters, timeout, recorded_at)
