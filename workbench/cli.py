@@ -408,7 +408,10 @@ def _export_html(notebook: Path, html_path: Path) -> None:
         )
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_filename(str(notebook))
+    # nbconvert's page loads require.js and MathJax from a CDN; a record must open
+    # offline and send nothing anywhere (an empty src fetches nothing)
+    exporter = HTMLExporter(require_js_url="", mathjax_url="", mermaid_js_url="", mermaid_layout_elk_js_url="")
+    body, _ = exporter.from_filename(str(notebook))
     html_path.write_text(body, encoding="utf-8")
 
 
