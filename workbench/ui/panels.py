@@ -682,7 +682,11 @@ class NameMapEditor(SnapshotPanel, widgets.VBox):
         self.summary_view = widgets.HTML()
         self.only_attention = widgets.Checkbox(description="only unmatched / ambiguous", indent=False)
         self.only_attention.observe(lambda _: self.refresh(), names="value")
-        self.table = widgets.GridBox(layout=widgets.Layout(grid_template_columns="1.2fr 2fr 1.4fr 1.2fr 0.6fr"))
+        self.table = widgets.GridBox(
+            layout=widgets.Layout(
+                grid_template_columns="1.2fr 2fr 1.4fr 1.2fr 0.6fr", max_height="480px", overflow="auto"
+            )
+        )
         self.apply_button = widgets.Button(description="apply edits", icon="check")
         self.apply_button.on_click(lambda _: self.apply())
         self.path = widgets.Text(value=str(path), description="file")
