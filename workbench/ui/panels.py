@@ -169,7 +169,7 @@ class PipelineStepper(SnapshotPanel, widgets.VBox):
         self.run_all_button = widgets.Button(description="run all", icon="forward")
         self.run_all_button.on_click(lambda _: self.run_all())
         self.switches = {
-            step: widgets.Checkbox(value=enabled, description=step, indent=False)
+            step: widgets.Checkbox(value=enabled, description=step, indent=False, layout=widgets.Layout(width="auto"))
             for step, enabled in pipeline.enabled.items()
         }
         for step, switch in self.switches.items():
