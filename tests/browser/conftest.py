@@ -47,7 +47,7 @@ def artifacts() -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory) -> Lab:
+def lab(tmp_path_factory, artifacts) -> Lab:
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (run it as root once)")
     workspace = tmp_path_factory.mktemp("lab")
@@ -66,6 +66,7 @@ def lab(tmp_path_factory) -> Lab:
     finally:
         process.terminate()
         process.wait(timeout=60)
+        shutil.copyfile(log_path, ARTIFACTS / "lab.log")  # the server's side of whatever the pages showed
 
 
 @pytest.fixture(scope="session")

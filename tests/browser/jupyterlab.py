@@ -18,8 +18,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from playwright.sync_api import BrowserContext, Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -38,6 +40,7 @@ CHROMIUM_FLAGS = [
 TOKEN = "workbench-browser-test"
 START_TIMEOUT = 120  # seconds for JupyterLab to answer
 RUN_TIMEOUT = 600  # seconds for a notebook's Run All
+STALL_SECONDS = 20  # nothing running and cells left unqueued this long: Run All stopped
 VIEWPORT = {"width": 1400, "height": 1000}
 TALLEST_SCREENSHOT = 16000  # px; Chromium's limit is 16384
 USER_SETTINGS = {"@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"}}
@@ -174,10 +177,16 @@ def run_all(page: Page) -> float:
         if time.monotonic() > deadline:
             raise TimeoutError("JupyterLab never ran the notebook: Run All stayed disabled or did nothing")
         page.wait_for_timeout(1000)
+    stalled_since = None
     while True:
-        texts = prompts.all_inner_texts()
-        if texts and all(re.fullmatch(r"\[\d+\]:", text.strip()) for text in texts):
+        texts = [text.strip() for text in prompts.all_inner_texts()]
+        if texts and all(re.fullmatch(r"\[\d+\]:", text) for text in texts):
             break
+        # Run All queues every cell at once ([*]); a cell left unqueued with nothing running means it stopped
+        stalled = "[*]:" not in texts and "[ ]:" in texts
+        stalled_since = (stalled_since or time.monotonic()) if stalled else None
+        if stalled_since is not None and time.monotonic() - stalled_since > STALL_SECONDS:
+            raise TimeoutError(f"Run All stopped with cells never run: prompts {texts}")
         if time.monotonic() > start + RUN_TIMEOUT:
             raise TimeoutError(f"Run All did not finish in {RUN_TIMEOUT} s: prompts {texts}")
         time.sleep(0.5)
@@ -207,3 +216,16 @@ def screenshot_notebook(page: Page, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path))
     page.set_viewport_size(VIEWPORT)
+
+
+@contextmanager
+def pictured_on_failure(page: Page, path: Path) -> Iterator[None]:
+    """On a failure inside, keep a screenshot of what the page showed then."""
+    try:
+        yield
+    except BaseException:
+        try:
+            screenshot_notebook(page, path)
+        except Exception:  # the page itself may be what failed; the original error matters
+            pass
+        raise

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import re
 import subprocess
+from contextlib import closing
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 import pytest
 from nbformat.sign import NotebookNotary
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Page
+from playwright.sync_api import Error as PlaywrightError
 
 from .jupyterlab import (
     CHROMIUM_FLAGS,
@@ -30,6 +33,7 @@ from .jupyterlab import (
     RequestLog,
     cells,
     open_notebook,
+    pictured_on_failure,
     run_all,
     save,
     screenshot_notebook,
@@ -40,7 +44,7 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.i
 PANELS = ("pipeline_stepper(", "ComparisonExplorer(", "NameMapEditor(")
 NETRON_TIMEOUT = 60  # seconds for Netron to lay out a graph
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 
 def expectations(path: Path) -> dict[str, list[int]]:
@@ -101,18 +105,18 @@ def assert_local(log: RequestLog, origin: str) -> None:
     assert log.refused() == []  # nothing even tried (a blocked try would show here)
 
 
-@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
-def test_notebook_runs_in_jupyterlab(lab, browser, artifacts, notebook):
+def run_and_look(browser: Browser, base_url: str, notebook: Path, artifacts: Path, name: str) -> RequestLog:
+    """Open the notebook, Run All, and check what the page shows; returns the request log."""
     expected = expectations(notebook)
     context = browser.new_context(viewport=VIEWPORT)
     log = RequestLog()
     log.attach(context)
     page = context.new_page()
-    try:
-        open_notebook(page, lab.base_url, notebook.name)
+    with closing(context), pictured_on_failure(page, artifacts / f"FAILED-{name}.png"):
+        open_notebook(page, base_url, notebook.name)
         seconds = run_all(page)
         with (artifacts / "run-times.txt").open("a") as times:
-            times.write(f"{notebook.stem}\t{seconds:.1f} s\tRun All in Chromium\n")
+            times.write(f"{name}\t{seconds:.1f} s\tRun All in Chromium\n")
         assert_no_errors(page)
         for index in expected["panel"]:
             panel = cells(page).nth(index).locator(".jp-OutputArea .workbench-panel")
@@ -124,10 +128,29 @@ def test_notebook_runs_in_jupyterlab(lab, browser, artifacts, notebook):
             count, labels = netron_nodes(page, index)
             assert count >= drawn_nodes(page, index), f"cell {index}: Netron drew {count} nodes"
             assert any("Conv" in label for label in labels)
-        screenshot_notebook(page, artifacts / f"{notebook.stem}.png")
+        screenshot_notebook(page, artifacts / f"{name}.png")
         save(page)
-    finally:
-        context.close()
+    return log
+
+
+def once_more_on_failure(attempt: Callable[[], RequestLog], artifacts: Path, name: str) -> RequestLog:
+    """One more try when the first fails, the failure kept in ``retries.txt``. On a
+    saturated machine (2 cores shared with other work) JupyterLab was seen to run only
+    the first cell of a Run All, or to lose a widget model ("Error displaying widget");
+    a second failure fails the test."""
+    try:
+        return attempt()
+    except (AssertionError, TimeoutError, PlaywrightError) as failure:
+        with (artifacts / "retries.txt").open("a") as retries:
+            retries.write(f"{name}: {str(failure).splitlines()[0]}\n")
+    return attempt()
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def test_notebook_runs_in_jupyterlab(lab, browser, artifacts, notebook):
+    log = once_more_on_failure(
+        lambda: run_and_look(browser, lab.base_url, notebook, artifacts, notebook.stem), artifacts, notebook.stem
+    )
     assert_local(log, lab.base_url.rstrip("/"))
     saved = nbformat.read(lab.notebooks / notebook.name, as_version=4)
     assert not [o for cell in saved.cells for o in cell.get("outputs", []) if o["output_type"] == "error"]
@@ -147,9 +170,10 @@ def test_an_untrusted_record_shows_the_drawing_plots_and_snapshots(lab, browser,
     log = RequestLog()
     log.attach(context)
     page = context.new_page()
-    try:
+    with closing(context), pictured_on_failure(page, artifacts / "FAILED-record.png"):
         open_notebook(page, lab.base_url, "records/00_tour.record.ipynb")
         header = cells(page).nth(0)
+        header.locator(".jp-RenderedMarkdown h1").wait_for()
         assert "Record of 00_tour.ipynb: verified" in header.inner_text()
         assert_no_errors(page)
         assert_images(page, [i + shift for i in expected["plot"]], "plot")
@@ -168,8 +192,6 @@ def test_an_untrusted_record_shows_the_drawing_plots_and_snapshots(lab, browser,
         assert images.count() >= len(expected["plot"]) + len(expected["graph"])
         assert page.evaluate("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
         page.screenshot(path=str(artifacts / "record-00_tour-html.png"), full_page=True)
-    finally:
-        context.close()
     assert_local(log, lab.base_url.rstrip("/"))
 
 
@@ -177,21 +199,12 @@ def test_the_netron_view_through_one_forwarded_port(playwright, artifacts, tmp_p
     with forwarded_lab(tmp_path) as remote:
         # a browser of its own, inside the browser's namespace
         chromium = playwright.chromium.launch(executable_path=str(remote.chromium), args=CHROMIUM_FLAGS)
-        context = chromium.new_context(viewport=VIEWPORT)
-        log = RequestLog()
-        log.attach(context)
-        page = context.new_page()
-        notebook = remote.notebooks / "00_tour.ipynb"
-        expected = expectations(notebook)
-        try:
-            open_notebook(page, remote.base_url, notebook.name)
-            run_all(page)
-            assert_no_errors(page)
-            for index in expected["graph"]:
-                count, labels = netron_nodes(page, index)
-                assert count >= drawn_nodes(page, index) and any("Conv" in label for label in labels)
-            screenshot_notebook(page, artifacts / "forwarded-00_tour.png")
-        finally:
-            chromium.close()
+        with closing(chromium):
+            notebook = remote.notebooks / "00_tour.ipynb"
+            log = once_more_on_failure(
+                lambda: run_and_look(chromium, remote.base_url, notebook, artifacts, "forwarded-00_tour"),
+                artifacts,
+                "forwarded-00_tour",
+            )
         assert_local(log, remote.base_url.rstrip("/"))
         assert remote.unreachable_directly()
