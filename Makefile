@@ -48,8 +48,7 @@ run: $(STAMP)
 	$(BIN)/workbench convert workbench.samples:sample_net --to caffe -o $(OUT)/caffe --fold-bn --report $(OUT)/caffe/report.json
 
 # The browser test runs alone after the rest: JupyterLab, its kernels and Chromium get the
-# 2 cores to themselves, as on a user's machine (saturated by a parallel suite, JupyterLab
-# was seen to lose widget models: "Error displaying widget").
+# 2 cores to themselves, as on a user's machine, and its timings mean something.
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -n 2 -q -m "not browser" $(PYTEST_ARGS)
 	$(BIN)/python -m pytest -q -m browser $(PYTEST_ARGS)

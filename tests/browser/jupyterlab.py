@@ -40,6 +40,7 @@ CHROMIUM_FLAGS = [
 TOKEN = "workbench-browser-test"
 START_TIMEOUT = 120  # seconds for JupyterLab to answer
 RUN_TIMEOUT = 600  # seconds for a notebook's Run All
+KERNEL_DIALOG_WAIT = 5  # seconds JupyterLab may take to ask which kernel to start
 STALL_SECONDS = 20  # nothing running and cells left unqueued this long: Run All stopped
 VIEWPORT = {"width": 1400, "height": 1000}
 TALLEST_SCREENSHOT = 16000  # px; Chromium's limit is 16384
@@ -139,6 +140,15 @@ def open_notebook(page: Page, base_url: str, path: str) -> None:
     workspace = re.sub(r"[^\w-]", "-", path)
     page.goto(f"{base_url}lab/workspaces/{workspace}/tree/{path}?token={TOKEN}")
     page.wait_for_selector(f"{NOTEBOOK} .jp-Cell", timeout=START_TIMEOUT * 1000)
+    # a notebook opened before JupyterLab has its kernel list asks which kernel to start,
+    # the notebook's own preselected: accept it, as a user does
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    try:
+        dialog.wait_for(timeout=KERNEL_DIALOG_WAIT * 1000)
+    except PlaywrightTimeout:
+        pass
+    else:
+        dialog.locator("button", has_text="Select").last.click()
     wait_for_idle_kernel(page)
 
 

@@ -134,10 +134,12 @@ def run_and_look(browser: Browser, base_url: str, notebook: Path, artifacts: Pat
 
 
 def once_more_on_failure(attempt: Callable[[], RequestLog], artifacts: Path, name: str) -> RequestLog:
-    """One more try when the first fails, the failure kept in ``retries.txt``. On a
-    saturated machine (2 cores shared with other work) JupyterLab was seen to run only
-    the first cell of a Run All, or to lose a widget model ("Error displaying widget");
-    a second failure fails the test."""
+    """One more try when the first fails, the failure kept in ``retries.txt`` (a second
+    failure fails the test). Seen while JupyterLab was set to start the preferred kernel
+    on its own: a notebook opened before JupyterLab had its kernel list got a second
+    kernel, which dropped the queued cells of a Run All and the widgets of the first
+    kernel ("Error displaying widget"). Choosing the kernel in its dialog ended that in
+    our runs; the retry remains a logged guard against a loaded machine."""
     try:
         return attempt()
     except (AssertionError, TimeoutError, PlaywrightError) as failure:
