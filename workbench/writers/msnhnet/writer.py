@@ -230,7 +230,7 @@ def _records(net: MsnhNet) -> list[dict[str, object]]:
         {
             "index": index,
             "name": layer_name(index, layer.kind),
-            "kind": layer.kind,
+            "type": layer.kind,
             "role": layer.role,
             "dims": list(layer.dims),
             "nodes": list(layer.nodes),
