@@ -1,4 +1,4 @@
-"""Convolutions and batch normalisation -> ``conv``, ``deconv``, ``batchnorm``.
+"""Convolutions -> ``conv``, ``deconv``.
 
 Weight layouts agree with ONNX: ``conv`` takes ``[N][C/groups][kY][kX]`` (ONNX
 ``Conv``'s ``(M, C/group, kH, kW)``), ``deconv`` ``[C][N][kY][kX]`` (``ConvTranspose``'s
@@ -20,11 +20,6 @@ Where MsnhNet 2.0 computes something else (each checked in the real runtime):
   pads that differ at the two ends: grouped weights are written block-diagonal
   (zeros between groups) with ``groups: 1``, a dilation as zero taps, and the pads
   as a full ``deconv`` followed by a ``padding`` layer cropping it (negative pads).
-
-``BatchNormalization`` after a ``conv`` becomes its ``batchNorm: 1`` (weights scale,
-bias, mean, var; a conv bias ``b`` moves into the mean: ``mean - b``), after a
-``connect`` its ``batchNorm: 1`` (order scale, mean, var, bias), elsewhere a
-``batchnorm`` layer.
 """
 
 from __future__ import annotations
@@ -193,47 +188,3 @@ def _block_diagonal(weight: np.ndarray, groups: int) -> np.ndarray:
         rows = slice(g * per_group, (g + 1) * per_group)
         dense[rows, g * out_per_group : (g + 1) * out_per_group] = weight[rows]
     return dense
-
-
-# ---- batch normalisation -----------------------------------------------------------------
-
-
-def _statistics(ctx: MsnhNodeContext) -> dict[int, np.ndarray] | None:
-    if int(ctx.attr("training_mode", 0)):
-        ctx.problem("training-mode", "BatchNormalization in training mode", "export the model in eval mode")
-        return None
-    return ctx.weights(1, 2, 3, 4)
-
-
-def _fold_into(ctx: MsnhNodeContext, layer: MsnhLayer, stats: dict[int, np.ndarray], eps: float) -> None:
-    """``batchNorm: 1`` in the conv or connect that computed the input (a bias moves into the mean)."""
-    scale, shift, mean, var = (np.asarray(stats[i], np.float32) for i in (1, 2, 3, 4))
-    if layer.params.pop("useBias", 1):
-        mean = mean - layer.weights.pop(1)
-        layer.weight_params.pop(1)
-    layer.params["batchNorm"] = 1
-    if layer.kind == "conv":
-        layer.params["eps"] = eps
-        ctx.absorb(layer, [scale, shift, mean, var], [1, 2, 3, 4])
-    else:
-        layer.params["bnEps"] = eps
-        ctx.absorb(layer, [scale, mean, var, shift], [1, 3, 4, 2])
-    layer.transforms.append("BatchNormalization written as the layer's batchNorm")
-
-
-@MSNHNET_LAYERS.register("BatchNormalization")
-def convert_batch_norm(ctx: MsnhNodeContext) -> None:
-    """batchNorm of the preceding conv/connect, else batchnorm (scale, bias, mean, var)"""
-    stats = _statistics(ctx)
-    if stats is None:
-        return
-    eps = float(ctx.attr("epsilon"))
-    host = ctx.absorbing_layer(("conv", "connect"))
-    if host is not None and not host.params.get("batchNorm") and host.activation == "none" and host.role is None:
-        _fold_into(ctx, host, stats, eps)
-        return
-    dims = ctx.feed(0, ctx.dims_of(0))
-    if dims is None:
-        return
-    weights = [stats[i] for i in (1, 2, 3, 4)]
-    ctx.add_layer("batchnorm", {"eps": eps}, dims, weights=weights, weight_inputs=[1, 2, 3, 4])

@@ -27,7 +27,7 @@ from ...graph.converter import ConverterContext
 from ...graph.report import timed
 from ...graph.shapes import infer_shapes, static_shape
 from ..files import WrittenFiles, staged_output
-from . import activation, arithmetic, conv, layout, linear, pooling, softmax, spatial  # noqa: F401  (register)
+from . import activation, arithmetic, conv, layout, linear, normalization, pooling, softmax, spatial  # noqa: F401
 from .net import MSNHNET_LAYERS, TARGET, MsnhLayer, MsnhNet, MsnhNodeContext, per_sample
 from .sidecar import SUFFIX as SIDECAR_SUFFIX
 from .sidecar import layer_name, write_sidecar
