@@ -47,11 +47,9 @@ def activate(
         host.params["activation"] = activation
         ctx.absorb(host, weights, weight_inputs)
         return
-    dims = ctx.feed(0, ctx.dims_of(0) if dims_needed else None)
-    previous = ctx.net.last
-    if dims is None:
+    if ctx.feed(0, ctx.dims_of(0) if dims_needed else None) is None:
         return
-    size = previous.size if previous is not None else None
+    dims, size = ctx.previous()
     ctx.add_layer("act", {"activation": activation}, dims, size=size, weights=weights, weight_inputs=weight_inputs)
 
 
@@ -146,11 +144,11 @@ def convert_clip(ctx: MsnhNodeContext) -> None:
 
 def clip(ctx: MsnhNodeContext, low: float | None, high: float | None, output: bool = True) -> MsnhLayer | None:
     """A ``clip`` layer on input 0 (an absent or infinite bound is left out)."""
-    dims = ctx.feed(0)
-    if dims is None:
+    if ctx.feed(0) is None:
         return None
+    dims, size = ctx.previous()
     params = {key: bound for key, bound in (("min", low), ("max", high)) if bound is not None and np.isfinite(bound)}
-    return ctx.add_layer("clip", params, dims, output=True if output else None)
+    return ctx.add_layer("clip", params, dims, size=size, output=True if output else None)
 
 
 def varop(
@@ -158,33 +156,28 @@ def varop(
 ) -> MsnhLayer | None:
     """A ``varop`` of ``kind`` on the previous layer (and the layers ``refs``)."""
     ctx.first_layer_allowed()
-    previous = ctx.net.last
-    if previous is None:
-        return None
+    dims, size = ctx.previous()
     params: dict = {"type": kind}
     if refs:
         params = {"layers": list(refs), **params}
     if const is not None:
         params["constVal"] = const
-    return ctx.add_layer("varop", params, previous.dims, output=True if output else None)
+    return ctx.add_layer("varop", params, dims, size=size, output=True if output else None)
 
 
 def tanh(ctx: MsnhNodeContext, output: bool = True) -> None:
     """``act tanh`` on the previous layer, its input clipped when MsnhNet's scalar tail could overflow."""
-    previous = ctx.net.last
-    if previous is None:
-        return
-    if (previous.size * ctx.net.batch) % 8:
-        ctx.add_layer("clip", {"max": TANH_SAFE_INPUT}, previous.dims, output=None, role="tanh-guard")
-    ctx.add_layer("act", {"activation": "tanh"}, previous.dims, output=True if output else None)
+    dims, size = ctx.previous()
+    if (size * ctx.net.batch) % 8:
+        ctx.add_layer("clip", {"max": TANH_SAFE_INPUT}, dims, size=size, output=None, role="tanh-guard")
+    ctx.add_layer("act", {"activation": "tanh"}, dims, size=size, output=True if output else None)
 
 
 @MSNHNET_LAYERS.register("Tanh")
 def convert_tanh(ctx: MsnhNodeContext) -> None:
     """activation tanh (its input clipped at 20 when MsnhNet's scalar tail would overflow)"""
     value = ctx.value(0)
-    previous = ctx.net.last
-    merged_safe = previous is not None and (previous.size * ctx.net.batch) % 8 == 0
+    merged_safe = (ctx.previous()[1] * ctx.net.batch) % 8 == 0
     if value is not None and ctx.net.is_previous(value) and merged_safe:
         activate(ctx, "tanh")
     elif ctx.feed(0) is not None:
@@ -195,9 +188,11 @@ def convert_tanh(ctx: MsnhNodeContext) -> None:
 def convert_mish(ctx: MsnhNodeContext) -> None:
     """softplus, tanh and varop mul (x * tanh(softplus(x)))"""
     x = ctx.holder(0)
-    if x is None or ctx.feed(0) is None or ctx.net.last is None:
+    if x is None or ctx.feed(0) is None:
         return
-    ctx.add_layer("act", {"activation": f"softplus,{float_text(TANH_SAFE_INPUT)}"}, ctx.net.last.dims, output=None)
+    dims, size = ctx.previous()
+    softplus = {"activation": f"softplus,{float_text(TANH_SAFE_INPUT)}"}
+    ctx.add_layer("act", softplus, dims, size=size, output=None)
     tanh(ctx, output=False)
     varop(ctx, "mul", refs=[x])
 
@@ -209,6 +204,5 @@ def convert_hard_sigmoid(ctx: MsnhNodeContext) -> None:
         return
     varop(ctx, "mulConst", float(ctx.attr("alpha")), output=False)
     varop(ctx, "addConst", float(ctx.attr("beta")), output=False)
-    previous = ctx.net.last
-    if previous is not None:
-        ctx.add_layer("clip", {"min": 0.0, "max": 1.0}, previous.dims)
+    dims, size = ctx.previous()
+    ctx.add_layer("clip", {"min": 0.0, "max": 1.0}, dims, size=size)

@@ -32,6 +32,11 @@ from .net import MSNHNET_LAYERS, Dims, MsnhLayer, MsnhNodeContext, pair
 from .window import Plane, plane_of
 
 
+def _planar(weight: np.ndarray) -> np.ndarray:
+    """A 1-D kernel ``(out, in, k)`` as the one-row 2-D kernel ``(out, in, 1, k)``."""
+    return weight[:, :, None, :] if weight.ndim == 3 else weight
+
+
 def _undilated(weight: np.ndarray, dilations: tuple[int, int]) -> np.ndarray:
     """The kernel with its dilation written as zero taps."""
     out_c, in_c, kh, kw = weight.shape
@@ -76,7 +81,7 @@ def convert_conv(ctx: MsnhNodeContext) -> None:
     plane = plane_of(ctx, window) if window is not None else None
     if found is None or plane is None or ctx.feed(0, ctx.dims_of(0)) is None:
         return
-    weight, bias = found[1], found.get(2)
+    weight, bias = _planar(found[1]), found.get(2)
     out_shape = ctx.output_shape(0)
     groups = int(ctx.attr("group"))
     if _native_conv(plane):
@@ -144,7 +149,7 @@ def convert_conv_transpose(ctx: MsnhNodeContext) -> None:
     plane = plane_of(ctx, window) if window is not None else None
     if found is None or plane is None or window is None or ctx.feed(0, ctx.dims_of(0)) is None:
         return
-    weight, bias = found[1], found.get(2)
+    weight, bias = _planar(found[1]), found.get(2)
     groups = int(ctx.attr("group"))
     if groups > 1:
         weight = _block_diagonal(weight, groups)

@@ -156,6 +156,10 @@ class MsnhNet:
     def bind(self, value: ir.Value, layer: MsnhLayer) -> None:
         self._held[value] = layer
 
+    def share(self, value: ir.Value, other: ir.Value) -> None:
+        """``other`` holds the same data as ``value`` (the network input stays the input)."""
+        self._held[other] = self._held[value]
+
     def fail(self, value: ir.Value) -> None:
         self._held.setdefault(value, _FAILED)
 
@@ -181,6 +185,13 @@ class MsnhNet:
             return None
         return self.input_layer() if held is None else held
 
+    def size_of(self, value: ir.Value) -> int | None:
+        """Values per sample of the layer holding ``value`` (None: not converted)."""
+        held = self._held.get(value, _FAILED)
+        if held is _FAILED:
+            return None
+        return math.prod(self.input_dims) if held is None else held.size
+
     @property
     def last(self) -> MsnhLayer | None:
         return self.layers[-1] if self.layers else None
@@ -189,7 +200,9 @@ class MsnhNet:
         """Whether ``value`` is what the next layer reads (the last layer's output, or the
         network input while no layer is written)."""
         held = self._held.get(value, _FAILED)
-        return (held is None and not self.layers) or (held is not None and held is self.last)
+        if held is None:
+            return not self.layers or self._input_layer is self.last
+        return held is not _FAILED and held is self.last
 
     def append(self, layer: MsnhLayer) -> MsnhLayer:
         self.layers.append(layer)
@@ -271,6 +284,12 @@ class MsnhNodeContext(OnnxNodeContext):
         if value is not None and held.value is None:
             layer.value, layer.shape = value.name, static_shape(value)
 
+    def previous(self) -> tuple[Dims, int]:
+        """(dims, values per sample) of what the next layer reads: the last layer's
+        output, or the network input while no layer is written."""
+        last = self.net.last
+        return (last.dims, last.size) if last is not None else (self.net.input_dims, math.prod(self.net.input_dims))
+
     def bring(self, layer: MsnhLayer) -> None:
         """Make ``layer``'s output the previous one (a route copy unless it came last)."""
         if layer is not self.net.last:
@@ -333,14 +352,12 @@ class MsnhNodeContext(OnnxNodeContext):
         return [list(by_input.get(index, ())) if index is not None else [] for index in inputs]
 
     def alias(self, index: int = 0, output: int = 0) -> None:
-        """The node moves no data: its output ``output`` is held by input ``index``'s layer."""
+        """The node moves no data: its output ``output`` is held where input ``index`` is."""
         value = self.value(index)
         if value is None or not self.net.is_bound(value):
             self.net.holder(self, value)  # reports
             return
-        held = self.net.holder(self, value)
-        if held is not None:
-            self.net.bind(self.node.outputs[output], held)
+        self.net.share(value, self.node.outputs[output])
 
     def absorbing_layer(self, kinds: Sequence[str]) -> MsnhLayer | None:
         """The layer that computed input 0, when this node can be merged into it: it is

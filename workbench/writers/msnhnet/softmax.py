@@ -16,7 +16,8 @@ dimensions, each exact up to float rounding:
     s = reduction sum over channels                  -> conv 1x1 of ones (broadcast)
     softmax = e / s (varop divInv);  log-softmax = d - log(s) (varop log, subInv)
 
-An axis with more than one value *before* it (other than the batch) is reported.
+With values before the axis (other than the batch), the data viewed as (before,
+A, T) is permuted so that the axis leads, normalised, and permuted back.
 """
 
 from __future__ import annotations
@@ -78,18 +79,10 @@ def _softmax(ctx: MsnhNodeContext, *, log: bool, flattening: bool) -> None:
     along = math.prod(shape[axis:]) if flattening else shape[axis]
     after = 1 if flattening else math.prod(shape[axis + 1 :])
     if after == 1 and not log and _native_allowed(ctx):
-        if ctx.feed(0) is not None and ctx.net.last is not None:
-            ctx.add_layer("softmax", {"groups": before}, (0, 0, 0), size=ctx.net.last.size)
+        if ctx.feed(0) is not None:
+            ctx.add_layer("softmax", {"groups": before}, (0, 0, 0), size=ctx.previous()[1])
         return
-    if before != 1:
-        ctx.problem(
-            "softmax-axis",
-            f"softmax over axis {axis} of {shape}, with {before} values per sample before the axis; MsnhNet "
-            "normalises contiguous chunks only (when nothing reads its output as an image), or channels",
-            "normalise over the channel axis or the last axis, or apply softmax last",
-        )
-        return
-    _over_channels(ctx, (along, 1, after), log)
+    _over_channels(ctx, before, along, after, log)
 
 
 def _ones(count: int) -> np.ndarray:
@@ -101,12 +94,29 @@ def _broadcast(ctx: MsnhNodeContext, channels: int, dims: Dims) -> None:
     ctx.add_layer("conv", {"filters": channels, "useBias": 0}, dims, weights=[_ones(channels)], output=None)
 
 
-def _over_channels(ctx: MsnhNodeContext, dims: Dims, log: bool) -> None:
+def _over_channels(ctx: MsnhNodeContext, before: int, along: int, after: int, log: bool) -> None:
+    """The construction over channels on the input viewed as (along, before·after); with
+    values before the axis, the input is permuted so that the axis leads, and back after."""
     value = ctx.value(0)
-    x = ctx.layer_for(value, dims) if value is not None else None
-    if x is None:
+    if value is None:
         return
-    ctx.bring(x)
+    own = ctx.dims_of(0)
+    dims = own if before == 1 and own is not None and own[0] == along else (along, before, after)
+    if before == 1:
+        x = ctx.layer_for(value, dims)
+        if x is None:
+            return
+        ctx.bring(x)
+    else:
+        if ctx.feed(0, (before, along, after)) is None:
+            return
+        x = ctx.add_layer("permute", {"dim0": 1, "dim1": 0, "dim2": 2}, dims, output=None, role="axis-first")
+    _normalise(ctx, x, dims, log, final=before == 1)
+    if before != 1:
+        ctx.add_layer("permute", {"dim0": 1, "dim1": 0, "dim2": 2}, (before, along, after), role="axis-back")
+
+
+def _normalise(ctx: MsnhNodeContext, x: MsnhLayer, dims: Dims, log: bool, final: bool) -> None:
     channels, plane = dims[0], (1, dims[1], dims[2])
     ctx.add_layer("maxpool", {"maxPoolDepth": 1, "outChannels": 1}, plane, output=None, role="max")
     _broadcast(ctx, channels, dims)
@@ -117,8 +127,8 @@ def _over_channels(ctx: MsnhNodeContext, dims: Dims, log: bool) -> None:
         varop(ctx, "log", output=False)
         _broadcast(ctx, channels, dims)
         if shifted is not None:
-            varop(ctx, "subInv", refs=[shifted])
+            varop(ctx, "subInv", refs=[shifted], output=final)
     else:
         _broadcast(ctx, channels, dims)
         if exps is not None:
-            varop(ctx, "divInv", refs=[exps])
+            varop(ctx, "divInv", refs=[exps], output=final)

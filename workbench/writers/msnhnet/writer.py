@@ -104,9 +104,9 @@ def _check_size(ctx: MsnhNodeContext, value: ir.Value) -> None:
     if not ctx.ok or not ctx.net.is_bound(value) or not value.consumers() and not value.is_graph_output():
         return
     shape = static_shape(value)
-    held = ctx.net.holder(ctx, value)
-    if shape is None or held is None or shape[0] != ctx.net.batch:
-        if shape is not None and held is not None:
+    size = ctx.net.size_of(value)
+    if shape is None or size is None or shape[0] != ctx.net.batch:
+        if shape is not None and size is not None:
             ctx.problem(
                 "batch-axis",
                 f"{value.name} has shape {shape}: its first axis is not the batch ({ctx.net.batch}); MsnhNet "
@@ -114,10 +114,10 @@ def _check_size(ctx: MsnhNodeContext, value: ir.Value) -> None:
                 "keep the batch axis first in the source model (x.view(x.size(0), ...))",
             )
         return
-    if per_sample(shape) != held.size:
+    if per_sample(shape) != size:
         ctx.problem(
             "layer-size",
-            f"the MsnhNet layer gives {held.size} values per sample ({held.dims}), the graph {shape}",
+            f"the MsnhNet layer gives {size} values per sample, the graph {shape}",
             "report this model: the writer computed a MsnhNet layer differently from the graph",
         )
 
