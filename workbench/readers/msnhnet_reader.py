@@ -295,7 +295,7 @@ def convert_maxpool(ctx: MsnhLayerContext) -> ir.Value | None:
             ctx.unsupported(f"maxPoolDepth over {c} channels in {groups} groups", UNSUPPORTED_REMEDY)
             return None
         grouped = ctx.reshape(ctx.x, (ctx.batch, c // groups, groups, h, w))
-        return ctx.emit("ReduceMax", [grouped, ctx.const("axes", np.asarray([1], np.int64))], {"keepdims": 0})
+        return ctx.emit("ReduceMax", [grouped], {"axes": [1], "keepdims": 0})  # axes an attribute until opset 18
     if _avx_pool_wrong(ctx):
         ctx.unsupported("MsnhNet's AVX max pooling (equal strides: stride 1 with X padding, or 2-wide stride 2) reads "
                         "cells outside the window", UNSUPPORTED_REMEDY)  # fmt: skip
@@ -461,8 +461,9 @@ def convert_reduction(ctx: MsnhLayerContext) -> ir.Value | None:
     """ReduceSum / ReduceMean over C, H, W (axis -1: all three)"""
     axis = ctx.params["axis"]
     axes = [1, 2, 3] if axis == -1 else [axis + 1]
-    op = "ReduceMean" if ctx.params["type"] == "mean" else "ReduceSum"
-    return ctx.emit(op, [ctx.image(), ctx.const("axes", np.asarray(axes, np.int64))], {"keepdims": 1})
+    if ctx.params["type"] == "mean":  # ReduceMean takes axes as an attribute until opset 18, ReduceSum as an input
+        return ctx.emit("ReduceMean", [ctx.image()], {"axes": axes, "keepdims": 1})
+    return ctx.emit("ReduceSum", [ctx.image(), ctx.const("axes", np.asarray(axes, np.int64))], {"keepdims": 1})
 
 
 # ---- the walk -------------------------------------------------------------------------------------
