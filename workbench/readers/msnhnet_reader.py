@@ -60,7 +60,7 @@ class MsnhLayerContext(ConverterContext):
         layer: Layer,
         weights: Mapping[str, np.ndarray],
         x: ir.Value,
-        values: Mapping[int, ir.Value | None],
+        values: Mapping[int, ir.Value],
         net: Net,
         sources: Sequence[str] = (),
     ) -> None:
@@ -87,9 +87,7 @@ class MsnhLayerContext(ConverterContext):
 
     def read(self, index: int) -> ir.Value:
         """The output of layer ``index`` as this layer reads it (the one before: what MsnhNet hands it)."""
-        found = self.x if index == self.layer.index - 1 else self.values[index]
-        assert found is not None  # the walk skips a layer whose inputs failed
-        return found
+        return self.x if index == self.layer.index - 1 else self.values[index]
 
     def emit(
         self, op_type: str, inputs: Sequence[ir.Value | None], attributes: dict | None = None, **kw: Any
@@ -488,7 +486,6 @@ class _Reader:
         self.weights = weights
         self.builder = GraphBuilder(name)
         self.problems: list[Problem] = []
-        self.values: dict[int, ir.Value] = {}
 
     def _reads(self, layer: Layer, owned: set[int], own: int, shared: int | None) -> int | None:
         """The layer (-1: the input) whose output MsnhNet hands ``layer``."""
@@ -496,44 +493,48 @@ class _Reader:
             return shared
         return own if layer.index == 0 or layer.index - 1 in owned else shared
 
-    def convert(self) -> list[ir.Value | None]:
+    def convert(self) -> list[ir.Value]:
+        """Every layer's value (a stand-in for a reported layer)."""
         owned = _owned(self.net)
-        value_of: dict[int, ir.Value | None] = {-1: self.builder.add_input("input", (self.net.batch, *self.net.dims))}
+        value_of: dict[int, ir.Value] = {-1: self.builder.add_input("input", (self.net.batch, *self.net.dims))}
         own, shared = -1, None  # the last layer writing its own buffer / the shared buffer
         for layer in self.net.layers:
             source = self._reads(layer, owned, own, shared)
-            x = value_of.get(source) if source is not None else None
-            out = self._layer(layer, x, source, value_of)
-            value_of[layer.index] = out
+            value_of[layer.index] = self._layer(layer, value_of[source if source is not None else -1], source, value_of)
             if layer.kind == "view" and layer.index not in owned:
                 continue
             if layer.index in owned:
                 own = layer.index
             else:
                 shared = layer.index
-        return [value_of.get(layer.index) for layer in self.net.layers]
+        return [value_of[layer.index] for layer in self.net.layers]
 
-    def _layer(self, layer: Layer, x: ir.Value | None, source: int | None, value_of: dict) -> ir.Value | None:
+    def _stand_in(self, layer: Layer) -> ir.Value:
+        """Zeros of the layer's output shape for a layer that was reported, so that the
+        layers after it are converted (and their problems listed) too."""
+        shape = (self.net.batch, *layer.dims) if 0 not in layer.dims else (self.net.batch, layer.size)
+        zero = self.builder.add_initializer(f"{layer.name}/stand_in", np.zeros((), np.float32))
+        target = self.builder.add_initializer(f"{layer.name}/stand_in_shape", np.asarray(shape, np.int64))
+        (value,) = self.builder.add_node("Expand", [zero, target], sources=[layer.name], outputs=[layer.name])
+        return value
+
+    def _layer(self, layer: Layer, x: ir.Value, source: int | None, value_of: dict[int, ir.Value]) -> ir.Value:
         ctx = MsnhLayerContext(
             self.problems,
             self.builder,
             layer,
             self.weights[layer.index],
-            x or value_of[-1],
+            x,
             value_of,
             self.net,
             self.sources[layer.index],
         )
         if source is None:
             ctx.unsupported("reads MsnhNet's shared buffer before any layer wrote it", UNSUPPORTED_REMEDY)
-            return None
-        if x is None or any(value_of.get(i) is None for i in layer.inputs):
-            ctx.ok = False  # an earlier layer was reported
-            return None
         converter = LAYERS.get(layer.kind)
-        out = converter(ctx) if converter is not None else None
+        out = converter(ctx) if converter is not None and ctx.ok else None
         if out is None or not ctx.ok:
-            return None
+            return self._stand_in(layer)
         shape = self.shapes.get(layer.index)
         if shape is not None and int(np.prod(shape)) == self.net.batch * layer.size:
             target = self.builder.add_initializer(f"{layer.name}/value_shape", np.asarray(shape, np.int64))
@@ -545,18 +546,15 @@ class _Reader:
         )
         return named
 
-    def outputs(self, values: list[ir.Value | None], record: Mapping[str, Any] | None) -> list[ir.Value]:
+    def outputs(self, values: list[ir.Value], record: Mapping[str, Any] | None) -> list[ir.Value]:
         """The last layer, or the recorded graph outputs (named and shaped as in the source)."""
-        recorded = (record or {}).get("outputs") or []
+        recorded = [item for item in (record or {}).get("outputs") or [] if 0 <= int(item["layer"]) < len(values)]
         if not recorded:
-            last = values[-1]
-            return [last] if last is not None else []
+            return [values[-1]]
         found = []
         for item in recorded:
             index, shape = int(item["layer"]), tuple(item.get("shape") or ())
-            value = values[index] if 0 <= index < len(values) else None
-            if value is None:
-                continue
+            value = values[index]
             layer = self.net.layers[index]
             if shape and int(np.prod(shape)) == self.net.batch * layer.size:
                 target = self.builder.add_initializer(f"{layer.name}/output_shape", np.asarray(shape, np.int64))
