@@ -46,6 +46,7 @@ def activate(
     if host is not None and host.activation == "none" and host.role is None:
         host.params["activation"] = activation
         ctx.absorb(host, weights, weight_inputs)
+        host.transforms.append(f"{ctx.node.op_type} written as the layer's activation {activation}")
         return
     if ctx.feed(0, ctx.dims_of(0) if dims_needed else None) is None:
         return

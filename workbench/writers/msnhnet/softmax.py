@@ -44,13 +44,13 @@ def _native_allowed(ctx: MsnhNodeContext) -> bool:
 
 @MSNHNET_LAYERS.register("Softmax", since=13)
 def convert_softmax(ctx: MsnhNodeContext) -> None:
-    """softmax (groups) over the last axis; over another axis exp / sum from layers with dimensions"""
+    """softmax (groups) when only Linear layers read it; else exp / sum from layers with dimensions (any axis), exactly"""
     _softmax(ctx, log=False, flattening=False)
 
 
 @MSNHNET_LAYERS.register("Softmax")
 def convert_softmax_flattening(ctx: MsnhNodeContext) -> None:
-    """softmax (groups) over the flattened trailing axes"""
+    """softmax (groups) over the flattened trailing axes; exp / sum from layers with dimensions when read as an image"""
     _softmax(ctx, log=False, flattening=True)
 
 

@@ -235,6 +235,7 @@ def _records(net: MsnhNet) -> list[dict[str, object]]:
             "dims": list(layer.dims),
             "nodes": list(layer.nodes),
             "sources": list(layer.sources),
+            "transforms": list(layer.transforms),
             "value": layer.value,
             "shape": list(layer.shape) if layer.shape is not None else None,
             "weights": [list(w.shape) for w in layer.weights],
