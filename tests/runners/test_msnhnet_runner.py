@@ -208,3 +208,10 @@ def test_open_runner_takes_the_files(tmp_path) -> None:
     (output,) = runner.run([x]).values()
     np.testing.assert_allclose(output, x.sum(1, keepdims=True), rtol=1e-6)  # a 1x1 conv of ones: float32 sums
     assert runner.layer_names([x]) == ["0:conv"] and runner.input_shapes() == [(1, 2, 4, 5)]
+
+
+def test_a_deconv_as_layer_0_of_a_non_square_input_is_refused_as_runclassify_does(tmp_path) -> None:
+    """MsnhNet's deconv counts its input as width x width x channels; runClassify checks layer 0's count."""
+    runner = net(tmp_path, "deconv:\n  filters: 1\n  kSize: 2\n  stride: 2\n", [np.ones(2 * 4), np.zeros(1)])
+    with pytest.raises(InputError, match="width x width x channels"):
+        runner.run([np.zeros((1, 2, 4, 5), np.float32)])

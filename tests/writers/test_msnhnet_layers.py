@@ -123,17 +123,18 @@ def test_conv_1d_is_a_square_kernel_on_one_row(tmp_path) -> None:
 
 
 DECONVOLUTIONS = {
-    "k2-s2": ({"strides": [2, 2]}, (4, 3, 2, 2), ["deconv"]),
-    "k3-s2-pad1": ({"strides": [2, 2], "pads": [1, 1, 1, 1]}, (4, 3, 3, 3), ["deconv"]),
-    "non-square": ({"strides": [1, 2]}, (4, 3, 2, 3), ["deconv"]),
+    # a deconv of a non-square input is never layer 0 (MsnhNet would count its input as W x W x C)
+    "k2-s2": ({"strides": [2, 2]}, (4, 3, 2, 2), ["act", "deconv"]),
+    "k3-s2-pad1": ({"strides": [2, 2], "pads": [1, 1, 1, 1]}, (4, 3, 3, 3), ["act", "deconv"]),
+    "non-square": ({"strides": [1, 2]}, (4, 3, 2, 3), ["act", "deconv"]),
     # grouped deconv is wrong in MsnhNet: one group of block-diagonal weights
-    "grouped": ({"strides": [2, 2], "group": 2}, (4, 2, 2, 2), ["deconv"]),
+    "grouped": ({"strides": [2, 2], "group": 2}, (4, 2, 2, 2), ["act", "deconv"]),
     "output-padding": (
         {"strides": [2, 2], "pads": [1, 1, 1, 1], "output_padding": [1, 1]},
         (4, 3, 3, 3),
-        ["deconv", "padding"],
+        ["act", "deconv", "padding"],
     ),
-    "dilated": ({"dilations": [2, 2]}, (4, 3, 2, 2), ["deconv"]),
+    "dilated": ({"dilations": [2, 2]}, (4, 3, 2, 2), ["act", "deconv"]),
 }
 
 
@@ -153,7 +154,7 @@ def test_output_padding_past_every_tap_keeps_the_bias(tmp_path) -> None:
         strides=[3, 3],
         output_padding=[2, 2],
     )
-    assert kinds(check_against_onnxruntime(model, tmp_path)) == ["deconv", "padding", "batchnorm"]
+    assert kinds(check_against_onnxruntime(model, tmp_path)) == ["act", "deconv", "padding", "batchnorm"]
 
 
 # ---- normalisation -------------------------------------------------------------------------

@@ -462,6 +462,9 @@ class MsnhNetRunner(Runner):
         given = next(iter(inputs.values())) if isinstance(inputs, Mapping) else inputs[0]
         array = np.asarray(given, dtype=F32)
         expected = self.net.batch * math.prod(self.net.dims)
+        first = self.net.layers[0]
+        if first.kind == "deconv" and self.net.dims[1] != self.net.dims[2]:
+            raise _refuse(first, "as layer 0 MsnhNet checks the input against width x width x channels (runClassify)")
         if array.size != expected:
             raise InputError(
                 "the input does not fit the MsnhNet network",

@@ -16,6 +16,8 @@ Where MsnhNet 2.0 computes something else (each checked in the real runtime):
   ``padding`` layer (which also holds pads that differ at the two ends), and
   strides that differ as the common part in the ``conv`` plus a ``slice`` step.
   Zero taps add exact zeros.
+* ``deconv`` counts its input as width x width x channels, which MsnhNet's runClassify
+  checks for layer 0: a deconv of a non-square input is never layer 0;
 * ``deconv`` with ``groups > 1`` is wrong, and it has no dilation, output padding or
   pads that differ at the two ends: grouped weights are written block-diagonal
   (zeros between groups) with ``groups: 1``, a dilation as zero taps, and the pads
@@ -150,6 +152,8 @@ def convert_conv_transpose(ctx: MsnhNodeContext) -> None:
     if found is None or plane is None or window is None or ctx.feed(0, ctx.dims_of(0)) is None:
         return
     weight, bias = _planar(found[1]), found.get(2)
+    if plane.size[0] != plane.size[1]:
+        ctx.first_layer_allowed()  # as layer 0, MsnhNet checks the input against width x width x channels
     groups = int(ctx.attr("group"))
     if groups > 1:
         weight = _block_diagonal(weight, groups)

@@ -297,8 +297,8 @@ class MsnhNodeContext(OnnxNodeContext):
             self._copied(self.net.layers[-1], layer, None)
 
     def first_layer_allowed(self) -> None:
-        """Before a layer kind MsnhNet refuses as layer 0 (varop, view, route) reads the
-        network input: an identity layer 0 takes its place."""
+        """Before a layer kind MsnhNet refuses as layer 0 (varop, view, route, a deconv of
+        a non-square input) reads the network input: an identity layer 0 takes its place."""
         if not self.net.layers:
             self.net.input_layer()
 
