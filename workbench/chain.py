@@ -105,7 +105,7 @@ def fingerprint(model: Model) -> str:
         digest.update(ir.serde.serialize_function(function).SerializeToString(deterministic=True))
     for name, value in graph.initializers.items():
         array = value.const_value.numpy() if value.const_value is not None else np.empty(0)
-        checksum = zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
+        checksum = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
         digest.update(repr((name, value.dtype, value.shape, dict(value.metadata_props), checksum)).encode())
     metadata = (dict(graph.opset_imports), dict(model.ir.metadata_props), dict(graph.metadata_props))
     digest.update(repr((metadata, model.source, len(model.reports))).encode())
