@@ -324,6 +324,13 @@ POOLS = {
     "avg-uncounted-pad": ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, (1, 3, 9, 9), ["localavgpool"]),
     "avg-ceil": ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "ceil_mode": 1}, (1, 3, 10, 10), ["localavgpool"]),
     "avg-ceil-counted": ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1, "count_include_pad": 1}, (1, 3, 8, 8), ["padding", "localavgpool"]),
+    # Inception v1's last pooling (ONNX zoo): k7 over 6x6 with an uncounted end pad is the mean
+    "avg-one-window-past-the-end": (
+        "AveragePool",
+        {"kernel_shape": [7, 7], "pads": [0, 0, 1, 1]},
+        (1, 3, 6, 6),
+        ["globalavgpool"],
+    ),
     "global-average": ("GlobalAveragePool", {}, (1, 3, 5, 7), ["globalavgpool"]),
     "global-max": ("GlobalMaxPool", {}, (1, 3, 5, 7), ["maxpool"]),
 }  # fmt: skip

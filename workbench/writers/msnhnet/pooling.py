@@ -124,6 +124,11 @@ def _explicit(ctx: MsnhNodeContext, kind: str, plane: Plane, wanted: Counts, cha
     return _pool(ctx, kind, padded, wanted, (0, 0), channels)
 
 
+def _covers_everything(plane: Plane, wanted: Counts) -> bool:
+    """One window per axis, starting at the input's first cell and reaching past its last."""
+    return wanted == (1, 1) and not any(plane.begins) and all(k >= n for k, n in zip(plane.kernel, plane.size))
+
+
 def _window(ctx: MsnhNodeContext) -> tuple[Plane, Dims] | None:
     found = ctx.window()
     plane = plane_of(ctx, found) if found is not None else None
@@ -172,6 +177,9 @@ def convert_average_pool(ctx: MsnhNodeContext) -> None:
             ctx.unsupported("average pooling whose windows MsnhNet cannot count", "use symmetric pads")
         return
     if _pool(ctx, "localavgpool", plane, wanted, plane.begins, dims[0]):
+        return
+    if _covers_everything(plane, wanted):  # one window over the whole input, padding not counted: the mean
+        ctx.add_layer("globalavgpool", {}, (dims[0], 1, 1))
         return
     ctx.unsupported(
         f"average pooling with pads {plane.begins}/{plane.ends} and ceil_mode={int(ctx.attr('ceil_mode', 0))}: "
