@@ -58,6 +58,16 @@ def test_conv_with_batch_norm_takes_scale_bias_mean_var(tmp_path) -> None:
     np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)  # float32 against float64: atol 1e-5
 
 
+def test_batch_norm_constants_for_diagnosis(tmp_path) -> None:
+    w = np.ones((3, 2, 1, 1), np.float32)
+    stats = [np.full(3, value, np.float32) for value in (2.0, 0.5, 0.25, 4.0)]
+    runner = net(tmp_path, "conv:\n  filters: 3\n  batchNorm: 1\n  eps: 0.001\n", [w, *stats])
+    constants = runner.layer_constants("0:conv")
+    assert constants is not None and constants.op_type == "BatchNormalization"
+    assert constants.attributes["epsilon"] == pytest.approx(1e-3)
+    assert [float(constants.arrays[k][0]) for k in ("scale", "B", "input_mean", "input_var")] == [2.0, 0.5, 0.25, 4.0]
+
+
 def test_connect_with_batch_norm_takes_scale_mean_var_bias(tmp_path) -> None:
     w = RNG.standard_normal((3, 40)).astype(np.float32)
     scale, mean, var, bias = RNG.random(3) + 0.5, RNG.standard_normal(3), RNG.random(3) + 0.5, RNG.standard_normal(3)

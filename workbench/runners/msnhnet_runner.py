@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import InputError
 from ..formats.msnhnet import Activation, Layer, Net, read_net, read_weights
 from ..writers.msnhnet.sidecar import layer_shapes
-from .base import Inputs, LayerStream, Runner
+from .base import Inputs, LayerConstants, LayerStream, Runner
 
 F32 = np.float32
 FLT_MAX = float(np.finfo(np.float32).max)
@@ -450,6 +450,23 @@ class MsnhNetRunner(Runner):
     @property
     def layer_sources(self) -> Mapping[str, tuple[str, ...]]:
         return self._sources
+
+    def layer_constants(self, name: str) -> LayerConstants | None:
+        """A batch normalisation's constants by ONNX's names (``scale``, ``B``, ``input_mean``,
+        ``input_var``, ``epsilon``): a ``batchnorm`` layer's, or a ``conv``/``connect`` with
+        ``batchNorm: 1`` (its output is the normalised one)."""
+        layer = next((layer for layer in self.net.layers if layer.name == name), None)
+        if layer is None or not (layer.kind == "batchnorm" or layer.params.get("batchNorm")):
+            return None
+        weights = self.weights[layer.index]
+        eps = layer.params["bnEps"] if layer.kind == "connect" else layer.params["eps"]
+        arrays = {
+            "scale": weights["scale"],
+            "B": weights["bias"],
+            "input_mean": weights["mean"],
+            "input_var": weights["var"],
+        }
+        return LayerConstants("BatchNormalization", arrays, {"epsilon": float(eps)})
 
     def input_shapes(self) -> list[tuple[int, ...]]:
         recorded = self.record.get("input", {}).get("shape")
