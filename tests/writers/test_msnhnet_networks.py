@@ -136,6 +136,27 @@ def test_every_layer_matches_onnxruntime(converted) -> None:
     assert compared >= len(written.details["layers"]) // 2
 
 
+def test_compare_aligns_every_layer_on_provenance(converted) -> None:
+    """What a user runs: compare(graph, written files, per_layer=True) finds no divergence
+    (a module called twice, such as one ReLU after every block, keeps layers of its own)."""
+    _, model, written, _, x, _ = converted
+    comparison = compare(model, written, [x], per_layer=True)
+    assert comparison.ok and comparison.first_divergence is None, comparison
+    weighted = [layer for layer in written.details["layers"] if layer["type"] in ("conv", "connect", "deconv")]
+    assert len(comparison.layers) >= len(weighted)
+
+
+def test_a_wrong_epsilon_in_the_msnhnet_file_is_named(tmp_path) -> None:
+    model = simplify(load("workbench.samples:resnet_tiny"))
+    written = write_msnhnet(model, tmp_path)
+    text = written.path(".msnhnet").read_text()
+    start = text.index("#2\n")
+    at = text.index("eps: 1e-05", start)
+    written.path(".msnhnet").write_text(text[:at] + "eps: 0.1" + text[at + len("eps: 1e-05") :])
+    divergence = compare(model, written, per_layer=True).first_divergence
+    assert divergence is not None and "epsilon" in str(divergence) and "layer1.0.bn1" in str(divergence)
+
+
 def test_read_back_agrees_with_the_executor_layer_by_layer(converted, tmp_path) -> None:
     """MsnhNet -> graph -> onnxruntime against the MsnhNet executor, with the writer's
     record (source layers, output names) and without it (layers named index:kind)."""

@@ -29,6 +29,7 @@ it implements and the graph value its output equals, for the sidecar.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,6 +132,8 @@ class MsnhNet:
         self.batch = 1
         self._held: dict[ir.Value, Any] = {}  # value -> MsnhLayer, None (the network input) or _FAILED
         self._input_layer: MsnhLayer | None = None
+        uses = Counter(source for node in graph for source in provenance.sources(node))
+        self.shared_sources = {source for source, count in uses.items() if count > 1}  # a module called twice
 
     # ---- the network input --------------------------------------------------
     def set_input(self, value: ir.Value, shape: tuple[int, ...]) -> None:
@@ -159,6 +162,11 @@ class MsnhNet:
     def share(self, value: ir.Value, other: ir.Value) -> None:
         """``other`` holds the same data as ``value`` (the network input stays the input)."""
         self._held[other] = self._held[value]
+
+    def held(self, value: ir.Value) -> MsnhLayer | None:
+        """The layer holding ``value`` as it is (None for the network input or a failed value)."""
+        found = self._held.get(value)
+        return found if isinstance(found, MsnhLayer) else None
 
     def fail(self, value: ir.Value) -> None:
         self._held.setdefault(value, _FAILED)
@@ -357,14 +365,23 @@ class MsnhNodeContext(OnnxNodeContext):
         if value is None or not self.net.is_bound(value):
             self.net.holder(self, value)  # reports
             return
-        self.net.share(value, self.node.outputs[output])
+        target = self.node.outputs[output]
+        self.net.share(value, target)
+        held = self.net.held(target)
+        if target.is_graph_output() and held is not None:
+            # the layer's output is the graph output (a final Flatten): it stands for it, as the runner shapes it
+            held.stands_for(target, provenance.sources(self.node), [self.node.name or self.node.op_type])
 
     def absorbing_layer(self, kinds: Sequence[str]) -> MsnhLayer | None:
         """The layer that computed input 0, when this node can be merged into it: it is
-        the last layer, of one of ``kinds``, and nothing else reads its output."""
+        the last layer, of one of ``kinds``, and nothing else reads its output. A node of
+        a module called more than once (one ReLU module after every block) stays a layer
+        of its own, so that each of its outputs lines up with the source's in compare."""
         value = self.value(0)
         last = self.net.last
         if value is None or last is None or last.kind not in kinds or not self.net.is_previous(value):
+            return None
+        if set(provenance.sources(self.node)) & self.net.shared_sources:
             return None
         if value.is_graph_output() or len(value.consumers()) != 1 or last.value != value.name:
             return None
