@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 
 from workbench import InputError, UnsupportedError
 from workbench.formats.msnhnet import read_net
-from workbench.graph import Model, SourceInfo
+from workbench.graph import Model, SourceInfo, provenance
 from workbench.readers import example_inputs
 from workbench.readers.onnx_reader import annotate_provenance
 from workbench.runners.msnhnet_runner import MsnhNetRunner
@@ -61,6 +61,14 @@ def op(op_type: str, shape: tuple[int, ...], constants: dict[str, np.ndarray] | 
     """``y = op_type(x, *constants)``."""
     node = helper.make_node(op_type, ["x", *(constants or {})], ["y"], name=op_type.lower(), **attributes)
     return model_of([node], shape, ["y"], constants)
+
+
+def from_one_module(model: Model, module: str, *nodes: str) -> Model:
+    """Give ``nodes`` the one source layer ``module`` (a module exported as several nodes, or called twice)."""
+    for node in model.graph:
+        if node.name in nodes:
+            provenance.set_sources(node, [module])
+    return model
 
 
 def kinds(written) -> list[str]:
@@ -247,6 +255,33 @@ def test_activation_merges_into_the_conv_before_it(tmp_path) -> None:
     written = check_against_onnxruntime(model_of([conv, prelu], (1, 3, 6, 6), ["y"], constants), tmp_path)
     assert kinds(written) == ["conv"] and "activation: prelu" in written.path(".msnhnet").read_text()
     assert written.details["layers"][0]["weight_params"] == [["w"], ["b"], ["slope"]]
+
+
+def test_silu_is_the_swish_activation_of_the_conv_before_it(tmp_path) -> None:
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c"], ["s"], name="silu_sigmoid"),
+        helper.make_node("Mul", ["c", "s"], ["y"], name="silu_mul"),
+    ]
+    constants = {"w": weights(5, 3, 3, 3), "b": weights(5)}
+    model = from_one_module(model_of(nodes, (1, 3, 6, 6), ["y"], constants), "silu", "silu_sigmoid", "silu_mul")
+    written = check_against_onnxruntime(model, tmp_path)
+    assert kinds(written) == ["conv"] and "activation: swish" in written.path(".msnhnet").read_text()
+
+
+def test_a_module_called_twice_keeps_a_layer_per_call(tmp_path) -> None:
+    """One ReLU module after two convs: merged, the first conv's layer would stand for the
+    module's last output too, and compare would pair it with the wrong output."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1"),
+        helper.make_node("Relu", ["a"], ["ra"], name="relu_1"),
+        helper.make_node("Conv", ["ra", "w2"], ["b"], name="conv2"),
+        helper.make_node("Relu", ["b"], ["y"], name="relu_2"),
+    ]
+    constants = {"w1": weights(4, 3, 1, 1), "w2": weights(4, 4, 1, 1)}
+    model = from_one_module(model_of(nodes, (1, 3, 5, 5), ["y"], constants), "relu", "relu_1", "relu_2")
+    written = check_against_onnxruntime(model, tmp_path)
+    assert kinds(written) == ["conv", "act", "conv", "act"]
 
 
 def test_selu_is_written_with_a_warning(tmp_path) -> None:

@@ -39,7 +39,7 @@ from ..graph.builder import GraphBuilder
 from ..graph.converter import ConverterContext
 from ..graph.report import timed
 from ..registry import Registry
-from ..writers.msnhnet.sidecar import layer_shapes
+from ..writers.msnhnet.sidecar import COPY_ROLES, layer_shapes
 
 Converter = Callable[["MsnhLayerContext"], ir.Value | None]
 LAYERS: Registry[Converter] = Registry("MsnhNet reader: MsnhNet layer → ONNX ops")
@@ -480,7 +480,11 @@ class _Reader:
         self, net: Net, weights: list[dict[str, np.ndarray]], name: str, record: Mapping[str, Any] | None
     ) -> None:
         self.net = net
-        recorded = {int(r["index"]): tuple(r.get("sources", ())) for r in (record or {}).get("layers", ())}
+        recorded = {
+            int(r["index"]): tuple(r.get("sources", ()))
+            for r in (record or {}).get("layers", ())
+            if r.get("role") not in COPY_ROLES
+        }
         self.sources = {layer.index: recorded.get(layer.index) or (layer.name,) for layer in net.layers}
         self.shapes = layer_shapes(record or {})
         self.weights = weights

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..formats.msnhnet import Activation, Layer, Net, read_net, read_weights
-from ..writers.msnhnet.sidecar import layer_shapes
+from ..writers.msnhnet.sidecar import layer_shapes, layer_sources
 from .base import Inputs, LayerConstants, LayerStream, Runner
 
 F32 = np.float32
@@ -443,9 +443,7 @@ class MsnhNetRunner(Runner):
         self._output_shapes = {item["name"]: tuple(item.get("shape") or ()) for item in outputs}
         self.output_names = list(self._outputs)
         self._shapes = layer_shapes(self.record)
-        self._sources = {
-            r["name"]: tuple(r.get("sources", ())) for r in self.record.get("layers", ()) if r.get("name") in names
-        }
+        self._sources = {name: sources for name, sources in layer_sources(self.record).items() if name in names}
 
     @property
     def layer_sources(self) -> Mapping[str, tuple[str, ...]]:

@@ -17,6 +17,7 @@ Where MsnhNet computes something else:
   (``varop tanh`` computes tan, and is never written.)
 * ``selu``: MsnhNet's constants are rounded (1.0507, 1.6732): written with a
   warning, up to 4e-5 relative difference.
+* ``x * Sigmoid(x)`` (SiLU, exported as two nodes) is the ``swish`` activation;
 * ``Mish`` is written as softplus, tanh and a ``varop mul`` (MsnhNet's AVX mish
   differs by 1e-4 relative); ``HardSigmoid`` as ``varop mulConst``, ``addConst``
   and a ``clip``; ``Elu`` with alpha other than 1 is reported.
@@ -27,7 +28,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import onnx_ir as ir
 
+from ...graph import provenance
 from .net import ACTIVATION_HOSTS, MSNHNET_LAYERS, MsnhLayer, MsnhNodeContext, float_text
 
 TANH_SAFE_INPUT = 20.0  # tanh(x) rounds to 1 in float32 for x > 9; MsnhNet's tail overflows above 44
@@ -62,8 +65,52 @@ def convert_relu(ctx: MsnhNodeContext) -> None:
 
 @MSNHNET_LAYERS.register("Sigmoid")
 def convert_sigmoid(ctx: MsnhNodeContext) -> None:
-    """activation logistic"""
-    activate(ctx, "logistic")
+    """activation logistic; x * sigmoid(x) (SiLU) as activation swish"""
+    partner = _swish_partner(ctx)
+    if partner is None:
+        activate(ctx, "logistic")
+    else:
+        _swish(ctx, partner)
+
+
+def _swish_partner(ctx: MsnhNodeContext) -> ir.Node | None:
+    """The Mul computing ``x * sigmoid(x)`` with this Sigmoid, when nothing else reads the sigmoid."""
+    x, gate = ctx.value(0), ctx.node.outputs[0]
+    users = gate.consumers()
+    if x is None or gate.is_graph_output() or len(users) != 1 or users[0].op_type != "Mul":
+        return None
+    mul = users[0]
+    return mul if set(mul.inputs) == {x, gate} and len(mul.inputs) == 2 else None
+
+
+def _swish_host(ctx: MsnhNodeContext, mul: ir.Node) -> MsnhLayer | None:
+    """The layer that computed x, when only the Sigmoid and the Mul read it and it takes an activation."""
+    x, last = ctx.value(0), ctx.net.last
+    if x is None or last is None or not ctx.net.is_previous(x) or x.is_graph_output():
+        return None
+    if set(x.consumers()) != {ctx.node, mul} or last.value != x.name or last.role is not None:
+        return None
+    fits = last.kind in ACTIVATION_HOSTS and last.activation == "none"
+    return last if fits and not ctx.net.called_elsewhere([ctx.node, mul]) else None
+
+
+def _swish(ctx: MsnhNodeContext, mul: ir.Node) -> None:
+    """``swish`` (x * logistic(x), MsnhNet's formula) merged into the layer that computed x
+    when nothing but the Sigmoid and the Mul read it, else an ``act`` layer."""
+    ctx.net.absorbed.add(mul)
+    output = mul.outputs[0]
+    host = _swish_host(ctx, mul)
+    if host is not None:
+        host.params["activation"] = "swish"
+        sources = [*provenance.sources(ctx.node), *provenance.sources(mul)]
+        host.stands_for(output, sources, [ctx.node.name or "Sigmoid", mul.name or "Mul"])
+        host.transforms.append("x * sigmoid(x) written as the layer's activation swish")
+        ctx.net.bind(output, host)
+        return
+    if ctx.feed(0) is None:
+        return
+    dims, size = ctx.previous()
+    ctx.add_layer("act", {"activation": "swish"}, dims, size=size, output=output, also=[mul])
 
 
 @MSNHNET_LAYERS.register("HardSwish")

@@ -265,6 +265,9 @@ def _slice_layers(ctx: MsnhNodeContext, dims: Dims, wanted: list[list[int]], out
         if ctx.view_previous((1, current[0], plane)) is None:
             return
         ctx.add_layer("padding", {"down": counts[0] - current[0]}, (1, counts[0], plane), output=None, role="crop")
+    computed = ctx.net.last
+    if computed is not None:
+        computed.stands_for(output, ())  # its data is the output's, whatever dimensions follow
     if ctx.view_previous(as_dims(counts)) is None:
         return
     last = ctx.net.last

@@ -29,7 +29,6 @@ it implements and the graph value its output equals, for the sidecar.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,8 +131,10 @@ class MsnhNet:
         self.batch = 1
         self._held: dict[ir.Value, Any] = {}  # value -> MsnhLayer, None (the network input) or _FAILED
         self._input_layer: MsnhLayer | None = None
-        uses = Counter(source for node in graph for source in provenance.sources(node))
-        self.shared_sources = {source for source, count in uses.items() if count > 1}  # a module called twice
+        self._nodes_of: dict[str, set[ir.Node]] = {}  # source layer -> the nodes standing for it
+        for node in graph:
+            for source in provenance.sources(node):
+                self._nodes_of.setdefault(source, set()).add(node)
 
     # ---- the network input --------------------------------------------------
     def set_input(self, value: ir.Value, shape: tuple[int, ...]) -> None:
@@ -162,6 +163,13 @@ class MsnhNet:
     def share(self, value: ir.Value, other: ir.Value) -> None:
         """``other`` holds the same data as ``value`` (the network input stays the input)."""
         self._held[other] = self._held[value]
+
+    def called_elsewhere(self, nodes: Sequence[ir.Node]) -> bool:
+        """Whether a source layer of ``nodes`` also stands for other nodes: a module called
+        more than once (one ReLU module after every block), whose outputs compare lines up
+        only if each call keeps a layer of its own."""
+        others = {other for node in nodes for s in provenance.sources(node) for other in self._nodes_of.get(s, ())}
+        return bool(others - set(nodes))
 
     def held(self, value: ir.Value) -> MsnhLayer | None:
         """The layer holding ``value`` as it is (None for the network input or a failed value)."""
@@ -381,7 +389,7 @@ class MsnhNodeContext(OnnxNodeContext):
         last = self.net.last
         if value is None or last is None or last.kind not in kinds or not self.net.is_previous(value):
             return None
-        if set(provenance.sources(self.node)) & self.net.shared_sources:
+        if self.net.called_elsewhere([self.node]):
             return None
         if value.is_graph_output() or len(value.consumers()) != 1 or last.value != value.name:
             return None

@@ -21,6 +21,9 @@ from typing import Any
 from ...errors import InputError
 
 SUFFIX = ".provenance.json"
+COPY_ROLES = ("route", "view", "copy", "output")
+"""Roles of layers that only copy or reshape a value another layer computed: they stand
+for its source layers in the name map, but in a comparison the computing layer does."""
 
 
 def layer_name(index: int, kind: str) -> str:
@@ -63,8 +66,12 @@ def read_sidecar(record: Mapping[str, Any] | str | Path) -> dict[str, Any]:
 
 
 def layer_sources(record: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
-    """Layer name -> the source layers it implements."""
-    return {layer["name"]: tuple(layer.get("sources", ())) for layer in record.get("layers", ())}
+    """Layer name -> the source layers it computes (none for a copy, see ``COPY_ROLES``)."""
+    return {
+        layer["name"]: tuple(layer.get("sources", ()))
+        for layer in record.get("layers", ())
+        if layer.get("role") not in COPY_ROLES
+    }
 
 
 def layer_shapes(record: Mapping[str, Any]) -> dict[int, tuple[int, ...]]:
