@@ -601,6 +601,12 @@ def test_flatten_moves_no_data(tmp_path) -> None:
     assert kinds(check_against_onnxruntime(model_of([relu, flatten], (1, 3, 4, 5), ["y"]), tmp_path)) == ["act"]
 
 
+def test_a_final_squeeze_may_drop_the_batch_axis(tmp_path) -> None:
+    relu = helper.make_node("Relu", ["x"], ["r"], name="relu")
+    squeeze = helper.make_node("Squeeze", ["r"], ["y"], name="squeeze")
+    assert kinds(check_against_onnxruntime(model_of([relu, squeeze], (1, 6), ["y"]), tmp_path)) == ["act"]
+
+
 def test_view_after_a_layer_with_its_own_buffer_is_preceded_by_a_copy(tmp_path) -> None:
     """A view without a buffer does nothing in MsnhNet: after a layer that a later route
     names (so with a buffer of its own) the next layer would read stale data; an

@@ -41,10 +41,16 @@ BATCH_REMEDY = "keep the batch axis first in the source model (x.view(x.size(0),
 def convert_reshape(ctx: MsnhNodeContext) -> None:
     """nothing: the same layer holds the data (a view where a layer needs other dimensions)"""
     before, after = ctx.static_shape(0), ctx.output_shape(0)
-    if before is not None and after is not None and after and before and after[0] != before[0]:
+    moved = before is not None and after is not None and after and before and after[0] != before[0]
+    if moved and not _final(ctx.node.outputs[0]):
         ctx.problem("batch-axis", f"reshapes {before} to {tuple(after)}, moving the batch axis", BATCH_REMEDY)
         return
     ctx.alias()
+
+
+def _final(value: ir.Value) -> bool:
+    """A graph output nothing else reads (``x.squeeze()`` at the end): its layout is the caller's."""
+    return value.is_graph_output() and not value.consumers()
 
 
 # ---- transpositions -------------------------------------------------------------------------
