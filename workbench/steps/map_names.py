@@ -421,17 +421,23 @@ def _caffe_entries(records: Sequence[Mapping], caffemodel: Path | None, source: 
     return entries + list(producer_of_top.values())
 
 
+def _record_required(artifact: Artifact, main: Path, record: Path, writer: str) -> Path:
+    """The artifact's provenance sidecar, or an InputError naming where its writer puts it."""
+    if artifact.sidecar is None:
+        raise InputError(
+            f"no provenance record for {main.name}",
+            expected=f"{record.name} written beside it by the {writer} writer",
+            remedy=f"write the {writer} files with the workbench, or map names by hand with NameMap.set",
+        )
+    return artifact.sidecar
+
+
 def caffe_artifact_entries(artifact: Artifact, source: SourceLayers) -> list[NameEntry]:
     from ..writers.caffe.sidecar import read_layer_records, sidecar_path
 
     prototxt = artifact.path("prototxt")
-    if artifact.sidecar is None:
-        raise InputError(
-            f"no provenance record for {prototxt.name}",
-            expected=f"{sidecar_path(prototxt).name} written beside it by the Caffe writer",
-            remedy="write the Caffe files with the workbench, or map names by hand with NameMap.set",
-        )
-    return _caffe_entries(read_layer_records(artifact.sidecar), artifact.path("caffemodel"), source)
+    sidecar = _record_required(artifact, prototxt, sidecar_path(prototxt), "Caffe")
+    return _caffe_entries(read_layer_records(sidecar), artifact.path("caffemodel"), source)
 
 
 # ---------------------------------------------------------------- MsnhNet (the MsnhNet writer's sidecar)
@@ -444,14 +450,9 @@ def msnhnet_artifact_entries(artifact: Artifact, source: SourceLayers) -> list[N
     from ..writers.msnhnet.sidecar import read_sidecar, sidecar_path
 
     model = artifact.path("model")
-    if artifact.sidecar is None:
-        raise InputError(
-            f"no provenance record for {model.name}",
-            expected=f"{sidecar_path(model).name} written beside it by the MsnhNet writer",
-            remedy="write the MsnhNet files with the workbench, or map names by hand with NameMap.set",
-        )
+    sidecar = _record_required(artifact, model, sidecar_path(model), "MsnhNet")
     entries: list[NameEntry] = []
-    for record in read_sidecar(artifact.sidecar).get("layers", ()):
+    for record in read_sidecar(sidecar).get("layers", ()):
         layer = _record_layer_entry(record, source, combining="combined by the MsnhNet writer")
         blob = NameEntry(
             kind="blob",

@@ -41,8 +41,7 @@ BATCH_REMEDY = "keep the batch axis first in the source model (x.view(x.size(0),
 def convert_reshape(ctx: MsnhNodeContext) -> None:
     """nothing: the same layer holds the data (a view where a layer needs other dimensions)"""
     before, after = ctx.static_shape(0), ctx.output_shape(0)
-    moved = before is not None and after is not None and after and before and after[0] != before[0]
-    if moved and not _final(ctx.node.outputs[0]):
+    if before and after and after[0] != before[0] and not _final(ctx.node.outputs[0]):
         ctx.problem("batch-axis", f"reshapes {before} to {tuple(after)}, moving the batch axis", BATCH_REMEDY)
         return
     ctx.alias()

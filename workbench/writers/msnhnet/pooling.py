@@ -129,7 +129,8 @@ def _covers_everything(plane: Plane, wanted: Counts) -> bool:
     return wanted == (1, 1) and not any(plane.begins) and all(k >= n for k, n in zip(plane.kernel, plane.size))
 
 
-def _window(ctx: MsnhNodeContext) -> tuple[Plane, Dims] | None:
+def _window(ctx: MsnhNodeContext) -> tuple[Plane, Dims, Counts] | None:
+    """The pooling's window, the dims of its (fed) input and the graph's window counts."""
     found = ctx.window()
     plane = plane_of(ctx, found) if found is not None else None
     if plane is None:
@@ -142,7 +143,7 @@ def _window(ctx: MsnhNodeContext) -> tuple[Plane, Dims] | None:
         ctx.unsupported("the MaxPool indices output is used", "do not use return_indices")
         return None
     dims = ctx.feed(0, ctx.dims_of(0))
-    return (plane, dims) if dims is not None else None
+    return (plane, dims, _graph_counts(ctx, plane)) if dims is not None else None
 
 
 @MSNHNET_LAYERS.register("MaxPool")
@@ -151,8 +152,7 @@ def convert_max_pool(ctx: MsnhNodeContext) -> None:
     found = _window(ctx)
     if found is None:
         return
-    plane, dims = found
-    wanted = _graph_counts(ctx, plane)
+    plane, dims, wanted = found
     if _pool(ctx, "maxpool", plane, wanted, plane.begins, dims[0]):
         return
     if not _explicit(ctx, "maxpool", plane, wanted, dims[0], -FLOAT_MAX):
@@ -169,8 +169,7 @@ def convert_average_pool(ctx: MsnhNodeContext) -> None:
     found = _window(ctx)
     if found is None:
         return
-    plane, dims = found
-    wanted = _graph_counts(ctx, plane)
+    plane, dims, wanted = found
     padded = any(plane.begins) or any(plane.ends)
     if padded and int(ctx.attr("count_include_pad", 0)):
         if not _explicit(ctx, "localavgpool", plane, wanted, dims[0], 0.0):
