@@ -40,6 +40,8 @@ BATCH_REMEDY = "keep the batch axis first in the source model (x.view(x.size(0),
 @MSNHNET_LAYERS.register("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
 def convert_reshape(ctx: MsnhNodeContext) -> None:
     """nothing: the same layer holds the data (a view where a layer needs other dimensions)"""
+    if ctx.const(0) is not None:
+        return  # a copy of a constant (an unsimplified export's Identity on a weight): read where it is used
     before, after = ctx.static_shape(0), ctx.output_shape(0)
     if before and after and after[0] != before[0] and not _final(ctx.node.outputs[0]):
         ctx.problem("batch-axis", f"reshapes {before} to {tuple(after)}, moving the batch axis", BATCH_REMEDY)

@@ -96,7 +96,8 @@ def _convert_node(net: MsnhNet, node: ir.Node) -> None:
             converter(ctx)
     for value in node.outputs:
         _check_size(ctx, value)
-        net.fail(value)  # no-op for a converted value
+        if not ctx.ok:
+            net.fail(value)  # its readers are skipped: the problem is reported once, here
 
 
 def _check_size(ctx: MsnhNodeContext, value: ir.Value) -> None:
