@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..artifacts import identify
 from ..errors import InputError
 from ..readers.input_shapes import InputShapes, shapes_by_name
 from ..runners import Runner, open_runner
@@ -48,14 +49,25 @@ def _as_runner(artifact: Any) -> Runner:
 
 
 def _tell_apart(reference: Runner, ref_given: Any, candidate: Runner, cand_given: Any) -> None:
-    """Two copies of one model in other folders (a Caffe file against an edited copy) are
-    described by their paths as given, not by the same file names twice."""
+    """Two copies of one model in other folders (a Caffe file against an edited copy, or
+    against the files ``convert --fold-bn`` wrote) are described by their paths, not by
+    the same file names twice."""
     if _describe(reference) != _describe(candidate):
         return
     for runner, given in ((reference, ref_given), (candidate, cand_given)):
-        paths = given if isinstance(given, (tuple, list)) else [given]
-        if all(isinstance(path, (str, Path)) for path in paths):
-            runner.description = " + ".join(str(path) for path in paths)
+        paths = _file_paths(given)
+        if paths:
+            runner.description = " + ".join(paths)
+
+
+def _file_paths(given: Any) -> list[str]:
+    """The model files behind what compare was given (paths, or a writer's files), or none."""
+    sources = given if isinstance(given, (tuple, list)) else [given]
+    try:
+        artifact = identify(*sources)
+    except InputError:  # a model in memory, a runner, recorded arrays
+        return []
+    return [str(path) for path in artifact.files.values() if path != artifact.sidecar]
 
 
 def _describe(runner: Runner) -> str:
