@@ -28,6 +28,7 @@ asked for one it does not.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -207,6 +208,14 @@ def _names(sources: tuple[object, ...]) -> tuple[str, ...]:
 
     if len(sources) == 1 and isinstance(sources[0], WrittenFiles):
         return tuple(str(path) for path in sources[0].paths)
+    not_names = [type(source).__name__ for source in sources if not isinstance(source, (str, os.PathLike))]
+    if not_names:
+        raise InputError(
+            "cannot identify a model from objects in memory",
+            expected="file paths or a package.module:factory spec",
+            found=", ".join(not_names),
+            remedy="pass the model's files, or hand the object to load() or open_runner() directly",
+        )
     return tuple(str(source) for source in sources)
 
 
