@@ -2,22 +2,33 @@
 
 ``convert(source, target, outdir, ...)`` runs the whole chain and returns the
 ``Chain``, which keeps every step's artifact and report. The CLI's ``convert`` and
-``check`` are thin layers over it, and a UI drives the same ``Chain`` step by step:
+``check`` are thin layers over it, and the pipeline stepper (``workbench.ui``)
+drives the same ``Chain`` step by step:
 
 * ``run(step)`` runs one step on the latest artifacts before it and keeps what it
   made, or the ``WorkbenchError`` that stopped it, as a ``StepRun`` (labelled
-  ``"simplify #2"``: step and run number);
-* re-running a step keeps its earlier runs (any two artifacts can still be
-  compared, ``Chain.compare``) and marks the steps after it stale, since they were
-  made from the artifact it replaced;
-* ``simplify``, ``fold_bn`` and ``verify`` can be switched off (``enabled``).
+  ``"simplify #2"``: step and run number) that records the runs it read
+  (``inputs``) and the settings it ran with;
+* re-running a step keeps its earlier runs, so any two artifacts can still be
+  compared (``Chain.compare``);
+* ``simplify``, ``fold_bn`` and ``verify`` can be switched off (``switch``).
+
+A step's status is derived, never remembered: a step is *stale* when the runs it
+would read now are not the ones it read (an earlier step re-ran, a step was
+switched on or off), when one of those is stale itself, or when a setting it
+depends on changed (``settings``: the source and input shape for ``load``, the
+target and its options for ``check`` and ``write``, the tolerances, inputs and
+``per_layer`` for ``verify``). It stays stale until it runs again.
 
 What each step reads: ``simplify``, ``fold_bn``, ``check`` and ``write`` the latest
 model before them; ``write`` refuses a model its ``check`` found errors in, and
 first makes sure the result can be verified (the inputs: given, or seeded random
 inputs of the source's input shapes); ``verify`` compares the written files with
 the source in its own runtime where this machine has it (the PyTorch module, the
-Caffe files in OpenCV DNN), else with the source graph in onnxruntime.
+Caffe files in OpenCV DNN), else with the source graph in onnxruntime: the final
+outputs, or with ``per_layer`` every layer too, with the first divergence and its
+likely cause (the stepper verifies layer by layer; ``workbench convert`` checks the
+final outputs).
 
 Steps never change the model they read, and the chain checks it rather than
 trusting it (as onnx-ir's ``PassBase`` checks a pass's in-place contract): the
@@ -68,7 +79,13 @@ class StepRun:
     reports: list[StepReport] = field(default_factory=list)
     error: WorkbenchError | None = None
     seconds: float = 0.0
-    made_from: str | None = None  # label of the run whose artifact this step read
+    inputs: tuple[str, ...] = ()  # labels of the runs this step read, the one it was made from last
+    settings: dict[str, Any] = field(default_factory=dict)  # Chain.settings(step) when it ran
+
+    @property
+    def made_from(self) -> str | None:
+        """The label of the run whose artifact this step was made from (verify: the written files)."""
+        return self.inputs[-1] if self.inputs else None
 
     @property
     def ok(self) -> bool:
@@ -109,6 +126,19 @@ def fingerprint(model: Model) -> str:
         digest.update(repr((name, value.dtype, value.shape, dict(value.metadata_props), checksum)).encode())
     metadata = (dict(graph.opset_imports), dict(model.ir.metadata_props), dict(graph.metadata_props))
     digest.update(repr((metadata, model.source, len(model.reports))).encode())
+    return digest.hexdigest()
+
+
+def inputs_digest(inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None) -> str | None:
+    """A digest of given inputs (names, types, shapes and bytes), to tell when they changed."""
+    if inputs is None:
+        return None
+    named = inputs.items() if isinstance(inputs, Mapping) else enumerate(inputs)
+    digest = hashlib.sha256()
+    for name, value in named:
+        array = np.ascontiguousarray(value)
+        digest.update(repr((name, array.dtype.str, array.shape)).encode())
+        digest.update(array.reshape(-1).view(np.uint8).data)
     return digest.hexdigest()
 
 
@@ -159,6 +189,7 @@ class Chain:
         simplify: bool = True,
         fold_bn: bool = False,
         verify: bool = True,
+        per_layer: bool = False,
         options: Mapping[str, Any] | None = None,
         inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None = None,
         atol: float = DEFAULT_ATOL,
@@ -173,11 +204,12 @@ class Chain:
         self.options = dict(options or {})  # for check and write (e.g. dialect)
         self.inputs = inputs
         self.atol, self.rtol = atol, rtol
+        self.per_layer = per_layer  # verify every layer, not only the final outputs
         self.enabled = {"simplify": simplify, "fold_bn": fold_bn, "verify": verify}
         self.history: list[StepRun] = []
         self.current: dict[str, StepRun] = {}
-        self.stale: set[str] = set()
-        self._functions: dict[str, Callable[[StepRun | None], tuple[Any, list[StepReport]]]] = {
+        # each step as a function of the runs it reads (inputs_of)
+        self._functions: dict[str, Callable[..., tuple[Any, list[StepReport]]]] = {
             "load": self._load,
             "simplify": self._simplify,
             "fold_bn": self._fold_bn,
@@ -197,7 +229,54 @@ class Chain:
             return "pending"
         if not run.ok:
             return "failed"
-        return "stale" if step in self.stale else "done"
+        return "stale" if self.why_stale(step) else "done"
+
+    def why_stale(self, step: str) -> str:
+        """Why the step's current run no longer follows from the steps before it and the
+        settings ("" if it does)."""
+        run = self.current.get(step)
+        if run is None or not run.ok:
+            return ""
+        expected = self.inputs_of(step)
+        if run.inputs != expected:
+            return f"made from {', '.join(run.inputs) or 'nothing'}; would now read {', '.join(expected) or 'nothing'}"
+        settings = self.settings(step)
+        changed = [what for what in settings if run.settings.get(what) != settings[what]]
+        if changed:
+            return f"{' and '.join(changed)} changed"
+        for label in expected:
+            if self.why_stale(self.artifact(label).step):
+                return f"{label} is stale"
+        return ""
+
+    def settings(self, step: str) -> dict[str, Any]:
+        """What the step's result depends on besides the runs it reads, named as the
+        user knows it (a change names it in ``why_stale``)."""
+        target = (self.target, sorted(self.options.items()))
+        if step == "load":
+            return {"the source or its input shape": (self.source, self.input_shape, self.weights)}
+        if step == "check":
+            return {"the target or its options": target}
+        if step == "write":
+            return {"the target or its options": target, "the output folder or name": (str(self.outdir), self.name)}
+        if step == "verify":
+            return {
+                "the tolerances": (self.atol, self.rtol),
+                "the inputs": inputs_digest(self.inputs),
+                "the per-layer setting": self.per_layer,
+            }
+        return {}
+
+    def switch(self, step: str, on: bool) -> None:
+        """Switch an optional step on or off; the steps that read it turn stale."""
+        if step not in OPTIONAL_STEPS:
+            raise InputError(
+                f"{step} cannot be switched off",
+                expected=f"one of {', '.join(OPTIONAL_STEPS)}",
+                found=step,
+                remedy="every other step of the chain always runs",
+            )
+        self.enabled[step] = on
 
     def _has_run(self, step: str) -> bool:
         return self.status(step) in ("done", "stale")
@@ -208,6 +287,14 @@ class Chain:
             if earlier in MODEL_STEPS and self._has_run(earlier):
                 return self.current[earlier]
         return None
+
+    def inputs_of(self, step: str) -> tuple[str, ...]:
+        """The labels of the runs the step would read if it ran now: the latest model
+        before it, or for verify the source as loaded and the written files."""
+        if step == "verify":
+            return tuple(self.current[read].label for read in ("load", "write") if self._has_run(read))
+        model = self.model_before(step) if step != "load" else None
+        return (model.label,) if model is not None else ()
 
     def missing_before(self, step: str) -> str | None:
         """The earlier step that must run first, or None if ``step`` can run now."""
@@ -264,27 +351,25 @@ class Chain:
         missing = self.missing_before(step)
         if missing:
             raise InputError(f"{step} needs {missing} to run first", remedy=f"run {missing}")
-        read = self.current["write"] if step == "verify" else self.model_before(step)
+        inputs = self.inputs_of(step)
         number = 1 + sum(1 for run in self.history if run.step == step)
-        run = StepRun(label=f"{step} #{number}", step=step, made_from=read.label if read is not None else None)
+        run = StepRun(label=f"{step} #{number}", step=step, inputs=inputs, settings=self.settings(step))
         start = time.perf_counter()
         try:
-            run.value, run.reports = self._guarded(step, read)
+            run.value, run.reports = self._guarded(step, [self.artifact(label) for label in inputs])
         except WorkbenchError as error:
             run.error = error
         run.seconds = time.perf_counter() - start
         self.history.append(run)
         self.current[step] = run
-        self.stale.discard(step)
-        self.stale.update(later for later in STEPS[STEPS.index(step) + 1 :] if later in self.current)
         return run
 
-    def _guarded(self, step: str, read: StepRun | None) -> tuple[Any, list[StepReport]]:
+    def _guarded(self, step: str, reads: list[StepRun]) -> tuple[Any, list[StepReport]]:
         """Run the step, checking that the models it reads come out as they went in."""
-        models = [self.source_model] if step == "verify" else [read.value] if read is not None else []
-        before = [fingerprint(model) for model in models if model is not None]
-        result = self._functions[step](read)
-        if [fingerprint(model) for model in models if model is not None] != before:
+        models = [read.value for read in reads if isinstance(read.value, Model)]
+        before = [fingerprint(model) for model in models]
+        result = self._functions[step](*reads)
+        if [fingerprint(model) for model in models] != before:
             raise StepContractError(f"step {step} changed the model it read; steps must return a new model")
         return result
 
@@ -326,7 +411,7 @@ class Chain:
 
     # ------------------------------------------------------------ the steps
 
-    def _load(self, read: StepRun | None) -> tuple[Model, list[StepReport]]:
+    def _load(self) -> tuple[Model, list[StepReport]]:
         start = time.perf_counter()
         model = load(*self.source, input_shape=self.input_shape, weights=self.weights)
         summary = (
@@ -368,19 +453,18 @@ class Chain:
             raise InputError("write needs an output folder", remedy="give outdir (-o OUTDIR)")
         if self.enabled["verify"] and self.inputs is None:
             # before writing: a conversion that cannot be verified is bad input
-            self.inputs = example_inputs(self.source_model or model)
+            example_inputs(self.source_model or model)
         written = write(model, self.outdir, self.target, name=self.name, **self.options)
         return written, [written.report]
 
-    def _verify(self, read: StepRun | None) -> tuple[Comparison, list[StepReport]]:
-        source, written = self.source_model, self.written
-        if source is None or written is None:
-            raise StepContractError("verify runs after load and write")
+    def _verify(self, loaded: StepRun, written: StepRun) -> tuple[Comparison, list[StepReport]]:
+        source = self._model_of(loaded)
         start = time.perf_counter()
         inputs = self.inputs if self.inputs is not None else example_inputs(source)
-        comparison = compare(source_reference(source), written, inputs, atol=self.atol, rtol=self.rtol)
-        verdict = "outputs match" if comparison.ok else "outputs DIFFER"
-        summary = f"{verdict}: {comparison.reference} against {comparison.candidate}"
+        comparison = compare(
+            source_reference(source), written.value, inputs, atol=self.atol, rtol=self.rtol, per_layer=self.per_layer
+        )
+        summary = f"{comparison.summary()}: {comparison.reference} against {comparison.candidate}"
         return comparison, [StepReport("verify", summary, seconds=time.perf_counter() - start)]
 
     # ------------------------------------------------------------ the record
@@ -417,8 +501,9 @@ def convert(
     """Run the whole chain (load → simplify → fold_bn → check → write → verify) and
     return it; the first error stops it and is raised. ``options`` are ``Chain``'s
     (``input_shape``, ``weights``, ``name``, ``simplify``, ``fold_bn``, ``verify``,
-    ``options`` for the target such as ``{"dialect": "opencv"}``, ``inputs``,
-    ``atol``, ``rtol``); ``Chain.ok`` says whether the written files verified."""
+    ``per_layer``, ``options`` for the target such as ``{"dialect": "opencv"}``,
+    ``inputs``, ``atol``, ``rtol``); ``Chain.ok`` says whether the written files
+    verified."""
     chain = Chain(source, target, outdir, **options)
     for run in chain.run_all():
         run.raise_for_error()

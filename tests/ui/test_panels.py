@@ -6,6 +6,7 @@ import onnx_ir as ir
 import pytest
 
 from workbench import InputError, Model
+from workbench.chain import Chain
 from workbench.graph import provenance
 from workbench.steps.compare import compare
 from workbench.steps.fold_bn import fold_bn
@@ -16,6 +17,7 @@ from workbench.ui.panels import (
     ComparisonExplorer,
     LayerRow,
     NameMapEditor,
+    PipelineStepper,
     apply_edits,
     first_divergence_index,
     graph_positions,
@@ -58,8 +60,8 @@ def test_clicking_a_step_shows_its_report(stepper):
 
 def test_switching_a_step_off_skips_it(stepper):
     stepper.switches["fold_bn"].value = False
-    assert stepper.pipeline.enabled["fold_bn"] is False
-    assert step_title(stepper.pipeline, "fold_bn") == "fold_bn: skipped"
+    assert stepper.chain.enabled["fold_bn"] is False
+    assert step_title(stepper.chain, "fold_bn") == "fold_bn: skipped"
     assert stepper.step_buttons["fold_bn"].disabled
 
 
@@ -91,6 +93,28 @@ def test_stepper_compares_any_two_kept_artifacts(stepper):
     assert isinstance(explorer, ComparisonExplorer)
     assert explorer.rows
     assert explorer.comparison.ok  # folding keeps the outputs (onnxruntime on both sides)
+
+
+def test_the_stepper_verifies_layer_by_layer_and_that_setting_turns_verify_stale(stepper):
+    stepper.run_all_button.click()
+    assert {style for _, style in button_states(stepper).values()} == {"success"}
+    assert stepper.chain.comparison.ok and stepper.chain.comparison.layers
+    stepper.per_layer_switch.value = False
+    assert button_states(stepper)["verify"] == (False, "warning")
+    assert "stale: the per-layer setting changed" in stepper.step_views["verify"].value
+    stepper.step_buttons["verify"].click()
+    assert button_states(stepper)["verify"] == (False, "success")
+    assert stepper.chain.current["verify"].label == "verify #2" and not stepper.chain.comparison.layers
+
+
+def test_the_stepper_drives_the_chain_it_is_given(conv_bn_relu_file, tmp_path):
+    chain = Chain(conv_bn_relu_file, "onnx", tmp_path / "out")  # as workbench convert: fold_bn off, outputs only
+    stepper = PipelineStepper(chain)
+    assert stepper.switches["fold_bn"].value is False and stepper.per_layer_switch.value is False
+    assert button_states(stepper)["fold_bn"] == (True, "")
+    stepper.run_all_button.click()
+    assert [run.label for run in chain.history] == ["load #1", "simplify #1", "check #1", "write #1", "verify #1"]
+    assert chain.ok and stepper.run("verify") is chain.current["verify"]
 
 
 REPORT = {

@@ -1,10 +1,11 @@
 """ipywidgets panels for notebooks: a pipeline stepper, a name-map editor and a
 comparison explorer.
 
-What each panel shows is computed by plain functions (here and in
-``pipeline.py``) that run without a browser: the rows of the tables, the status of
-each step, which layer diverges first. The widget classes only lay those out and
-call them when a button is clicked.
+What each panel shows is computed by plain functions that run without a browser:
+the rows of the tables, which layer diverges first, and for the pipeline stepper
+the conversion chain itself (``workbench.chain.Chain``: its steps, runs, statuses
+and why a step is stale; the stepper has no step logic of its own). The widget
+classes only lay those out and call them when a button is clicked.
 
 Every panel also leaves a static snapshot of its last state in the notebook. A
 widget lives only as long as its kernel: an untrusted notebook does not render
@@ -31,12 +32,13 @@ import ipywidgets as widgets
 from IPython.display import DisplayHandle, display
 from matplotlib.figure import Figure
 
+from ..chain import STEPS, Chain, StepRun
 from ..errors import InputError, WorkbenchError
 from ..graph import Model, provenance
+from ..readers.input_shapes import InputShapes
 from ..steps.compare import Comparison, layer_tensors
 from ..steps.map_names import AMBIGUOUS, CORRECTED, UNMATCHED, NameEntry, NameMap, source_layers
 from ..steps.plots import plot_difference, plot_layer_errors
-from .pipeline import STEPS, Artifact, Pipeline
 
 BUTTON_STYLES = {"pending": "", "skipped": "", "done": "success", "stale": "warning", "failed": "danger"}
 STATUS_TEXT_COLOURS = {"done": "#070", "stale": "#b35900", "failed": "#b00", "pending": "#777", "skipped": "#777"}
@@ -108,47 +110,47 @@ class SnapshotPanel:
 # ---------------------------------------------------------------- pipeline stepper
 
 
-def artifact_html(artifact: Artifact) -> str:
+def artifact_html(run: StepRun) -> str:
     """One step's output: what it was made from, how long it took, its result or error."""
-    made_from = f" from {html.escape(', '.join(artifact.inputs))}" if artifact.inputs else ""
-    header = f"<div><b>{html.escape(artifact.label)}</b>{made_from} <small>({artifact.seconds:.2f} s)</small></div>"
-    if artifact.error is not None:
-        return header + error_html(artifact.error)
-    return header + rich_html(artifact.value)
+    made_from = f" from {html.escape(', '.join(run.inputs))}" if run.inputs else ""
+    header = f"<div><b>{html.escape(run.label)}</b>{made_from} <small>({run.seconds:.2f} s)</small></div>"
+    if run.error is not None:
+        return header + error_html(run.error)
+    return header + rich_html(run.value)
 
 
-def artifact_summary(artifact: Artifact | None) -> str:
-    """One line: the error, the step's report summary, or a comparison's verdict."""
-    if artifact is None:
+def artifact_summary(run: StepRun | None) -> str:
+    """One line: the error, or the step's report summary (verify: the comparison's verdict)."""
+    if run is None:
         return ""
-    if artifact.error is not None:
-        return artifact.error.what
-    if isinstance(artifact.value, Comparison):
-        return "outputs agree" if artifact.value.ok else "outputs DIFFER"
-    return artifact.report.summary if artifact.report is not None else ""
+    if run.error is not None:
+        return run.error.what
+    if isinstance(run.value, Comparison):
+        return run.value.summary()
+    return run.report.summary if run.report is not None else ""
 
 
-def step_title(pipeline: Pipeline, step: str) -> str:
+def step_title(chain: Chain, step: str) -> str:
     """The accordion title of a step: its name, status and the artifact it shows."""
-    artifact = pipeline.current.get(step)
-    status = pipeline.status(step)
-    if artifact is None or status == "skipped":
+    run = chain.current.get(step)
+    status = chain.status(step)
+    if run is None or status == "skipped":
         return f"{step}: {status}"
-    return f"{step}: {status} ({artifact.label}, {artifact.seconds:.2f} s)"
+    return f"{step}: {status} ({run.label}, {run.seconds:.2f} s)"
 
 
-def steps_table_html(pipeline: Pipeline) -> str:
+def steps_table_html(chain: Chain) -> str:
     """Every step with its status, the artifact it shows, what that was made from and why it is stale."""
     rows = []
     for step in STEPS:
-        status = pipeline.status(step)
-        artifact = pipeline.current.get(step)
-        note = pipeline.why_stale(step) if status == "stale" else artifact_summary(artifact)
+        status = chain.status(step)
+        run = chain.current.get(step)
+        note = chain.why_stale(step) if status == "stale" else artifact_summary(run)
         rows.append(
             f"<tr><td>{step}</td><td style='color:{STATUS_TEXT_COLOURS[status]}'>{status}</td>"
-            f"<td>{html.escape(artifact.label) if artifact else ''}</td>"
-            f"<td>{html.escape(', '.join(artifact.inputs)) if artifact else ''}</td>"
-            f"<td>{f'{artifact.seconds:.2f} s' if artifact else ''}</td><td>{html.escape(note)}</td></tr>"
+            f"<td>{html.escape(run.label) if run else ''}</td>"
+            f"<td>{html.escape(', '.join(run.inputs)) if run else ''}</td>"
+            f"<td>{f'{run.seconds:.2f} s' if run else ''}</td><td>{html.escape(note)}</td></tr>"
         )
     return (
         "<table><tr><th>step</th><th>status</th><th>artifact</th><th>made from</th><th>time</th>"
@@ -157,12 +159,15 @@ def steps_table_html(pipeline: Pipeline) -> str:
 
 
 class PipelineStepper(SnapshotPanel, widgets.VBox):
-    """Buttons for load → simplify → fold_bn → check → write → compare, each step's
-    report below, and a comparison of any two kept artifacts."""
+    """A ``Chain`` step by step: buttons for load → simplify → fold_bn → check → write
+    → verify that run the chain's steps, switches for its optional steps and for
+    verifying layer by layer, each run's report below, and a comparison of any two
+    kept artifacts. Statuses, staleness and what each run was made from are the
+    chain's own."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, chain: Chain) -> None:
         self._listeners = []
-        self.pipeline = pipeline
+        self.chain = chain
         self.explorer: ComparisonExplorer | None = None
         self.step_buttons = {step: widgets.Button(description=step) for step in STEPS}
         for step, button in self.step_buttons.items():
@@ -171,10 +176,17 @@ class PipelineStepper(SnapshotPanel, widgets.VBox):
         self.run_all_button.on_click(lambda _: self.run_all())
         self.switches = {
             step: widgets.Checkbox(value=enabled, description=step, indent=False, layout=widgets.Layout(width="auto"))
-            for step, enabled in pipeline.enabled.items()
+            for step, enabled in chain.enabled.items()
         }
         for step, switch in self.switches.items():
             switch.observe(lambda change, step=step: self._switch(step, change["new"]), names="value")
+        self.per_layer_switch = widgets.Checkbox(
+            value=chain.per_layer,
+            description="verify layer by layer",
+            indent=False,
+            layout=widgets.Layout(width="auto"),
+        )
+        self.per_layer_switch.observe(lambda change: self._verify_per_layer(change["new"]), names="value")
         self.step_views = {step: widgets.HTML() for step in STEPS}
         self.steps_view = widgets.Accordion(children=[self.step_views[step] for step in STEPS])
         self.reference_choice = widgets.Dropdown(description="reference")
@@ -185,7 +197,7 @@ class PipelineStepper(SnapshotPanel, widgets.VBox):
         super().__init__(
             [
                 widgets.HTML(self.title_html()),
-                widgets.HBox([widgets.Label("steps on:"), *self.switches.values()]),
+                widgets.HBox([widgets.Label("steps on:"), *self.switches.values(), self.per_layer_switch]),
                 widgets.HBox([*self.step_buttons.values(), self.run_all_button]),
                 self.steps_view,
                 widgets.HBox([self.reference_choice, self.candidate_choice, self.compare_button]),
@@ -196,20 +208,20 @@ class PipelineStepper(SnapshotPanel, widgets.VBox):
         self.refresh()
 
     def title_html(self) -> str:
-        pipeline = self.pipeline
-        source = " ".join(str(s) for s in pipeline.source)
+        chain = self.chain
+        source = " ".join(str(s) for s in chain.source)
         return (
-            f"<b>{html.escape(source)}</b> → <b>{html.escape(pipeline.target)}</b> "
-            f"<small>into {html.escape(str(pipeline.outdir))}</small>"
+            f"<b>{html.escape(source)}</b> → <b>{html.escape(chain.target)}</b> "
+            f"<small>into {html.escape(str(chain.outdir))}</small>"
         )
 
-    def run(self, step: str) -> Artifact:
-        artifact = self.pipeline.run(step)
+    def run(self, step: str) -> StepRun:
+        run = self.chain.run(step)
         self.refresh(opened=step)
-        return artifact
+        return run
 
-    def run_all(self) -> list[Artifact]:
-        ran = self.pipeline.run_all()
+    def run_all(self) -> list[StepRun]:
+        ran = self.chain.run_all()
         self.refresh(opened=ran[-1].step if ran else None)
         return ran
 
@@ -222,14 +234,14 @@ class PipelineStepper(SnapshotPanel, widgets.VBox):
             self.comparison_view.children = [widgets.HTML("<i>run a step that makes a model first</i>")]
         else:
             try:
-                comparison = self.pipeline.compare(reference, candidate)
+                comparison = self.chain.compare(reference, candidate)
             except WorkbenchError as error:
                 self.comparison_view.children = [widgets.HTML(error_html(error))]
             else:
                 self.explorer = ComparisonExplorer(
                     comparison,
-                    reference=self.pipeline.artifact(reference).value,
-                    candidate=self.pipeline.artifact(candidate).value,
+                    reference=self.chain.artifact(reference).value,
+                    candidate=self.chain.artifact(candidate).value,
                 )
                 self.explorer.on_change(self.publish)
                 self.comparison_view.children = [self.explorer]
@@ -237,26 +249,30 @@ class PipelineStepper(SnapshotPanel, widgets.VBox):
         return self.explorer
 
     def _switch(self, step: str, enabled: bool) -> None:
-        self.pipeline.enabled[step] = enabled
+        self.chain.switch(step, enabled)
+        self.refresh()
+
+    def _verify_per_layer(self, per_layer: bool) -> None:
+        self.chain.per_layer = per_layer
         self.refresh()
 
     def refresh(self, opened: str | None = None) -> None:
-        """Bring every widget, and the snapshot, in line with the pipeline's state."""
-        pipeline = self.pipeline
+        """Bring every widget, and the snapshot, in line with the chain's state."""
+        chain = self.chain
         for index, step in enumerate(STEPS):
-            status = pipeline.status(step)
+            status = chain.status(step)
+            stale = chain.why_stale(step)
             button = self.step_buttons[step]
             button.button_style = BUTTON_STYLES[status]
-            button.disabled = status == "skipped" or pipeline.missing_before(step) is not None
-            button.tooltip = pipeline.why_stale(step) or step_title(pipeline, step)
-            artifact = pipeline.current.get(step)
-            stale = pipeline.why_stale(step)
+            button.disabled = status == "skipped" or chain.missing_before(step) is not None
+            button.tooltip = stale or step_title(chain, step)
+            run = chain.current.get(step)
             warning = f"<p style='color:#b35900'>stale: {html.escape(stale)}; run it again</p>" if stale else ""
-            self.step_views[step].value = warning + artifact_html(artifact) if artifact else ""
-            self.steps_view.set_title(index, step_title(pipeline, step))
+            self.step_views[step].value = warning + artifact_html(run) if run else ""
+            self.steps_view.set_title(index, step_title(chain, step))
         if opened is not None:
             self.steps_view.selected_index = STEPS.index(opened)
-        labels = [artifact.label for artifact in pipeline.comparable()]
+        labels = [run.label for run in chain.comparable()]
         if list(self.candidate_choice.options) != labels:
             # keep the chosen reference; the candidate follows the newest artifact
             reference = self.reference_choice.value if self.reference_choice.value in labels else None
@@ -267,15 +283,15 @@ class PipelineStepper(SnapshotPanel, widgets.VBox):
         self.publish()
 
     def summary(self) -> str:
-        states = ", ".join(f"{step} {self.pipeline.status(step)}" for step in STEPS)
-        return f"<PipelineStepper {' '.join(map(str, self.pipeline.source))} → {self.pipeline.target}: {states}>"
+        states = ", ".join(f"{step} {self.chain.status(step)}" for step in STEPS)
+        return f"<PipelineStepper {' '.join(map(str, self.chain.source))} → {self.chain.target}: {states}>"
 
     def snapshot_html(self) -> str:
         details = "".join(
-            f"<details><summary>{html.escape(step_title(self.pipeline, step))}</summary>"
-            f"{artifact_html(self.pipeline.current[step])}</details>"
+            f"<details><summary>{html.escape(step_title(self.chain, step))}</summary>"
+            f"{artifact_html(self.chain.current[step])}</details>"
             for step in STEPS
-            if step in self.pipeline.current
+            if step in self.chain.current
         )
         compared = (
             f"<p><b>Compared</b> {html.escape(self.reference_choice.value or '')} with "
@@ -283,19 +299,40 @@ class PipelineStepper(SnapshotPanel, widgets.VBox):
             if self.explorer is not None
             else ""
         )
-        return f"<div>{self.title_html()}{steps_table_html(self.pipeline)}{details}{compared}</div>"
+        return f"<div>{self.title_html()}{steps_table_html(self.chain)}{details}{compared}</div>"
 
 
 def pipeline_stepper(
     *source: str | Path,
     target: str,
     outdir: str | Path,
-    input_shape: tuple[int, ...] | None = None,
+    input_shape: InputShapes | None = None,
+    weights: str | Path | None = None,
+    name: str | None = None,
+    fold_bn: bool = True,
+    per_layer: bool = True,
     **options: Any,
 ) -> PipelineStepper:
-    """A stepper panel for converting ``source`` to ``target`` into ``outdir``;
-    ``options`` go to check and write (e.g. ``dialect="bvlc"``)."""
-    return PipelineStepper(Pipeline(source, target, outdir, input_shape=input_shape, options=options))
+    """A stepper panel over a ``Chain`` converting ``source`` to ``target`` into
+    ``outdir``; ``options`` go to check and write (e.g. ``dialect="bvlc"``).
+
+    The stepper starts with fold_bn on and verify layer by layer, where
+    ``workbench convert`` has both off: in the stepper both are one click from off,
+    the folded model stays beside the unfolded one to compare, and a per-layer
+    verdict says where a conversion parts from its source, not only that it does.
+    ``PipelineStepper(Chain(...))`` takes any chain as it is."""
+    chain = Chain(
+        source,
+        target,
+        outdir,
+        input_shape=input_shape,
+        weights=weights,
+        name=name,
+        fold_bn=fold_bn,
+        per_layer=per_layer,
+        options=options,
+    )
+    return PipelineStepper(chain)
 
 
 # ---------------------------------------------------------------- comparison explorer

@@ -1,4 +1,5 @@
-"""The stepper's logic: step order, skipping, stale steps after a re-run, artifacts
+"""The chain as the pipeline stepper drives it (fold_bn on, verify layer by layer):
+step order, skipping, stale steps after a re-run or a changed setting, artifacts
 kept for comparison, errors kept instead of raised."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from workbench import InputError
-from workbench.ui.pipeline import STEPS, Pipeline
+from workbench.chain import STEPS, Chain
 
 
 @pytest.fixture
@@ -17,12 +18,12 @@ def source(conv_bn_relu_file) -> str:
 
 
 @pytest.fixture
-def pipeline(source, tmp_path) -> Pipeline:
-    return Pipeline(source, "onnx", tmp_path / "out")
+def pipeline(source, tmp_path) -> Chain:
+    return Chain(source, "onnx", tmp_path / "out", fold_bn=True, per_layer=True)
 
 
 def test_only_load_can_run_first(pipeline):
-    assert [pipeline.missing_before(step) for step in ("load", "simplify", "write", "compare")] == [
+    assert [pipeline.missing_before(step) for step in ("load", "simplify", "write", "verify")] == [
         None,
         "load",
         "load",
@@ -69,7 +70,7 @@ def test_rerunning_a_step_marks_later_steps_stale_and_keeps_old_artifacts(pipeli
 
 
 def test_a_bad_source_is_kept_as_a_failed_step(tmp_path):
-    pipeline = Pipeline(str(tmp_path / "missing.onnx"), "onnx", tmp_path / "out")
+    pipeline = Chain(str(tmp_path / "missing.onnx"), "onnx", tmp_path / "out")
     ran = pipeline.run_all()
     assert [a.label for a in ran] == ["load #1"]
     assert pipeline.status("load") == "failed"
@@ -79,38 +80,38 @@ def test_a_bad_source_is_kept_as_a_failed_step(tmp_path):
 
 def test_only_optional_steps_can_be_switched_off(source, tmp_path):
     with pytest.raises(InputError, match="check cannot be switched off"):
-        Pipeline(source, "onnx", tmp_path, enabled={"check": False})
+        Chain(source, "onnx", tmp_path).switch("check", False)
 
 
-def run(pipeline: Pipeline, *steps: str) -> None:
+def run(pipeline: Chain, *steps: str) -> None:
     for step in steps:
         assert pipeline.run(step).ok, step
 
 
-def statuses(pipeline: Pipeline) -> dict[str, str]:
+def statuses(pipeline: Chain) -> dict[str, str]:
     return {step: pipeline.status(step) for step in STEPS}
 
 
-def test_compare_reads_the_loaded_source_and_the_written_files(pipeline):
-    run(pipeline, "load", "simplify", "fold_bn", "check", "write", "compare")
-    compared = pipeline.current["compare"]
+def test_verify_reads_the_loaded_source_and_the_written_files(pipeline):
+    run(pipeline, "load", "simplify", "fold_bn", "check", "write", "verify")
+    compared = pipeline.current["verify"]
     assert compared.inputs == ("load #1", "write #1")
     # the folded ONNX file in onnxruntime against the source graph in onnxruntime
     assert compared.value.ok and compared.value.layers
     assert set(statuses(pipeline).values()) == {"done"}
 
 
-def test_compare_is_stale_after_write_runs_again_until_it_runs_again(pipeline):
-    run(pipeline, "load", "simplify", "fold_bn", "check", "write", "compare")
+def test_verify_is_stale_after_write_runs_again_until_it_runs_again(pipeline):
+    run(pipeline, "load", "simplify", "fold_bn", "check", "write", "verify")
     run(pipeline, "write")
-    assert pipeline.status("compare") == "stale"
-    assert "write #2" in pipeline.why_stale("compare")
-    assert pipeline.run("compare").inputs == ("load #1", "write #2")
-    assert pipeline.status("compare") == "done"
+    assert pipeline.status("verify") == "stale"
+    assert "write #2" in pipeline.why_stale("verify")
+    assert pipeline.run("verify").inputs == ("load #1", "write #2")
+    assert pipeline.status("verify") == "done"
 
 
-def test_an_earlier_rerun_makes_every_later_step_stale_and_running_compare_alone_does_not_fix_it(pipeline):
-    run(pipeline, "load", "simplify", "fold_bn", "check", "write", "compare")
+def test_an_earlier_rerun_makes_every_later_step_stale_and_running_verify_alone_does_not_fix_it(pipeline):
+    run(pipeline, "load", "simplify", "fold_bn", "check", "write", "verify")
     run(pipeline, "simplify")
     assert statuses(pipeline) == {
         "load": "done",
@@ -118,12 +119,12 @@ def test_an_earlier_rerun_makes_every_later_step_stale_and_running_compare_alone
         "fold_bn": "stale",
         "check": "stale",
         "write": "stale",
-        "compare": "stale",
+        "verify": "stale",
     }
-    # compare would read the same (stale) written files: it stays stale
-    run(pipeline, "compare")
-    assert pipeline.status("compare") == "stale" and pipeline.why_stale("compare") == "write #1 is stale"
-    run(pipeline, "fold_bn", "check", "write", "compare")
+    # verify would read the same (stale) written files: it stays stale
+    run(pipeline, "verify")
+    assert pipeline.status("verify") == "stale" and pipeline.why_stale("verify") == "write #1 is stale"
+    run(pipeline, "fold_bn", "check", "write", "verify")
     assert set(statuses(pipeline).values()) == {"done"}
 
 
@@ -136,12 +137,50 @@ def test_switching_a_step_off_makes_the_steps_that_read_it_stale(pipeline):
 
 
 def test_changing_the_options_makes_the_target_steps_stale(pipeline):
-    run(pipeline, "load", "check", "write", "compare")
+    run(pipeline, "load", "check", "write", "verify")
     pipeline.options = {"name": "renamed"}
-    assert [pipeline.status(step) for step in ("load", "check", "write", "compare")] == [
+    assert [pipeline.status(step) for step in ("load", "check", "write", "verify")] == [
         "done",
         "stale",
         "stale",
         "stale",
     ]
     assert pipeline.why_stale("check") == "the target or its options changed"
+
+
+def test_a_changed_setting_of_verify_makes_verify_alone_stale(pipeline):
+    run(pipeline, "load", "simplify", "fold_bn", "check", "write", "verify")
+    pipeline.per_layer = False
+    assert statuses(pipeline)["write"] == "done" and statuses(pipeline)["verify"] == "stale"
+    assert pipeline.why_stale("verify") == "the per-layer setting changed"
+    outputs_only = pipeline.run("verify").value
+    assert outputs_only.ok and outputs_only.outputs and not outputs_only.layers
+    pipeline.inputs = [np.ones((1, 3, 8, 8), np.float32)]
+    assert pipeline.why_stale("verify") == "the inputs changed"
+    pipeline.atol = 1e-3
+    assert pipeline.why_stale("verify") == "the tolerances and the inputs changed"
+
+
+def test_a_new_input_shape_makes_the_whole_chain_stale_and_verify_follows_it(tmp_path):
+    chain = Chain("workbench.samples:sample_net", "onnx", tmp_path / "out", fold_bn=True, per_layer=True)
+    assert all(run.ok for run in chain.run_all())
+    chain.input_shape = (2, 3, 32, 32)  # the factory's own is (1, 3, 32, 32)
+    assert set(statuses(chain).values()) == {"stale"}
+    assert chain.why_stale("load") == "the source or its input shape changed"
+    assert chain.why_stale("simplify") == "load #1 is stale"
+    assert all(run.ok for run in chain.run_all())
+    assert set(statuses(chain).values()) == {"done"}
+    # verify ran on inputs of the new shape: the written file (batch 2) in onnxruntime
+    # against the PyTorch module, every layer within atol 1e-4, rtol 1e-3
+    assert chain.current["load"].value.input_shapes() == {"x": (2, 3, 32, 32)}
+    assert chain.ok and chain.comparison.layers
+
+
+def test_a_pytorch_source_is_verified_layer_by_layer_against_the_module_itself(tmp_path):
+    chain = Chain("workbench.samples:sample_net", "caffe", tmp_path / "out", fold_bn=True, per_layer=True)
+    assert all(run.ok for run in chain.run_all())
+    comparison = chain.comparison
+    # OpenCV DNN on the written Caffe files against PyTorch running the module (forward hooks),
+    # every layer within the default tolerance (atol 1e-4, rtol 1e-3)
+    assert comparison.reference == "workbench.samples:sample_net (pytorch)" and "(opencv)" in comparison.candidate
+    assert comparison.ok and len(comparison.layers) >= 10 and comparison.first_divergence is None
