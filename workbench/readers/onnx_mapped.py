@@ -1,0 +1,155 @@
+"""An ONNX file whose weights stay in the file: every large initializer is memory-mapped.
+
+Parsing a ``ModelProto`` copies every weight out of the file into protobuf's memory
+(and ``onnx.load`` reads the file into memory first), so a 550 MB model costs twice
+that while loading and 550 MB for as long as it lives. The ONNX format can instead
+point a tensor at bytes in a file (``data_location = EXTERNAL`` with ``location``,
+``offset`` and ``length``), and onnx-ir maps such tensors lazily
+(``onnx_ir.ExternalTensor``): pages are read when a step reads the weights, shared
+with the page cache, and given back when the tensor is released.
+
+So the file is read in two passes over a read-only memory map:
+
+1. the protobuf wire format is walked (``tag = field << 3 | wire type``, varint
+   lengths) down to ``ModelProto.graph`` (field 7) → ``GraphProto.initializer``
+   (field 5) → ``TensorProto.raw_data`` (field 9), noting where each initializer's
+   raw bytes lie;
+2. everything else is parsed by protobuf as usual (the model and graph without
+   their initializers, each initializer without its raw bytes), and each large
+   initializer is marked external, pointing at its own bytes inside the ``.onnx``
+   file itself.
+
+Initializers stored in typed fields (``float_data``...), small ones, those of
+subgraphs and sparse ones are parsed as they are. Weights already in external data
+files (models over 2 GB) stay where they are: onnx-ir maps those itself.
+
+Protobuf's Python package has no reader that leaves bytes fields in place, so the
+field walk is written here; it reads only tags and lengths.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+from google.protobuf.message import DecodeError
+
+_MODEL_GRAPH = 7  # ModelProto.graph
+_GRAPH_INITIALIZER = 5  # GraphProto.initializer
+_TENSOR_RAW_DATA = 9  # TensorProto.raw_data
+_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
+# tensors smaller than this are parsed into memory: mapping them saves nothing
+MAPPED_TENSOR_BYTES = 4096
+
+
+class WireFormatError(ValueError):
+    """The bytes are not a protobuf message this walk understands."""
+
+
+@dataclass(frozen=True)
+class _Field:
+    number: int
+    wire_type: int
+    start: int  # where the record (tag included) starts
+    value_start: int  # where the value starts (after the tag and, for bytes, the length)
+    end: int
+
+
+def _varint(data: mmap.mmap, position: int) -> tuple[int, int]:
+    """The base-128 varint at ``position`` and the position after it."""
+    value, shift = 0, 0
+    while True:
+        if position >= len(data) or shift > 63:
+            raise WireFormatError("truncated or overlong varint")
+        byte = data[position]
+        position += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, position
+        shift += 7
+
+
+def _fields(data: mmap.mmap, start: int, end: int) -> Iterator[_Field]:
+    """The fields of the message stored in ``data[start:end]``, in file order."""
+    position = start
+    while position < end:
+        key, value_start = _varint(data, position)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == _VARINT:
+            _, value_end = _varint(data, value_start)
+        elif wire_type == _FIXED64:
+            value_end = value_start + 8
+        elif wire_type == _FIXED32:
+            value_end = value_start + 4
+        elif wire_type == _LENGTH_DELIMITED:
+            length, value_start = _varint(data, value_start)
+            value_end = value_start + length
+        else:  # groups (3, 4) are not used by onnx.proto
+            raise WireFormatError(f"wire type {wire_type} in field {number}")
+        if value_end > end:
+            raise WireFormatError(f"field {number} runs past the end of its message")
+        yield _Field(number, wire_type, position, value_start, value_end)
+        position = value_end
+
+
+def _without(data: mmap.mmap, start: int, end: int, number: int) -> tuple[bytes, list[_Field]]:
+    """The message's bytes without the fields ``number``, and those fields."""
+    kept = bytearray()
+    taken = []
+    for field in _fields(data, start, end):
+        if field.number == number and field.wire_type == _LENGTH_DELIMITED:
+            taken.append(field)
+        else:
+            kept += data[field.start : field.end]
+    return bytes(kept), taken
+
+
+def _initializer(data: mmap.mmap, field: _Field, location: str) -> onnx.TensorProto:
+    """One initializer: parsed without its raw bytes, which it then points at in the file."""
+    rest, raw = _without(data, field.value_start, field.end, _TENSOR_RAW_DATA)
+    if not raw or raw[-1].end - raw[-1].value_start < MAPPED_TENSOR_BYTES:
+        return onnx.TensorProto.FromString(data[field.value_start : field.end])
+    tensor = onnx.TensorProto.FromString(rest)
+    value = raw[-1]  # protobuf keeps the last occurrence of a repeated singular field
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    for key, text in (("location", location), ("offset", value.value_start), ("length", value.end - value.value_start)):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, str(text)
+    return tensor
+
+
+def _model_proto(data: mmap.mmap, location: str) -> onnx.ModelProto:
+    model_bytes, graphs = _without(data, 0, len(data), _MODEL_GRAPH)
+    if len(graphs) != 1:  # protobuf would merge several; the plain parser handles that
+        raise WireFormatError(f"{len(graphs)} graph fields")
+    graph = graphs[0]
+    graph_bytes, initializers = _without(data, graph.value_start, graph.end, _GRAPH_INITIALIZER)
+    model = onnx.ModelProto.FromString(model_bytes)
+    model.graph.ParseFromString(graph_bytes)
+    model.graph.initializer.extend(_initializer(data, field, location) for field in initializers)
+    return model
+
+
+def load_mapped(path: str | Path) -> ir.Model | None:
+    """The model in ``path`` with its large inline weights memory-mapped from the file,
+    or None when the file cannot be read this way (the caller then parses it whole).
+
+    onnx-ir maps only files inside the model's folder and refuses a file with several
+    hard links (one could be swapped for another file), so a symlinked or hard-linked
+    file is parsed whole."""
+    path = Path(path)
+    if path.is_symlink() or os.stat(path).st_nlink > 1:
+        return None
+    with open(path, "rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        try:
+            proto = _model_proto(data, path.name)
+        except (WireFormatError, DecodeError):
+            return None
+    model = ir.serde.deserialize_model(proto)
+    ir.external_data.set_base_dir(model.graph, str(path.parent))
+    return model
