@@ -94,7 +94,9 @@ def fingerprint(model: Model) -> str:
     serializes it (attributes, subgraphs, metadata such as provenance), the graph's
     inputs, outputs, opsets and functions, the model's metadata, the source, and each
     initializer's name, type, shape and bytes. The bytes go through CRC-32 read from
-    the arrays in place, so a 100 MB network costs tens of milliseconds, not a copy."""
+    the arrays in place, so a 100 MB network costs tens of milliseconds, not a copy;
+    weights mapped read-only from a file (``onnx_ir.ExternalTensor``) cannot be written
+    through the model, so their place in the file stands for their bytes."""
     graph = model.graph
     digest = hashlib.sha256()
     for node in graph:
@@ -104,12 +106,20 @@ def fingerprint(model: Model) -> str:
     for function in model.ir.functions.values():
         digest.update(ir.serde.serialize_function(function).SerializeToString(deterministic=True))
     for name, value in graph.initializers.items():
-        array = value.const_value.numpy() if value.const_value is not None else np.empty(0)
-        checksum = zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
-        digest.update(repr((name, value.dtype, value.shape, dict(value.metadata_props), checksum)).encode())
+        content = _content_key(value.const_value)
+        digest.update(repr((name, value.dtype, value.shape, dict(value.metadata_props), content)).encode())
     metadata = (dict(graph.opset_imports), dict(model.ir.metadata_props), dict(graph.metadata_props))
     digest.update(repr((metadata, model.source, len(model.reports))).encode())
     return digest.hexdigest()
+
+
+def _content_key(tensor: ir.TensorProtocol | None) -> object:
+    """What stands for a tensor's bytes in a fingerprint: where a mapped tensor lies
+    in its file, else the CRC-32 of the bytes."""
+    if isinstance(tensor, ir.ExternalTensor):
+        return (tensor.path, tensor.offset, tensor.length)
+    array = tensor.numpy() if tensor is not None else np.empty(0)
+    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
 
 
 def source_reference(source: Model) -> Any:
