@@ -388,6 +388,11 @@ class Chain:
             raise StepContractError("verify runs after load and write")
         start = time.perf_counter()
         inputs = self.inputs if self.inputs is not None else example_inputs(source)
+        # writing read every weight: give back the pages of those mapped from files, so
+        # that each runtime in turn (compare releases one before the next) has the room
+        for model in (source, self.model):
+            if model is not None:
+                model.release_weights()
         comparison = compare(source_reference(source), written, inputs, atol=self.atol, rtol=self.rtol)
         verdict = "outputs match" if comparison.ok else "outputs DIFFER"
         summary = f"{verdict}: {comparison.reference} against {comparison.candidate}"

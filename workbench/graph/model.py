@@ -23,6 +23,19 @@ from .report import StepReport
 from .shapes import static_shape
 
 
+def release_mapped_weights(model: onnx_ir.Model) -> None:
+    """Unmap the weights a model reads from files (``onnx_ir.ExternalTensor``): their
+    pages go back to the system and the next read maps them again. A tensor whose
+    array someone still holds a view of stays mapped."""
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                try:
+                    value.const_value.release()
+                except BufferError:
+                    pass
+
+
 @dataclass(frozen=True)
 class SourceInfo:
     """Where a model came from: its format, files and a short name."""
@@ -83,6 +96,11 @@ class Model:
         writes into one; the chain's fingerprints check that). Copying costs the graph,
         not the weights: nothing is serialised."""
         return Model(self.ir.clone(), self.source, list(self.reports))
+
+    def release_weights(self) -> None:
+        """Give back the memory of weights mapped from files until they are read again
+        (``release_mapped_weights``); weights held in memory stay."""
+        release_mapped_weights(self.ir)
 
     def derive(self, model: onnx_ir.Model, report: StepReport) -> Model:
         """A new Model for the output of a step, with its report appended."""

@@ -1,6 +1,10 @@
 """Run a graph (or an ONNX file) in onnxruntime, the independent ONNX reference.
 
-``run`` gives the final outputs from one session. ``run_layers`` gives every node's
+``run`` gives the final outputs from one session. A graph held in memory is never
+serialised with its weights for it (that cost a copy of them as protobuf and
+another as bytes on top of onnxruntime's own): weights mapped from a file are read
+by onnxruntime from the file, the others handed over as buffers. ``release`` drops
+the session and unmaps weights read from files until the next run. ``run_layers`` gives every node's
 outputs, named by value name, in graph (topological) order, without holding all
 of them at once: the graph is cut into consecutive segments of nodes, each run as
 its own session (an ``onnx_ir.GraphView`` over the original nodes; the weights
@@ -28,6 +32,7 @@ import onnxruntime as ort
 
 from ..errors import InputError
 from ..graph import Model, provenance
+from ..graph.model import release_mapped_weights
 from .base import Inputs, LayerConstants, LayerStream, NodeEvaluation, Runner
 
 DEFAULT_SEGMENT_NODES = 48
@@ -35,10 +40,15 @@ DEFAULT_SEGMENT_BYTES = 16 * 2**20  # weights copied for one segment at a time
 BUFFER_MIN_ELEMENTS = 1024
 
 
-def _session(payload: bytes | str, weights: Mapping[str, np.ndarray] | None = None) -> ort.InferenceSession:
-    """A CPU session; ``weights`` are handed over as buffers, never serialized."""
+def _session(
+    payload: bytes | str, weights: Mapping[str, np.ndarray] | None = None, weights_folder: str | None = None
+) -> ort.InferenceSession:
+    """A CPU session; ``weights`` are handed over as buffers, never serialized;
+    ``weights_folder`` is where the model's external data files lie."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if weights_folder is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", weights_folder)
     weights = weights if weights is not None else {}
     buffers = [ort.OrtValue.ortvalue_from_numpy(array) for array in weights.values()]
     if weights:
@@ -281,11 +291,43 @@ class OnnxRuntimeRunner(Runner):
     @property
     def session(self) -> ort.InferenceSession:
         """One session for the whole graph, made on first use (``run_layers`` does
-        not need it, so a per-layer comparison never holds a second copy of the weights)."""
+        not need it, so a per-layer comparison never holds a second copy of the weights);
+        a file is read by onnxruntime itself, a graph in memory hands over its weights."""
         if self._session is None:
-            payload = str(self._path) if self._path is not None else ir.to_proto(self.model).SerializeToString()
-            self._session = _session(payload)
+            self._session = _session(str(self._path)) if self._path is not None else self._graph_session()
         return self._session
+
+    def _graph_session(self) -> ort.InferenceSession:
+        """The whole graph as a session without serialising its weights: those mapped
+        from files (one folder) are read by onnxruntime from the files, the other large
+        ones given as buffers (which onnxruntime copies), small ones embedded (graph
+        inputs that are also initializers, IR 3 defaults, stay embedded too)."""
+        graph = self.model.graph
+        folders = {
+            value.const_value.base_dir
+            for value in graph.initializers.values()
+            if isinstance(value.const_value, ir.ExternalTensor)
+        }
+        folder = str(folders.pop()) if len(folders) == 1 else None
+        inputs = {id(value) for value in graph.inputs}
+        weights = {
+            name: np.ascontiguousarray(_constant(value))
+            for name, value in graph.initializers.items()
+            if id(value) not in inputs
+            and not (folder is not None and isinstance(value.const_value, ir.ExternalTensor))
+            and _constant(value).size >= BUFFER_MIN_ELEMENTS
+        }
+        embedded = [value for name, value in graph.initializers.items() if name not in weights]
+        proto = self._segment_proto(list(graph), list(graph.inputs), list(graph.outputs), embedded)
+        for name, array in weights.items():
+            proto.graph.initializer.append(_in_memory_placeholder(name, array))
+        return _session(proto.SerializeToString(), weights, folder)
+
+    def release(self) -> None:
+        """Drop the session and unmap the weights read from files, until the next run."""
+        self._session = None
+        if self._ir is not None:
+            release_mapped_weights(self._ir)
 
     @property
     def model(self) -> ir.Model:

@@ -8,7 +8,8 @@ where, and why, they part.
    protocol's capabilities;
 2. the inputs: as given, else the input a side recorded, else seeded random inputs
    of the shapes a side declares;
-3. without ``per_layer``, both sides' final outputs, paired by position;
+3. without ``per_layer``, both sides' final outputs, paired by position, one runtime
+   at a time (each released, ``Runner.release``, before the next runs);
 4. with ``per_layer``: the layer outputs of both sides aligned on provenance
    (``compare_align``), both streams walked together keeping error statistics per
    pair (``compare_walk``), and the first divergence explained by the cause finders
@@ -123,7 +124,10 @@ def compare(
     if per_layer:
         _compare_layers(result, ref_runner, cand_runner, feeds, name_map)
     else:
-        result.outputs = final_pairs(ref_runner.run(feeds[0]), cand_runner.run(feeds[1]), atol, rtol)
+        reference_outputs = ref_runner.run(feeds[0])
+        ref_runner.release()
+        result.outputs = final_pairs(reference_outputs, cand_runner.run(feeds[1]), atol, rtol)
+        cand_runner.release()
     result.seconds = time.perf_counter() - start
     return result
 
