@@ -17,7 +17,9 @@ model before them; ``write`` refuses a model its ``check`` found errors in, and
 first makes sure the result can be verified (the inputs: given, or seeded random
 inputs of the source's input shapes); ``verify`` compares the written files with
 the source in its own runtime where this machine has it (the PyTorch module, the
-Caffe files in OpenCV DNN), else with the source graph in onnxruntime.
+Caffe files in OpenCV DNN), else with the source graph in onnxruntime, one runtime
+after the other (the weights written are given back first, and each runtime is
+released before the next loads), so a large model is held by one runtime at a time.
 
 Steps never change the model they read, and the chain checks it rather than
 trusting it (as onnx-ir's ``PassBase`` checks a pass's in-place contract): the
