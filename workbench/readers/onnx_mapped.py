@@ -24,92 +24,41 @@ subgraphs and sparse ones are parsed as they are. Weights already in external da
 files (models over 2 GB) stay where they are: onnx-ir maps those itself.
 
 Protobuf's Python package has no reader that leaves bytes fields in place, so the
-field walk is written here; it reads only tags and lengths.
+fields are walked with ``formats.wire``, which reads only tags and lengths.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError
 
+from ..formats.wire import LENGTH_DELIMITED, Field, WireFormatError, fields
+
 _MODEL_GRAPH = 7  # ModelProto.graph
 _GRAPH_INITIALIZER = 5  # GraphProto.initializer
 _TENSOR_RAW_DATA = 9  # TensorProto.raw_data
-_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
 # tensors smaller than this are parsed into memory: mapping them saves nothing
 MAPPED_TENSOR_BYTES = 4096
 
 
-class WireFormatError(ValueError):
-    """The bytes are not a protobuf message this walk understands."""
-
-
-@dataclass(frozen=True)
-class _Field:
-    number: int
-    wire_type: int
-    start: int  # where the record (tag included) starts
-    value_start: int  # where the value starts (after the tag and, for bytes, the length)
-    end: int
-
-
-def _varint(data: mmap.mmap, position: int) -> tuple[int, int]:
-    """The base-128 varint at ``position`` and the position after it."""
-    value, shift = 0, 0
-    while True:
-        if position >= len(data) or shift > 63:
-            raise WireFormatError("truncated or overlong varint")
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, position
-        shift += 7
-
-
-def _fields(data: mmap.mmap, start: int, end: int) -> Iterator[_Field]:
-    """The fields of the message stored in ``data[start:end]``, in file order."""
-    position = start
-    while position < end:
-        key, value_start = _varint(data, position)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == _VARINT:
-            _, value_end = _varint(data, value_start)
-        elif wire_type == _FIXED64:
-            value_end = value_start + 8
-        elif wire_type == _FIXED32:
-            value_end = value_start + 4
-        elif wire_type == _LENGTH_DELIMITED:
-            length, value_start = _varint(data, value_start)
-            value_end = value_start + length
-        else:  # groups (3, 4) are not used by onnx.proto
-            raise WireFormatError(f"wire type {wire_type} in field {number}")
-        if value_end > end:
-            raise WireFormatError(f"field {number} runs past the end of its message")
-        yield _Field(number, wire_type, position, value_start, value_end)
-        position = value_end
-
-
-def _without(data: mmap.mmap, start: int, end: int, number: int) -> tuple[bytes, list[_Field]]:
+def _without(data: mmap.mmap, start: int, end: int, number: int) -> tuple[bytes, list[Field]]:
     """The message's bytes without the fields ``number``, and those fields."""
     kept = bytearray()
     taken = []
-    for field in _fields(data, start, end):
-        if field.number == number and field.wire_type == _LENGTH_DELIMITED:
+    for field in fields(data, start, end):
+        if field.number == number and field.wire_type == LENGTH_DELIMITED:
             taken.append(field)
         else:
             kept += data[field.start : field.end]
     return bytes(kept), taken
 
 
-def _initializer(data: mmap.mmap, field: _Field, location: str) -> onnx.TensorProto:
+def _initializer(data: mmap.mmap, field: Field, location: str) -> onnx.TensorProto:
     """One initializer: parsed without its raw bytes, which it then points at in the file."""
     rest, raw = _without(data, field.value_start, field.end, _TENSOR_RAW_DATA)
     if not raw or raw[-1].end - raw[-1].value_start < MAPPED_TENSOR_BYTES:
