@@ -85,13 +85,17 @@ def _run_onnxsim(working: ir.Model, input_shapes: Mapping[str, Sequence[int]] | 
             proto, check_ok = onnxsim.simplify(ir.to_proto(working), **options)
             return ir.from_proto(proto), check_ok
         folder = Path(tempfile.mkdtemp(prefix="workbench-simplify-"))
-        # the result's weights are mapped from this folder for as long as the model lives
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
         ir.save(working, folder / "model.onnx", external_data="model.onnx.data")
         _, check_ok = onnxsim.simplify(
             str(folder / "model.onnx"), output_path=str(folder / "simplified.onnx"), **options
         )
-        return ir.load(folder / "simplified.onnx"), check_ok
+        simplified = ir.load(folder / "simplified.onnx")
+        if any(isinstance(v.const_value, ir.ExternalTensor) for v in simplified.graph.initializers.values()):
+            # the result's weights are mapped from this folder: it stays while the process runs
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+        return simplified, check_ok
     except Exception as error:  # onnxsim raises RuntimeError/ValueError/onnx errors
         raise WorkbenchError(
             "onnxsim could not simplify the model",
