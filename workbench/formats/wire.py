@@ -14,6 +14,7 @@ few lines of arithmetic, written here once.
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -42,7 +43,10 @@ def record_header(field: int, length: int) -> bytes:
     return varint(field << 3 | LENGTH_DELIMITED) + varint(length)
 
 
-def read_varint(data: bytes | memoryview, position: int) -> tuple[int, int]:
+Buffer = bytes | memoryview | mmap.mmap
+
+
+def read_varint(data: Buffer, position: int) -> tuple[int, int]:
     """The varint at ``position`` of ``data`` (any buffer, e.g. an mmap) and the position after it."""
     value, shift = 0, 0
     while True:
@@ -67,7 +71,7 @@ class Field:
     end: int
 
 
-def fields(data: bytes | memoryview, start: int, end: int) -> Iterator[Field]:
+def fields(data: Buffer, start: int, end: int) -> Iterator[Field]:
     """The fields of the message serialized in ``data[start:end]``, in the order stored."""
     position = start
     while position < end:

@@ -19,7 +19,7 @@ import onnx_ir as ir
 
 from ..errors import InputError
 from ..graph import Model, SourceInfo, provenance
-from .onnx_mapped import load_mapped
+from .onnx_mapped import load_mapped, share_mappings
 from .torch_names import drop_exporter_metadata, torch_source_name
 
 MAPPED_FILE_BYTES = 32 * 2**20
@@ -36,9 +36,12 @@ def annotate_provenance(model: ir.Model) -> None:
 
 
 def _load(path: Path) -> ir.Model:
-    """The graph in ``path``, its weights mapped from the file when it is large."""
+    """The graph in ``path``, its weights mapped from the file when it is large (one
+    mapping per file, shared by its tensors)."""
     mapped = load_mapped(path) if path.stat().st_size >= MAPPED_FILE_BYTES else None
-    return mapped if mapped is not None else ir.load(path)
+    model = mapped if mapped is not None else ir.load(path)
+    share_mappings(model)
+    return model
 
 
 def read_onnx(path: str | Path) -> Model:
