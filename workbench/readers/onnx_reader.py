@@ -35,9 +35,10 @@ def annotate_provenance(model: ir.Model) -> None:
         drop_exporter_metadata(node)
 
 
-def _load(path: Path) -> ir.Model:
-    """The graph in ``path``, its weights mapped from the file when it is large (one
-    mapping per file, shared by its tensors)."""
+def load_graph(path: str | Path) -> ir.Model:
+    """The graph in ``path`` as it is (no provenance added), its weights mapped from
+    the file when it is large (one mapping per file, shared by its tensors)."""
+    path = Path(path)
     mapped = load_mapped(path) if path.stat().st_size >= MAPPED_FILE_BYTES else None
     model = mapped if mapped is not None else ir.load(path)
     share_mappings(model)
@@ -47,7 +48,7 @@ def _load(path: Path) -> ir.Model:
 def read_onnx(path: str | Path) -> Model:
     path = Path(path)
     try:
-        model = _load(path)
+        model = load_graph(path)
     except FileNotFoundError as error:
         raise InputError(f"no such ONNX file: {path}", remedy="check the path") from error
     except Exception as error:  # protobuf decode errors have no common base type

@@ -33,6 +33,7 @@ import onnxruntime as ort
 from ..errors import InputError
 from ..graph import Model, provenance
 from ..graph.model import release_mapped_weights
+from ..readers.onnx_reader import load_graph
 from .base import Inputs, LayerConstants, LayerStream, NodeEvaluation, Runner
 
 DEFAULT_SEGMENT_NODES = 48
@@ -291,10 +292,12 @@ class OnnxRuntimeRunner(Runner):
     @property
     def session(self) -> ort.InferenceSession:
         """One session for the whole graph, made on first use (``run_layers`` does
-        not need it, so a per-layer comparison never holds a second copy of the weights);
-        a file is read by onnxruntime itself, a graph in memory hands over its weights."""
+        not need it, so a per-layer comparison never holds a second copy of the weights).
+        A small file is read by onnxruntime itself; a large one, mapped (``model``), and
+        a graph in memory are handed over as ``_graph_session`` describes."""
         if self._session is None:
-            self._session = _session(str(self._path)) if self._path is not None else self._graph_session()
+            mapped = any(isinstance(v.const_value, ir.ExternalTensor) for v in self.model.graph.initializers.values())
+            self._session = self._graph_session() if self._path is None or mapped else _session(str(self._path))
         return self._session
 
     def _graph_session(self) -> ort.InferenceSession:
@@ -331,9 +334,9 @@ class OnnxRuntimeRunner(Runner):
 
     @property
     def model(self) -> ir.Model:
-        """The graph being run (read from the file on first use)."""
+        """The graph being run (read from the file on first use, weights mapped)."""
         if self._ir is None:
-            self._ir = ir.load(str(self._path))
+            self._ir = load_graph(str(self._path))
         return self._ir
 
     @property
