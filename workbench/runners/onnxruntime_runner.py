@@ -4,14 +4,20 @@
 serialised with its weights for it (that cost a copy of them as protobuf and
 another as bytes on top of onnxruntime's own): weights mapped from a file are read
 by onnxruntime from the file, the others handed over as buffers. ``release`` drops
-the session and unmaps weights read from files until the next run. ``run_layers`` gives every node's
-outputs, named by value name, in graph (topological) order, without holding all
-of them at once: the graph is cut into consecutive segments of nodes, each run as
-its own session (an ``onnx_ir.GraphView`` over the original nodes; the weights
-are handed to onnxruntime as buffers with ``add_external_initializers``, never
-serialized). Between segments only the values a later segment still reads are kept. Peak memory is the weights plus one
-segment's activations and weights (segments are cut at ``segment_nodes`` nodes
-or ``segment_bytes`` of weights) plus the live values at the cut.
+the session and unmaps weights read from files until the next run.
+
+``run_layers`` gives every node's outputs, named by value name, in graph
+(topological) order, without holding all of them at once: the graph is cut into
+consecutive segments of nodes, each run as its own session (an
+``onnx_ir.GraphView`` over the original nodes; the weights are handed to
+onnxruntime as buffers with ``add_external_initializers``, never serialized).
+Between segments only the values a later segment still reads are kept. Peak
+memory is the weights plus one segment's activations and weights (segments are
+cut at ``segment_nodes`` nodes, ``segment_bytes`` of weights or
+``segment_output_bytes`` of outputs, whichever comes first) plus the live values
+at the cut. Each segment costs a session (some
+30 ms to make), so segments are as large as those bounds allow: a ResNet-50 is
+two or three of them, not twenty.
 
 ``layer_sources`` maps each value name to the provenance of the node that makes
 it, so ``compare`` aligns values by source layer. For diagnosis the runner shows
@@ -22,6 +28,7 @@ and re-runs one node alone with other constants (``node_evaluation``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -33,11 +40,13 @@ import onnxruntime as ort
 from ..errors import InputError
 from ..graph import Model, provenance
 from ..graph.model import release_mapped_weights
+from ..graph.shapes import static_shape
 from ..readers.onnx_reader import load_graph
 from .base import Inputs, LayerConstants, LayerStream, NodeEvaluation, Runner
 
-DEFAULT_SEGMENT_NODES = 48
-DEFAULT_SEGMENT_BYTES = 16 * 2**20  # weights copied for one segment at a time
+DEFAULT_SEGMENT_NODES = 512
+DEFAULT_SEGMENT_BYTES = 64 * 2**20  # weights copied for one segment at a time
+DEFAULT_SEGMENT_OUTPUT_BYTES = 64 * 2**20  # outputs one segment returns at once (from static shapes)
 BUFFER_MIN_ELEMENTS = 1024
 
 
@@ -101,6 +110,12 @@ def _outer_values(node: ir.Node) -> list[ir.Value]:
 def _outputs(nodes: Sequence[ir.Node]) -> list[ir.Value]:
     """The named outputs of ``nodes``, in order."""
     return [value for node in nodes for value in node.outputs if value.name]
+
+
+def _known_bytes(value: ir.Value) -> int:
+    """The size of a value whose type and shape are static (0 when not known)."""
+    shape = static_shape(value)
+    return int(math.prod(shape) * value.dtype.itemsize) if shape is not None and value.dtype is not None else 0
 
 
 def _names(values: Sequence[ir.Value]) -> list[str]:
@@ -271,6 +286,7 @@ class OnnxRuntimeRunner(Runner):
         *,
         segment_nodes: int = DEFAULT_SEGMENT_NODES,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        segment_output_bytes: int = DEFAULT_SEGMENT_OUTPUT_BYTES,
     ) -> None:
         self._ir: ir.Model | None = None
         self._path: Path | None = None
@@ -285,6 +301,7 @@ class OnnxRuntimeRunner(Runner):
             self.description = self._path.name
         self.segment_nodes = segment_nodes
         self.segment_bytes = segment_bytes
+        self.segment_output_bytes = segment_output_bytes
         self._session: ort.InferenceSession | None = None
         self.input_names = _names(self.model.graph.inputs)
         self.output_names = _names(self.model.graph.outputs)
@@ -434,8 +451,9 @@ class OnnxRuntimeRunner(Runner):
 
     def _segments(self, nodes: Sequence[ir.Node]) -> Iterator[tuple[int, int]]:
         """``(start, end)`` of consecutive node ranges, each at most ``segment_nodes``
-        nodes and (unless one node alone is larger) ``segment_bytes`` of weights."""
-        start, weight_bytes = 0, 0
+        nodes and (unless one node alone is larger) ``segment_bytes`` of weights and
+        ``segment_output_bytes`` of outputs whose size is known."""
+        start, weight_bytes, output_bytes = 0, 0, 0
         seen: set[str | None] = set()
         for index, node in enumerate(nodes):
             size = sum(
@@ -443,11 +461,18 @@ class OnnxRuntimeRunner(Runner):
                 for v in node.inputs
                 if v is not None and v.is_initializer() and v.const_value is not None and v.name not in seen
             )
+            produced = sum(_known_bytes(value) for value in node.outputs)
             seen.update(v.name for v in node.inputs if v is not None)
-            if index > start and (index - start >= self.segment_nodes or weight_bytes + size > self.segment_bytes):
+            full = (
+                index - start >= self.segment_nodes
+                or weight_bytes + size > self.segment_bytes
+                or output_bytes + produced > self.segment_output_bytes
+            )
+            if index > start and full:
                 yield start, index
-                start, weight_bytes = index, 0
+                start, weight_bytes, output_bytes = index, 0, 0
             weight_bytes += size
+            output_bytes += produced
         if start < len(nodes):
             yield start, len(nodes)
 
