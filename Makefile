@@ -37,7 +37,7 @@ test-fast: $(STAMP)
 # The speed and memory benchmarks (each prints its ratios; big_models and
 # compare_per_layer also write their sections of benchmarks/RESULTS.md). The ONNX
 # coverage harness is a measurement of its own: `make coverage`.
-BENCHMARKS := read_caffemodel write_caffemodel generated_vs_onnx2torch compare_per_layer big_models
+BENCHMARKS := read_caffemodel write_caffemodel generated_vs_onnx2torch compare_per_layer fold_bn_caffe big_models
 
 benchmarks: $(STAMP)
 	for script in $(BENCHMARKS); do $(BIN)/python benchmarks/$$script.py || exit 1; done

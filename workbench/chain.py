@@ -121,7 +121,7 @@ def _content_key(tensor: ir.TensorProtocol | None) -> object:
     if isinstance(tensor, ir.ExternalTensor):
         return (tensor.path, tensor.offset, tensor.length)
     array = tensor.numpy() if tensor is not None else np.empty(0)
-    return zlib.crc32(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
 
 
 def source_reference(source: Model) -> Any:

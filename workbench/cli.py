@@ -165,21 +165,27 @@ def run_compare(args: argparse.Namespace) -> int:
     from .graph import StepReport
     from .steps.compare import compare
 
+    if args.input is not None and args.input_shape is not None:
+        raise InputError(
+            "--input and --input-shape both say what to compare on",
+            found=f"--input {args.input} --input-shape {args.input_shape}",
+            remedy="give one of them",
+        )
     start = time.perf_counter()
     comparison = compare(
         list(args.sources),
         list(args.against),
         _read_inputs(args.input),
+        input_shape=parse_shape(args.input_shape),
         per_layer=args.per_layer or args.plot is not None,  # the plot is per layer
         atol=args.atol,
         rtol=args.rtol,
     )
-    verdict = "outputs match" if comparison.ok else "outputs DIFFER"
-    summary = f"{verdict}: {comparison.reference} against {comparison.candidate}"
+    summary = f"{comparison.summary()}: {comparison.reference} against {comparison.candidate}"
     progress(StepReport("compare", summary, seconds=time.perf_counter() - start))
     print_comparison(comparison)
     if comparison.layers:
-        failing = sum(not pair.ok for pair in comparison.layers)
+        failing = len(comparison.failing_layers)
         print(f"{'layers':<14} {len(comparison.layers)} compared, {failing} beyond tolerance")
     if comparison.first_divergence is not None:
         print(f"{'divergence':<14} {comparison.first_divergence.explanation}")
@@ -321,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("sources", nargs="+", metavar="A", help="reference model files")
     compare.add_argument("--against", nargs="+", required=True, metavar="B", help="candidate model files")
     compare.add_argument("--input", metavar="X.npy", help="inputs (.npy, or .npz by input name)")
+    compare.add_argument(
+        "--input-shape",
+        metavar="1,3,224,224",
+        help="random inputs of this shape (default: the input the models record or declare)",
+    )
     compare.add_argument("--per-layer", action="store_true", help="compare every mapped layer, not only outputs")
     compare.add_argument("--report", metavar="JSON", help="write the comparison here")
     compare.add_argument("--plot", metavar="PNG", help="plot the error per layer here")

@@ -3,13 +3,16 @@ in-place layers and multi-top layers included, checked against onnxruntime."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper
 
-from workbench import InputError
+from workbench import InputError, WorkbenchError
+from workbench.formats import caffe_pb2
 from workbench.graph import Model, SourceInfo
 from workbench.readers.onnx_reader import annotate_provenance
 from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
@@ -121,3 +124,62 @@ def test_missing_inputs_and_files_are_input_errors(written, tmp_path) -> None:
     broken.write_text("layer { name: ")
     with pytest.raises(InputError, match="not a readable Caffe prototxt"):
         OpenCVCaffeRunner(broken, files.path(".caffemodel"))
+
+
+def test_opencv_refusing_inputs_is_a_workbench_error(written) -> None:
+    _, runner, _, _ = written
+    with pytest.raises(WorkbenchError, match="OpenCV DNN could not run"):
+        runner.run({"x": np.zeros((1, 5, 5, 5), np.float32)})  # 5 channels where the convolution takes 3
+
+
+ZOO = Path(__file__).resolve().parents[2] / "data" / "caffe"
+
+
+def _blobs(caffemodel: Path, layer: str) -> list[np.ndarray]:
+    """A layer's blobs as protobuf parses them (independent of the workbench's reader)."""
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(caffemodel.read_bytes())
+    entry = next(entry for entry in net.layer if entry.name == layer)
+    return [np.array(blob.data, np.float64).reshape(tuple(blob.shape.dim) or (-1,)) for blob in entry.blobs]
+
+
+@pytest.mark.parametrize(
+    ("header", "shapes"),
+    [
+        ('input: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 8\ninput_dim: 8\n', [(1, 3, 8, 8)]),
+        ('input: "data"\ninput_shape { dim: 2 dim: 3 dim: 8 dim: 8 }\n', [(2, 3, 8, 8)]),
+        (
+            'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 4 dim: 4 } } }\n',
+            [(1, 3, 4, 4)],
+        ),
+        ('input: "data"\n', None),
+    ],
+    ids=["input_dim", "input_shape", "Input layer", "no shape"],
+)
+def test_input_shapes_declared_in_the_prototxt(header: str, shapes, tmp_path) -> None:
+    prototxt = tmp_path / "net.prototxt"
+    prototxt.write_text(header + 'layer { name: "relu" type: "ReLU" bottom: "data" top: "out" }\n')
+    caffemodel = tmp_path / "net.caffemodel"
+    caffemodel.write_bytes(caffe_pb2.NetParameter(name="net").SerializeToString())
+    assert OpenCVCaffeRunner(prototxt, caffemodel).input_shapes() == shapes
+
+
+def test_layer_constants_from_blobs_and_params() -> None:
+    prototxt, caffemodel = ZOO / "zoo_tiny.prototxt", ZOO / "zoo_tiny.caffemodel"
+    runner = OpenCVCaffeRunner(prototxt, caffemodel)
+    mean, var, factor = _blobs(caffemodel, "conv1/bn")
+    gamma, beta = _blobs(caffemodel, "conv1/scale")
+    bn = runner.layer_constants("conv1/bn")
+    assert bn.op_type == "BatchNormalization" and bn.attributes["epsilon"] == pytest.approx(1e-5)
+    # Caffe stores the statistics times the moving-average factor (blob 2)
+    np.testing.assert_allclose(bn.arrays["input_mean"], mean / factor[0], rtol=1e-6)
+    np.testing.assert_allclose(bn.arrays["input_var"], var / factor[0], rtol=1e-6)
+    assert np.all(bn.arrays["scale"] == 1) and np.all(bn.arrays["B"] == 0)  # BatchNorm only normalises
+    pair = runner.layer_constants("conv1/scale")  # the Scale after it: the pair as one BatchNormalization
+    np.testing.assert_allclose(pair.arrays["scale"], gamma.reshape(-1), rtol=1e-6)
+    np.testing.assert_allclose(pair.arrays["B"], beta.reshape(-1), rtol=1e-6)
+    np.testing.assert_allclose(pair.arrays["input_var"], bn.arrays["input_var"])
+    conv = runner.layer_constants("conv1")
+    assert conv.op_type == "Conv"
+    np.testing.assert_array_equal(conv.arrays["W"], _blobs(caffemodel, "conv1")[0])
+    assert runner.layer_constants("no such layer") is None

@@ -66,3 +66,18 @@ def test_a_recording_needs_layers(tmp_path) -> None:
     np.savez(path, **{"input:x": np.zeros(3)})
     with pytest.raises(InputError, match="no layer outputs"):
         RecordedRunner(path)
+
+
+def test_recording_fixes_input_shapes_and_shows_mxnet_constants() -> None:
+    """The MXNet files beside a recording give the constants behind each recorded output."""
+    from workbench.readers.mxnet_reader import read_params
+
+    runner = RecordedRunner(DATA / "mobilefacenet_tiny-reference.npz")
+    assert runner.input_shapes() == [np.load(DATA / "mobilefacenet_tiny-input.npy").shape]
+    constants = runner.layer_constants("fc1_output")
+    params = read_params(DATA / "mobilefacenet_tiny-0000.params")
+    assert constants.op_type == "BatchNormalization"
+    assert np.array_equal(constants.arrays["input_var"], params["fc1_moving_var"])
+    assert np.all(constants.arrays["scale"] == 1.0)  # fix_gamma: MXNet computes with gamma = 1
+    assert constants.attributes["epsilon"] == pytest.approx(2e-5)  # the symbol's eps, float32
+    assert RecordedRunner({"out": np.zeros(3)}).layer_constants("out") is None  # no files beside it

@@ -165,6 +165,46 @@ def test_batchnorm_constants_recover_the_other_sides_epsilon() -> None:
     assert find_cause(evidence(reference, candidate)).kind == "fix-gamma"
 
 
+def test_epsilons_stated_by_both_sides_are_reported_as_stated() -> None:
+    """Caffe against Caffe: both runners show the same BatchNorm but for eps (1e-5 and 0.5);
+    the stated values are the cause once they reproduce the candidate from the reference."""
+    rng = np.random.default_rng(1)
+    var, gamma, beta = rng.uniform(1e-3, 1e-1, 4), rng.uniform(0.5, 1.5, 4), rng.standard_normal(4) * 0.1
+    x = rng.standard_normal((1, 4, 6, 6)) * np.sqrt(var).reshape(1, 4, 1, 1)
+    shape = (1, 4, 1, 1)
+
+    def bn(eps: float) -> np.ndarray:
+        return gamma.reshape(shape) * x / np.sqrt(var.reshape(shape) + eps) + beta.reshape(shape)
+
+    def stating(eps: float, output: np.ndarray) -> ListRunner:
+        class Stating(ListRunner):
+            def layer_constants(self, name: str) -> LayerConstants | None:
+                arrays = {"scale": gamma, "B": beta, "input_mean": np.zeros(4), "input_var": var}
+                return LayerConstants("BatchNormalization", arrays, {"epsilon": eps})
+
+        return Stating({"out": output})
+
+    reference, candidate = bn(1e-5), bn(0.5)
+    runners = {"reference": stating(1e-5, reference), "candidate": stating(0.5, candidate)}
+    cause = find_cause(evidence(reference, candidate, runners))
+    assert cause.kind == "bn-eps" and cause.numbers["stated"] is True
+    assert (cause.numbers["reference_eps"], cause.numbers["candidate_eps"]) == (1e-5, 0.5)
+    # stated epsilons that do not reproduce the candidate (a gamma differs too) are not the cause alone
+    runners["candidate"] = stating(0.5, candidate * 2)
+    assert find_cause(evidence(reference, candidate * 2, runners)).kind != "bn-eps"
+
+
+def test_nan_on_both_sides_agrees_and_on_one_side_differs() -> None:
+    from workbench.steps.compare_stats import error_stats
+
+    a = np.array([1.0, np.nan, np.inf, -2.0])
+    same = error_stats(a, np.array([1.0, np.nan, np.inf, -2.0]))
+    assert same.passes() and same.max_abs == 0 and same.reference_max == 2.0
+    one_sided = error_stats(a, np.array([1.0, 0.5, np.inf, -2.0]))
+    assert not one_sided.passes() and one_sided.max_abs == np.inf
+    assert not error_stats(a, np.array([1.0, np.nan, -np.inf, -2.0])).passes()  # infinities of other signs
+
+
 # ---------------------------------------------------------------- plots
 
 

@@ -4,15 +4,22 @@ unfolded graph and against PyTorch."""
 
 from __future__ import annotations
 
+import json
+import struct
+from collections import Counter
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+import workbench as wb
 from workbench import samples
 from workbench.graph import Model, SourceInfo, provenance
 from workbench.graph.builder import GraphBuilder
 from workbench.readers import export
+from workbench.readers.mxnet_reader import read_params
 from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
 from workbench.steps.fold_bn import fold_bn
 from workbench.steps.simplify import simplify
@@ -248,3 +255,211 @@ def test_sample_networks_fold_completely_and_match_pytorch(factory, batchnorms: 
     (actual,) = OnnxRuntimeRunner(folded).run([x]).values()
     # onnxruntime (folded, float32) vs PyTorch eval: atol 1e-4 (whole network)
     np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- per-channel affine chains
+
+CHANNELS = 6
+
+
+def _per_channel(builder: GraphBuilder, x, op: str, name: str, constant_first: bool = False, shape=None):
+    """``op(x, c)`` (``op(c, x)`` with ``constant_first``) with a per-channel constant ``c``."""
+    values = RNG.uniform(0.5, 1.5, shape or (1, CHANNELS, 1, 1)).astype(np.float32)
+    c = builder.add_initializer(f"{name}.c", values)
+    inputs = [c, x] if constant_first else [x, c]
+    index = 0 if constant_first else 1
+    return builder.add_node(op, inputs, sources=[name], params={index: [f"{name}.c"]}, outputs=[f"{name}.out"])[0]
+
+
+CHAINS = {
+    "caffe-batchnorm-scale": [("bn", "BatchNormalization"), ("scale", "Mul"), ("scale", "Add")],
+    "scale-then-batchnorm": [("scale", "Mul"), ("scale", "Add"), ("bn", "BatchNormalization")],
+    "bias-batchnorm-scale": [("bias", "Add"), ("bn", "BatchNormalization"), ("scale", "Mul")],
+    "sub-div-and-reversed-sub": [("shift", "Sub"), ("norm", "Div"), ("flip", "Sub-reversed"), ("gain", "Mul")],
+}
+
+
+def _conv_then(chain: list[tuple[str, str]]) -> tuple[Model, dict[str, np.ndarray]]:
+    """A Conv followed by the chain of per-channel affine nodes."""
+    builder = GraphBuilder("chain")
+    x = builder.add_input("x", [1, 4, 7, 7])
+    weight = builder.add_initializer("conv.weight", _random(CHANNELS, 4, 3, 3))
+    (value,) = builder.add_node(
+        "Conv", [x, weight], {"pads": [1, 1, 1, 1]}, sources=["conv"], params={1: ["conv.weight"]}, outputs=["h"]
+    )
+    for index, (name, op) in enumerate(chain):
+        if op == "BatchNormalization":
+            value = _add_batchnorm(builder, value, CHANNELS, name)
+            value.name = f"{name}.out{index}"
+        else:
+            reversed_sub = op == "Sub-reversed"
+            value = _per_channel(builder, value, op.split("-")[0], f"{name}{index}", constant_first=reversed_sub)
+    builder.set_outputs([value])
+    return Model(builder.build(), SourceInfo("onnx", (), "chain")), {"x": _random(1, 4, 7, 7)}
+
+
+@pytest.mark.parametrize("chain", list(CHAINS), ids=list(CHAINS))
+def test_per_channel_chains_after_a_conv_fold_into_it(chain: str) -> None:
+    model, inputs = _conv_then(CHAINS[chain])
+    folded = fold_bn(model)
+    assert dict(folded.census()) == {"Conv": 1}
+    assert folded.report.counts["folded_nodes"] == Counter(op.split("-")[0] for _, op in CHAINS[chain])
+    assert folded.report.counts["folded_by_op"] == {"Conv": 1}
+    (expected,) = OnnxRuntimeRunner(model).run(inputs).values()
+    (actual,) = OnnxRuntimeRunner(folded).run(inputs).values()
+    # onnxruntime, folded float32 weights vs the chain computed at run time: atol 1e-5
+    np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_folded_chain_keeps_every_source_parameter() -> None:
+    model, _ = _conv_then(CHAINS["caffe-batchnorm-scale"])
+    (node,) = fold_bn(model).nodes()
+    assert provenance.sources(node) == ("conv", "bn", "scale1", "scale2")
+    params = provenance.params(node)
+    # the weight is scaled by gamma / sqrt(var + eps) and the Mul's constant; the bias gets everything
+    assert set(params[1]) == {"conv.weight", "bn.weight", "bn.running_var", "scale1.c"}
+    assert set(params[2]) == {"bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "scale1.c", "scale2.c"}
+    assert provenance.transforms(node) == (
+        "folded BatchNormalization bn (eps=0.001)",
+        "folded Mul scale1 (per-channel scale)",
+        "folded Add scale2 (per-channel shift)",
+    )
+
+
+def test_gemm_then_batchnorm_then_per_feature_scale() -> None:
+    builder = GraphBuilder("gemm-chain")
+    x = builder.add_input("x", [3, 5])
+    weight = builder.add_initializer("fc.weight", _random(CHANNELS, 5))
+    bias = builder.add_initializer("fc.bias", _random(CHANNELS))
+    (value,) = builder.add_node("Gemm", [x, weight, bias], {"transB": 1}, sources=["fc"], outputs=["h"])
+    value = _add_batchnorm(builder, value, CHANNELS)
+    value = _per_channel(builder, value, "Mul", "scale", shape=(CHANNELS,))  # [C] against [N, C]: per feature
+    builder.set_outputs([value])
+    model = Model(builder.build(), SourceInfo("onnx", (), "gemm-chain"))
+    inputs = {"x": _random(3, 5)}
+    folded = fold_bn(model)
+    assert dict(folded.census()) == {"Gemm": 1}
+    # onnxruntime, float32: atol 1e-5
+    np.testing.assert_allclose(
+        OnnxRuntimeRunner(folded).run(inputs)["scale.out"], OnnxRuntimeRunner(model).run(inputs)["scale.out"], atol=1e-5
+    )
+
+
+def test_a_constant_that_varies_over_space_is_not_folded_and_says_why() -> None:
+    builder = GraphBuilder("spatial")
+    x = builder.add_input("x", [1, 4, 7, 7])
+    weight = builder.add_initializer("conv.weight", _random(CHANNELS, 4, 3, 3))
+    (value,) = builder.add_node("Conv", [x, weight], {"pads": [1, 1, 1, 1]}, sources=["conv"], outputs=["h"])
+    value = _per_channel(builder, value, "Mul", "mask", shape=(1, CHANNELS, 7, 7))
+    builder.set_outputs([value])
+    folded = fold_bn(Model(builder.build(), SourceInfo("onnx", (), "spatial")))
+    assert dict(folded.census()) == {"Conv": 1, "Mul": 1}
+    assert folded.report.counts["not_folded"] == 1
+    assert any("Mul mask not folded" in w and "varies along axis 2" in w for w in folded.report.warnings)
+
+
+def test_batchnorm_after_relu_and_the_scale_after_it_become_one_channel_scale() -> None:
+    builder = GraphBuilder("relu-bn-scale")
+    x = builder.add_input("x", [1, CHANNELS, 5, 5])
+    (hidden,) = builder.add_node("Relu", [x], sources=["relu"], outputs=["hidden"])
+    value = _add_batchnorm(builder, hidden, CHANNELS)
+    value = _per_channel(builder, value, "Mul", "scale_w")
+    value = _per_channel(builder, value, "Add", "scale_b")
+    builder.set_outputs([value])
+    model = Model(builder.build(), SourceInfo("onnx", (), "relu-bn-scale"))
+    inputs = {"x": _random(1, CHANNELS, 5, 5)}
+    folded = fold_bn(model)
+    assert dict(folded.census()) == {"Relu": 1, "Mul": 1, "Add": 1}
+    assert (folded.report.counts["folded"], folded.report.counts["as_scale"]) == (0, 1)
+    assert folded.report.changes == ["bn, scale_w, scale_b became one per-channel scale (Mul + Add)"]
+    # onnxruntime, one Mul + Add in float32 vs BatchNormalization, Mul, Add: atol 1e-5
+    np.testing.assert_allclose(
+        OnnxRuntimeRunner(folded).run(inputs)["scale_b.out"],
+        OnnxRuntimeRunner(model).run(inputs)["scale_b.out"],
+        atol=1e-5,
+    )
+
+
+class ConvBatchNormChannelScale(nn.Module):
+    """conv → BatchNorm → a learnt per-channel scale and shift (as SE-free ResNet variants and
+    converted Caffe models hold them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.scale = nn.Parameter(torch.rand(1, 8, 1, 1) + 0.5)
+        self.shift = nn.Parameter(torch.randn(1, 8, 1, 1))
+
+    def forward(self, x):
+        return torch.relu(self.bn(self.conv(x)) * self.scale + self.shift)
+
+
+def test_pytorch_conv_batchnorm_channel_scale_folds_to_one_conv() -> None:
+    torch.manual_seed(0)
+    module = samples._randomize_batchnorm(ConvBatchNormChannelScale()).eval()
+    x = _random(1, 3, 9, 9)
+    folded = fold_bn(simplify(export(module, [x])))
+    assert dict(folded.census()) == {"Conv": 1, "Relu": 1}
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    (actual,) = OnnxRuntimeRunner(folded).run([x]).values()
+    # onnxruntime (folded, float32) vs PyTorch eval: atol 1e-5
+    np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def _save_mxnet_params(path, params: dict[str, np.ndarray]) -> None:
+    """MXNet's NDArray list format (v2 arrays, float32), as ``mx.nd.save`` writes it."""
+    chunks = [struct.pack("<QQQ", 0x112, 0, len(params))]
+    for array in params.values():
+        array = np.ascontiguousarray(array, dtype="<f4")
+        chunks.append(struct.pack("<Iii", 0xF993FAC9, 0, array.ndim) + struct.pack(f"<{array.ndim}q", *array.shape))
+        chunks.append(struct.pack("<iii", 1, 0, 0) + array.tobytes())
+    chunks.append(struct.pack("<Q", len(params)))
+    for name in params:
+        key = f"arg:{name}".encode()
+        chunks.append(struct.pack("<Q", len(key)) + key)
+    path.write_bytes(b"".join(chunks))
+
+
+def test_mxnet_conv_batchnorm_broadcast_mul_folds_and_matches_mxnet(tmp_path) -> None:
+    """mobilefacenet_tiny with a per-channel ``broadcast_mul`` by a parameter inserted after
+    its first BatchNorm; MXNet's recorded BatchNorm output times the scale is the reference."""
+    data = Path(__file__).resolve().parents[2] / "data" / "mxnet"
+    symbol = json.loads((data / "mobilefacenet_tiny-symbol.json").read_text())
+    params = dict(read_params(data / "mobilefacenet_tiny-0000.params"))
+    nodes = symbol["nodes"]
+    bn = next(i for i, node in enumerate(nodes) if node["name"] == "conv_1_batchnorm")
+    channels = params["conv_1_batchnorm_gamma"].shape[0]
+    params["conv_1_scale"] = RNG.uniform(0.5, 1.5, (1, channels, 1, 1)).astype(np.float32)
+
+    # two nodes inserted after the BatchNorm (nodes are in topological order): the parameter
+    # and the product, which every former reader of the BatchNorm reads instead
+    def moved(ref: list[int]) -> list[int]:
+        index = ref[0] + 2 if ref[0] > bn else ref[0]
+        return [bn + 2 if ref[0] == bn else index, *ref[1:]]
+
+    for node in nodes:
+        node["inputs"] = [moved(ref) for ref in node["inputs"]]
+    nodes[bn + 1 : bn + 1] = [
+        {"op": "null", "name": "conv_1_scale", "inputs": []},
+        {"op": "broadcast_mul", "name": "conv_1_scaled", "inputs": [[bn, 0, 0], [bn + 1, 0, 0]]},
+    ]
+    symbol["heads"] = [moved(ref) for ref in symbol["heads"]]
+    symbol["arg_nodes"] = sorted([*(i + 2 if i > bn else i for i in symbol["arg_nodes"]), bn + 1])
+    symbol.pop("node_row_ptr", None)
+    (tmp_path / "net-symbol.json").write_text(json.dumps(symbol))
+    _save_mxnet_params(tmp_path / "net-0000.params", params)
+
+    x = np.load(data / "mobilefacenet_tiny-input.npy")
+    model = wb.load(tmp_path / "net-symbol.json", tmp_path / "net-0000.params", input_shape=x.shape)
+    folded = fold_bn(simplify(model))
+    conv = next(n for n in folded.graph if "conv_1_conv2d" in provenance.sources(n))
+    assert provenance.sources(conv) == ("conv_1_conv2d", "conv_1_batchnorm", "conv_1_scaled")
+    assert "BatchNormalization" not in folded.census() and "Mul" not in {
+        n.op_type for n in folded.graph if "conv_1_scaled" in provenance.sources(n) and n is not conv
+    }
+    recorded = np.load(data / "mobilefacenet_tiny-reference.npz")["conv_1_batchnorm_output"]
+    actual = OnnxRuntimeRunner(folded).value("conv_1_scaled_output", {"data": x})
+    # folded conv in onnxruntime vs MXNet 1.9.1's recorded BatchNorm output times the scale: atol 1e-5 + rtol 1e-4
+    np.testing.assert_allclose(actual, recorded * params["conv_1_scale"], atol=1e-5, rtol=1e-4)

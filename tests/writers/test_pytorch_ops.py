@@ -33,6 +33,13 @@ def ints(*values: int) -> np.ndarray:
     return np.array(values, dtype=np.int64)
 
 
+@dataclass(frozen=True)
+class Fed:
+    """A graph input given this value (op parameters taken as inputs need valid ones)."""
+
+    array: np.ndarray
+
+
 @dataclass
 class Case:
     """A tiny graph: ``nodes`` over graph inputs ``x0, x1, ...`` (shapes) and
@@ -47,6 +54,7 @@ class Case:
     expect: str = ""  # text the generated model.py must contain
     positive: bool = False
     output_type: int = TensorProto.FLOAT
+    feeds: dict[int, np.ndarray] = field(default_factory=dict)  # graph input index -> its value
 
 
 def one(
@@ -61,21 +69,23 @@ def one(
     output_type: int = TensorProto.FLOAT,
     **attributes,
 ) -> Case:
-    """A one-node case; each argument is a graph input (a shape tuple), an
-    initializer (an array) or absent (None)."""
-    names, shapes, constants = [], [], []
+    """A one-node case; each argument is a graph input (a shape tuple, or ``Fed``
+    with its value), an initializer (an array) or absent (None)."""
+    names, shapes, constants, feeds = [], [], [], {}
     for arg in args:
         if arg is None:
             names.append("")
-        elif isinstance(arg, tuple):
+        elif isinstance(arg, (tuple, Fed)):
             names.append(f"x{len(shapes)}")
-            shapes.append(arg)
+            if isinstance(arg, Fed):
+                feeds[len(shapes)] = arg.array
+            shapes.append(arg.array.shape if isinstance(arg, Fed) else arg)
         else:
             names.append(f"c{len(constants)}")
             constants.append(arg)
     output_names = ["y"] + [f"extra{i}" for i in range(1, outputs)]
     node = helper.make_node(op, names, output_names, name=f"{op.lower()}_node", **attributes)
-    return Case("", [node], shapes, constants, opset, atol, expect, positive, output_type)
+    return Case("", [node], shapes, constants, opset, atol, expect, positive, output_type, feeds)
 
 
 def case(id: str, built: Case) -> Case:
@@ -84,7 +94,14 @@ def case(id: str, built: Case) -> Case:
 
 
 def build(case: Case, path: Path) -> Model:
-    inputs = [helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, s) for i, s in enumerate(case.inputs)]
+    inputs = [
+        helper.make_tensor_value_info(
+            f"x{i}",
+            helper.np_dtype_to_tensor_dtype(case.feeds[i].dtype) if i in case.feeds else TensorProto.FLOAT,
+            s,
+        )
+        for i, s in enumerate(case.inputs)
+    ]
     last = case.nodes[-1]
     outputs = [helper.make_tensor_value_info(name, case.output_type, None) for name in last.output if name]
     initializers = [onnx.numpy_helper.from_array(a, f"c{i}") for i, a in enumerate(case.constants)]
@@ -381,13 +398,13 @@ CASES = [
         one("Resize", [X, None, np.array([1, 1, 3, 3], np.float32)], mode="nearest"),
     ),
     case(
-        "resize_nearest_exact",
+        "resize_nearest_fractional_prefer_ceil",
         one(
             "Resize",
             [X, None, np.array([1, 1, 1.5, 1.5], np.float32)],
             mode="nearest",
             nearest_mode="round_prefer_ceil",
-            expect="nearest-exact",
+            expect='resize(x0, scales=[1.0, 1.0, 1.5, 1.5], nearest="round_prefer_ceil")',
         ),
     ),
     case(
@@ -449,6 +466,288 @@ CASES = [
     case("dropout", one("Dropout", [X], opset=13)),
 ]
 
+F32 = np.float32
+POSITIVE_3 = Fed(weights(3, positive=True))
+# New formulations: weights and parameters computed at run time (functional forms),
+# exact forms of what PyTorch's layers cannot hold, and the newest opsets.
+CASES += [
+    # convolution: weights as graph inputs
+    case(
+        "conv_weights_as_inputs",
+        one("Conv", [X, (4, 3, 3, 3), (4,)], pads=[1, 1, 1, 1], expect="F.conv2d(x0, x1, x2, padding=1)"),
+    ),
+    case(
+        "conv_weight_input_grouped_asymmetric",
+        one("Conv", [(1, 4, 7, 7), (4, 2, 3, 3)], group=2, pads=[0, 1, 1, 0], strides=[2, 2], expect="groups=2"),
+    ),
+    case("conv3d_weights_as_inputs", one("Conv", [(1, 2, 5, 5, 5), (3, 2, 2, 2, 2)], expect="F.conv3d(")),
+    case(
+        "conv_transpose_weights_as_inputs",
+        one("ConvTranspose", [X, (3, 2, 3, 3), (2,)], strides=[2, 2], pads=[0, 1, 1, 0], expect="F.conv_transpose2d("),
+    ),
+    case(
+        "conv_transpose_constant_weight_input_bias",
+        one(
+            "ConvTranspose", [X, weights(3, 2, 3, 3), (2,)], strides=[2, 2], expect="F.conv_transpose2d(x0, self.c0, x1"
+        ),
+    ),
+    case(
+        "conv_transpose_output_shape_beyond_full_output",
+        one(
+            "ConvTranspose",
+            [(1, 1, 3, 3), weights(1, 2, 3, 3), weights(2)],
+            strides=[3, 2],
+            output_shape=[10, 8],
+            expect="output_padding=1",
+        ),
+    ),
+    # normalization
+    case(
+        "batchnorm_statistics_as_inputs",
+        one("BatchNormalization", [X, (3,), (3,), (3,), POSITIVE_3], epsilon=1e-3, expect="F.batch_norm("),
+    ),
+    case(
+        "batchnorm_training_mode",
+        one(
+            "BatchNormalization",
+            [(2, 3, 4, 5), weights(3), weights(3), weights(3), weights(3, positive=True)],
+            outputs=3,
+            opset=15,
+            training_mode=1,
+            momentum=0.8,
+            expect="unbiased=False",
+        ),
+    ),
+    case(
+        "batchnorm_training_mode_statistics_as_inputs",
+        one("BatchNormalization", [X, (3,), (3,), (3,), POSITIVE_3], outputs=3, opset=15, training_mode=1),
+    ),
+    case(
+        "instance_norm_parameters_as_inputs", one("InstanceNormalization", [X, (3,), (3,)], expect="F.instance_norm(")
+    ),
+    case(
+        "layer_norm_parameters_as_inputs",
+        one("LayerNormalization", [(2, 4, 6), (6,), (6,)], axis=-1, expect="F.layer_norm(x0, (6,), x1, x2)"),
+    ),
+    case(
+        "layer_norm_broadcast_scale_no_bias",
+        one("LayerNormalization", [(2, 4, 6), (6,)], axis=1, epsilon=1e-3, expect="x1.expand((4, 6))"),
+    ),
+    case(
+        "layer_norm_mean_and_inv_std_dev",
+        one("LayerNormalization", [(2, 3, 4, 5), (4, 5), (4, 5)], axis=2, outputs=3, expect="torch.rsqrt("),
+    ),
+    case(
+        "layer_norm_mean_only_axis0",
+        one("LayerNormalization", [(3, 4), weights(3, 4)], axis=0, outputs=2, epsilon=0.1),
+    ),
+    case(
+        "group_norm_opset21",
+        one(
+            "GroupNormalization",
+            [(2, 4, 3, 3), weights(4), weights(4)],
+            num_groups=2,
+            opset=21,
+            expect="nn.GroupNorm(2, 4)",
+        ),
+    ),
+    case(
+        "group_norm_opset21_parameters_as_inputs",
+        one(
+            "GroupNormalization",
+            [(2, 4, 3, 3), (4,), (4,)],
+            num_groups=2,
+            epsilon=1e-3,
+            opset=21,
+            expect="F.group_norm(",
+        ),
+    ),
+    case(
+        "group_norm_opset18_per_group",
+        one(
+            "GroupNormalization",
+            [(2, 6, 3, 3), weights(3), weights(3)],
+            num_groups=3,
+            opset=18,
+            expect="nn.GroupNorm(3, 6)",
+        ),
+    ),
+    case(
+        "group_norm_opset18_per_group_inputs",
+        one("GroupNormalization", [(2, 6, 3, 3), (3,), (3,)], num_groups=3, opset=18, expect=".repeat_interleave(2)"),
+    ),
+    case(
+        "lp_norm_l1_with_a_zero_vector",
+        one("LpNormalization", [Fed(np.array([[1, -2, 3], [0, 0, 0]], F32))], p=1, axis=1, expect="torch.where("),
+    ),
+    case("lp_norm_l2_axis0", one("LpNormalization", [(2, 3, 4)], p=2, axis=0)),
+    # pooling PyTorch's layers cannot hold
+    case(
+        "avgpool_asymmetric_pads_excluded",  # Inception v1's last pooling
+        one("AveragePool", [X], kernel_shape=[3, 3], pads=[0, 0, 1, 1], expect="average_pool("),
+    ),
+    case(
+        "avgpool_dilated_ceil",
+        one(
+            "AveragePool",
+            [(1, 2, 9, 9)],
+            kernel_shape=[3, 3],
+            dilations=[2, 2],
+            strides=[2, 2],
+            pads=[1, 1, 2, 2],
+            ceil_mode=1,
+            opset=19,
+            expect="average_pool(",
+        ),
+    ),
+    case(
+        "avgpool_3d_dilated_counted",
+        one(
+            "AveragePool",
+            [(1, 2, 7, 8, 9)],
+            kernel_shape=[2, 3, 2],
+            dilations=[2, 1, 2],
+            strides=[3, 2, 1],
+            pads=[1, 0, 1, 0, 1, 1],
+            count_include_pad=1,
+            ceil_mode=1,
+            opset=19,
+        ),
+    ),
+    case(
+        "avgpool_counted_ceil_asymmetric",
+        one(
+            "AveragePool",
+            [(1, 2, 7, 7)],
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[0, 0, 2, 2],
+            count_include_pad=1,
+            ceil_mode=1,
+        ),
+    ),
+    case(
+        "maxpool_ceil_asymmetric",
+        one(
+            "MaxPool",
+            [(1, 2, 6, 6)],
+            kernel_shape=[3, 3],
+            strides=[2, 2],
+            pads=[0, 0, 2, 2],
+            ceil_mode=1,
+            expect="F.pad(",
+        ),
+    ),
+    # activations
+    case("selu_other_constants", one("Selu", [X], alpha=2.0, gamma=3.0, expect="3.0 * F.elu(x0, alpha=2.0)")),
+    case("clip_without_bounds", one("Clip", [X], opset=13, expect="return x0")),
+    case(
+        "clip_min_greater_than_max",
+        one("Clip", [X, np.array(2, F32), np.array(1, F32)], opset=13, expect="torch.clamp(x0, min=2.0, max=1.0)"),
+    ),
+    case("clip_bounds_as_inputs", one("Clip", [X, (), ()], opset=13, expect="torch.clamp(x0, min=x1, max=x2)")),
+    case(
+        "clip_one_bound_input_one_constant",
+        one("Clip", [X, (), np.array(0.5, F32)], opset=13, expect="torch.clamp(x0, min=x1, max=self.c0)"),
+    ),
+    # layout
+    case("space_to_depth", one("SpaceToDepth", [(1, 2, 4, 6)], blocksize=2, expect="nn.PixelUnshuffle(2)")),
+    case("space_to_depth_crd", one("SpaceToDepth", [(2, 3, 4, 6)], blocksize=2, mode="CRD", opset=28)),
+    case("depth_to_space_dcr_opset28", one("DepthToSpace", [(2, 12, 3, 2)], blocksize=2, opset=28)),
+    case("dropout_ratio_as_input", one("Dropout", [X, Fed(np.array(0.3, F32))], opset=22, expect="return x0")),
+    # resampling ONNX's way (resize()), and nn.Upsample where it is exact
+    case(
+        "resize_cubic_exclude_outside",
+        one(
+            "Resize",
+            [X, None, np.array([1, 1, 0.6, 1.7], F32)],
+            mode="cubic",
+            cubic_coeff_a=-0.5,
+            exclude_outside=1,
+            opset=19,
+            expect='mode="cubic", cubic_a=-0.5, exclude_outside=True',
+        ),
+    ),
+    case(
+        "resize_linear_antialias",
+        one("Resize", [X, None, np.array([1, 1, 0.6, 0.35], F32)], mode="linear", antialias=1, opset=18),
+    ),
+    case(
+        "resize_cubic_antialias_exclude_outside",
+        one(
+            "Resize", [X, None, np.array([1, 1, 0.5, 0.7], F32)], mode="cubic", antialias=1, exclude_outside=1, opset=18
+        ),
+    ),
+    case(
+        "resize_axes_keep_aspect_ratio",
+        one(
+            "Resize",
+            [(1, 2, 5, 7), None, None, ints(9, 4)],
+            axes=[3, 2],
+            keep_aspect_ratio_policy="not_larger",
+            opset=18,
+            expect="aspect=",
+        ),
+    ),
+    case(
+        "resize_tf_crop_and_resize",
+        one(
+            "Resize",
+            [X, np.array([0, 0, 0.2, -0.1, 1, 1, 0.9, 0.8], F32), np.array([1, 1, 2, 1.5], F32)],
+            mode="linear",
+            coordinate_transformation_mode="tf_crop_and_resize",
+            extrapolation_value=-1.0,
+            opset=13,
+            expect="extrapolation=-1.0",
+        ),
+    ),
+    case(
+        "resize_scales_computed_at_run_time",
+        one("Resize", [X, None, Fed(np.array([1, 1, 2, 1.5], F32))], mode="linear", opset=13, expect="scales=x1"),
+    ),
+    case(
+        "resize_sizes_computed_at_run_time",
+        one("Resize", [X, None, None, Fed(ints(1, 3, 5, 12))], mode="nearest", opset=13, expect="sizes=x1"),
+    ),
+    case(
+        "resize_half_pixel_symmetric",
+        one(
+            "Resize",
+            [(1, 2, 4, 5), None, np.array([1, 1, 0.6, 0.6], F32)],
+            mode="linear",
+            coordinate_transformation_mode="half_pixel_symmetric",
+            opset=19,
+        ),
+    ),
+    case(
+        "resize_nearest_asymmetric_round",
+        one(
+            "Resize",
+            [X, None, np.array([1, 1, 3, 3], F32)],
+            coordinate_transformation_mode="asymmetric",
+            nearest_mode="round_prefer_ceil",
+            expect="resize(",
+        ),
+    ),
+    case(
+        "resize_bilinear_align_corners_whole",
+        one(
+            "Resize",
+            [X, None, np.array([1, 1, 2, 2], F32)],
+            mode="linear",
+            coordinate_transformation_mode="align_corners",
+            expect="align_corners=True",
+        ),
+    ),
+    case(
+        "tile_repeats_computed_at_run_time", one("Tile", [X, Fed(ints(1, 2, 1, 3))], expect="x0.repeat(*x1.tolist())")
+    ),
+    case(
+        "upsample_opset9_linear_fractional",
+        one("Upsample", [X, np.array([1, 1, 1.5, 2.5], F32)], mode="linear", opset=9),
+    ),
+]
+
 
 @pytest.mark.parametrize("spec", CASES, ids=[c.id for c in CASES])
 def test_generated_module_matches_onnxruntime(spec: Case, tmp_path: Path) -> None:
@@ -457,9 +756,9 @@ def test_generated_module_matches_onnxruntime(spec: Case, tmp_path: Path) -> Non
     source = (tmp_path / "out" / "model.py").read_text()
     assert spec.expect in source, source
     feeds = []
-    for shape in spec.inputs:
+    for index, shape in enumerate(spec.inputs):
         data = RNG.standard_normal(shape).astype(np.float32)
-        feeds.append(np.abs(data) + 0.1 if spec.positive else data)
+        feeds.append(spec.feeds.get(index, np.abs(data) + 0.1 if spec.positive else data))
     expected = list(OnnxRuntimeRunner(model).run(feeds).values())
     network = load_torch_folder(tmp_path / "out")
     with torch.no_grad():
@@ -472,20 +771,13 @@ def test_generated_module_matches_onnxruntime(spec: Case, tmp_path: Path) -> Non
 
 
 def _unsupported_graph(path: Path) -> Model:
-    """Relu, then ops the writer cannot emit: a TopK, a custom-domain op, a Resize
-    with a coordinate mode PyTorch lacks, and a Reshape to a computed shape."""
+    """Relu, then ops the writer cannot emit: a TopK, a custom-domain op, an LRN
+    whose even window PyTorch centres differently, and a Reshape to a computed shape."""
     nodes = [
         helper.make_node("Relu", ["x0"], ["r"], name="relu"),
         helper.make_node("TopK", ["r", "k"], ["top", "top_index"], axis=3, name="topk"),
         helper.make_node("Frobnicate", ["top"], ["f"], domain="com.example", name="custom"),
-        helper.make_node(
-            "Resize",
-            ["f", "", "scales"],
-            ["up"],
-            mode="linear",
-            coordinate_transformation_mode="asymmetric",
-            name="resize",
-        ),
+        helper.make_node("LRN", ["f"], ["up"], size=4, name="lrn"),
         helper.make_node("Shape", ["up"], ["shape"], name="shape"),
         helper.make_node("Reshape", ["up", "shape"], ["y"], name="reshape"),
     ]
@@ -496,7 +788,6 @@ def _unsupported_graph(path: Path) -> Model:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
         [
             onnx.numpy_helper.from_array(ints(2), "k"),
-            onnx.numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
         ],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
@@ -514,7 +805,7 @@ def test_every_problem_is_listed_at_once_and_nothing_is_written(tmp_path: Path) 
     assert found == {
         ("topk", "unsupported-op"),
         ("custom", "unsupported-op"),
-        ("resize", "unsupported-attribute"),
+        ("lrn", "unsupported-attribute"),
         ("shape", "unsupported-op"),
         ("reshape", "dynamic-shape"),
     }
@@ -527,8 +818,8 @@ def test_find_problems_matches_what_write_refuses(tmp_path: Path) -> None:
     problems = find_problems(model)
     assert sorted(p.node for p in problems if p.severity == "error") == [
         "custom",
+        "lrn",
         "reshape",
-        "resize",
         "shape",
         "topk",
     ]
@@ -601,3 +892,52 @@ def test_a_node_missing_a_required_attribute_is_reported_not_raised(tmp_path: Pa
         write_pytorch(model, tmp_path / "out")
     (problem,) = raised.value.problems
     assert (problem.op_type, problem.kind) == ("LRN", "malformed-node")
+
+
+REFUSED = [
+    ("add_opset6_axis_broadcast", one("Add", [(2, 3, 4, 5), (3, 4)], opset=6, broadcast=1, axis=1), "along axis 1"),
+    ("batchnorm_per_activation", one("BatchNormalization", [X, *[weights(3)] * 4], opset=7, spatial=0), "spatial=0"),
+    ("tile_opset1", one("Tile", [X, ints(2), ints(1)], opset=1), "tiles and axis"),
+    ("add_uint32", one("Add", [Fed(np.ones(3, np.uint32)), Fed(np.ones(3, np.uint32))]), "no CPU arithmetic"),
+]
+
+
+@pytest.mark.parametrize("spec, message", [(c, m) for _, c, m in REFUSED], ids=[i for i, _, _ in REFUSED])
+def test_what_pytorch_would_compute_otherwise_is_refused(spec: Case, message: str, tmp_path: Path) -> None:
+    model = build(spec, tmp_path / "case.onnx")
+    with pytest.raises(UnsupportedError, match=message):
+        write_pytorch(model, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "shape, attributes",
+    [
+        ((2, 3, 7, 6), {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+        ((1, 2, 7, 6), {"kernel_shape": [2, 3], "strides": [2, 1], "pads": [0, 1, 1, 0], "storage_order": 1}),
+        ((1, 2, 5, 6, 7), {"kernel_shape": [2, 2, 3], "strides": [2, 2, 2], "dilations": [1, 2, 1], "ceil_mode": 1}),
+    ],
+    ids=["2d-padded", "2d-column-major-asymmetric-pads", "3d-dilated-ceil"],
+)
+def test_max_pool_indices_match_onnxruntime(shape: tuple[int, ...], attributes: dict, tmp_path: Path) -> None:
+    node = helper.make_node("MaxPool", ["x0"], ["y", "indices"], **attributes)
+    graph = helper.make_graph(
+        [node],
+        "indices",
+        [helper.make_tensor_value_info("x0", TensorProto.FLOAT, shape)],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("indices", TensorProto.INT64, None),
+        ],
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save(proto, tmp_path / "indices.onnx")
+    model = read_onnx(tmp_path / "indices.onnx")
+    write_pytorch(model, tmp_path / "out")
+    x = RNG.standard_normal(shape).astype(np.float32)
+    expected = list(OnnxRuntimeRunner(model).run([x]).values())
+    with torch.no_grad():
+        actual = [t.numpy() for t in load_torch_folder(tmp_path / "out")(torch.from_numpy(x))]
+    # values exact (a max), indices equal: both pick the same cell (random data, no ties)
+    np.testing.assert_array_equal(actual[0], expected[0])
+    np.testing.assert_array_equal(actual[1], expected[1])

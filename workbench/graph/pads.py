@@ -16,7 +16,9 @@ split as ``begin = total // 2`` (UPPER: the odd pixel goes to the end) or
 so with ``output_shape`` given, or with SAME (``out = in * stride``), ``total =
 begin + end`` is solved from it and split the same way, the odd pixel at the
 beginning unless ``SAME_UPPER`` (the ONNX spec's rule, which onnxruntime follows
-also for ``NOTSET`` with ``output_shape``).
+also for ``NOTSET`` with ``output_shape``). An ``output_shape`` up to ``stride - 1``
+beyond the full output (a negative total) extends the output at the end, which
+``output_padding`` expresses.
 
 ``read_window`` returns a ``Window`` or, when the pads cannot be known (SAME with an
 unknown input size) or make no sense, a ``WindowProblem`` the converter reports;
@@ -167,20 +169,23 @@ def _solved_transposed(
     else:
         targets = [size * stride for size, stride in zip(sizes, unpadded.strides)]
     totals = transposed_totals(sizes, unpadded, targets)
-    if any(total < 0 for total in totals):
+    # an output_shape beyond the full output extends it at the end, as output_padding does;
+    # by less than a stride, or the input would have had another row (onnxruntime refuses it)
+    extensions = [max(-total, 0) for total in totals]
+    if any(extra >= stride for extra, stride in zip(extensions, unpadded.strides)):
         return WindowProblem(
-            "unsupported-attribute",
-            f"ConvTranspose output_shape {targets} is larger than the full output",
-            "give an output_shape the transposed convolution can reach (or output_padding)",
+            "malformed-node",
+            f"ConvTranspose output_shape {targets} is a stride or more beyond the full output",
+            "give an output_shape the transposed convolution can reach",
         )
-    pairs = [split_total(total, upper=auto_pad == "SAME_UPPER") for total in totals]
+    pairs = [split_total(max(total, 0), upper=auto_pad == "SAME_UPPER") for total in totals]
     return Window(
         unpadded.kernel,
         unpadded.strides,
         unpadded.dilations,
         tuple(b for b, _ in pairs),
         tuple(e for _, e in pairs),
-        unpadded.output_padding,
+        tuple(padding + extra for padding, extra in zip(unpadded.output_padding, extensions)),
     )
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from ..artifacts import Artifact, identify
 from ..errors import InputError
 from ..graph import Model
+from .example_data import example_inputs
 from .input_shapes import InputShapes, fix_input_shapes, shapes_by_name
 from .onnx_reader import read_onnx
 from .pytorch_reader import export, load_factory, read_factory
@@ -71,22 +70,6 @@ READERS: dict[str, Reader] = {
 def detect_format(sources: Sequence[str | Path]) -> str:
     """The kind of model these paths make up, or an InputError saying what fits."""
     return identify(*sources).kind
-
-
-def example_inputs(model: Model, seed: int = 0) -> dict[str, np.ndarray]:
-    """Deterministic random inputs matching the model's input shapes."""
-    rng = np.random.default_rng(seed)
-    inputs = {}
-    for value in model.graph.inputs:
-        shape = tuple(value.shape) if value.shape is not None else ()
-        if not all(isinstance(d, int) for d in shape):
-            raise InputError(
-                f"input {value.name} has no fixed shape",
-                found=str(shape),
-                remedy="give --input-shape, e.g. 1,3,224,224",
-            )
-        inputs[value.name] = rng.standard_normal(shape).astype(np.float32)
-    return inputs
 
 
 def read_artifact(artifact: Artifact, input_shape: InputShapes | None = None) -> Model:

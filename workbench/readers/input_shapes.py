@@ -43,7 +43,7 @@ def shapes_by_name(names: Sequence[str], shapes: InputShapes) -> dict[str, tuple
 
 def fix_input_shapes(model: Model, shapes: InputShapes) -> None:
     """Give the (freshly read) model's inputs these shapes, where they are open."""
-    inputs = {value.name: value for value in model.graph.inputs}
+    inputs = {value.name or "": value for value in model.graph.inputs}
     for name, shape in shapes_by_name(list(inputs), shapes).items():
         value = inputs[name]
         current = tuple(value.shape) if value.shape is not None else None

@@ -611,13 +611,8 @@ def read_mxnet(
     symbol_path, params_path = Path(symbol_path), Path(params_path)
     nodes, heads = _read_symbol(symbol_path)
     params = read_params(params_path)
-    labels = {node["inputs"][1][0] for node in nodes if node["op"] == "SoftmaxOutput" and len(node["inputs"]) > 1}
-    data_names = [
-        node["name"]
-        for index, node in enumerate(nodes)
-        if node["op"] == "null" and node["name"] not in params and index not in labels
-    ]
-    shapes = _input_shapes(data_names, input_shapes, nodes)
+    labels = _labels(nodes)
+    shapes = _input_shapes(_data_names(nodes, params, labels), input_shapes, nodes)
     problems = _unsupported_ops(nodes)
     if problems:
         raise UnsupportedLayersError("MXNet", problems, remedy=_UNSUPPORTED_REMEDY)
@@ -631,6 +626,33 @@ def read_mxnet(
     for value in model.graph.inputs:
         value.type = ir.TensorType(ir.DataType.FLOAT)
     return Model(model, SourceInfo("mxnet", (str(symbol_path), str(params_path)), walk.builder.name))
+
+
+def _labels(nodes: list[dict[str, Any]]) -> set[int]:
+    """The variables SoftmaxOutput reads as labels (training inputs, not network inputs)."""
+    return {node["inputs"][1][0] for node in nodes if node["op"] == "SoftmaxOutput" and len(node["inputs"]) > 1}
+
+
+def _data_names(nodes: list[dict[str, Any]], params: dict[str, np.ndarray], labels: set[int]) -> list[str]:
+    """The network inputs: variables that are neither parameters nor labels."""
+    return [
+        node["name"]
+        for index, node in enumerate(nodes)
+        if node["op"] == "null" and node["name"] not in params and index not in labels
+    ]
+
+
+def declared_inputs(symbol_path: str | Path, params_path: str | Path) -> dict[str, tuple[int, ...] | None]:
+    """The network's inputs in order, each with the shape its ``__shape__`` attribute
+    declares (None when the symbol leaves it open)."""
+    nodes, _ = _read_symbol(Path(symbol_path))
+    names = _data_names(nodes, read_params(params_path), _labels(nodes))
+    shapes: dict[str, tuple[int, ...] | None] = dict.fromkeys(names)
+    for node in nodes:
+        declared = _attrs(node).get("__shape__") if node["name"] in shapes else None
+        if declared:
+            shapes[node["name"]] = tuple(int(d) for d in declared)
+    return shapes
 
 
 def _input_shapes(

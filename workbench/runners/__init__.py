@@ -65,14 +65,22 @@ def _torch_folder_runner(artifact: Artifact) -> Runner:
     return SourcedRunner(runner, module_sources(read_sidecar(artifact.sidecar)))
 
 
+def _mxnet_runner(artifact: Artifact) -> Runner:
+    """The MXNet reader's graph in onnxruntime, built for the shapes it is first run on."""
+    from .mxnet_runner import MXNetRunner
+
+    return MXNetRunner(artifact.path("symbol"), artifact.path("params"))
+
+
 def _recording_runner(artifact: Artifact) -> Runner:
     return RecordedRunner(artifact.path("recording"))
 
 
-# artifact kind -> runner; the kinds not here (mxnet, msnhnet) have no runtime on this machine
+# artifact kind -> runner; the kinds not here (msnhnet) have no runtime on this machine
 RUNNERS: dict[str, RunnerFactory] = {
     "onnx": _onnx_runner,
     "caffe": _caffe_runner,
+    "mxnet": _mxnet_runner,
     "pytorch": _factory_runner,
     "pytorch-folder": _torch_folder_runner,
     "recording": _recording_runner,
@@ -113,7 +121,8 @@ def _in_memory_runner(source: Any) -> Runner | None:
 def open_runner(*sources: Any) -> Runner:
     """A runner for: a ``Model``; an ``nn.Module``; a runner (returned as is); a dict of
     recorded arrays; a ``WrittenFiles``; or files — ``.onnx``, ``.prototxt`` +
-    ``.caffemodel`` (OpenCV DNN), ``.npz`` (recorded), a folder with ``model.py`` +
+    ``.caffemodel`` (OpenCV DNN), ``*-symbol.json`` + ``*.params`` (the MXNet reader's
+    graph in onnxruntime), ``.npz`` (recorded), a folder with ``model.py`` +
     ``weights.pt``, ``package.module:factory`` (optionally with a ``.pt`` state dict)."""
     if len(sources) == 1:
         runner = _in_memory_runner(sources[0])

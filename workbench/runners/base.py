@@ -20,6 +20,9 @@ runner it holds (as Polygraphy's runners and comparator do):
   (by default learnt from one run, keeping names only);
 * layer sources: ``layer_sources``, for each name, the source layers (provenance) it
   stands for (by default none: a name stands for itself);
+* final outputs among the layers: ``output_layers``, the name ``run_layers`` yields each
+  final output under (by default its own; a Caffe output blob is yielded under the
+  name of the layer that writes it last);
 * inputs: ``recorded_inputs()``, the input a recording holds for; ``input_shapes()``,
   the fixed input shapes the model declares;
 * constants for diagnosis: ``layer_constants(name)``, the op and constant inputs of
@@ -111,6 +114,12 @@ class Runner(ABC):
         """Output name -> the source layers it stands for (none known by default)."""
         return {}
 
+    @property
+    def output_layers(self) -> Mapping[str, str]:
+        """Final output name -> the name ``run_layers`` yields it under (the last entry of
+        that name holds it); by default its own name."""
+        return {name: name for name in self.output_names}
+
     def recorded_inputs(self) -> list[np.ndarray] | None:
         """The inputs the outputs were recorded for, when they are fixed by a recording."""
         return None
@@ -166,6 +175,10 @@ class SourcedRunner(Runner):
     @property
     def layer_sources(self) -> Mapping[str, tuple[str, ...]]:
         return self._sources
+
+    @property
+    def output_layers(self) -> Mapping[str, str]:
+        return self.runner.output_layers
 
     def run(self, inputs: Inputs) -> dict[str, np.ndarray]:
         return self.runner.run(inputs)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
-from ..errors import InputError
+from ..errors import InputError, WorkbenchError
 from ..graph import Model, provenance
 from ..graph.model import release_mapped_weights
 from ..graph.shapes import static_shape
@@ -48,6 +49,34 @@ DEFAULT_SEGMENT_NODES = 512
 DEFAULT_SEGMENT_BYTES = 64 * 2**20  # weights copied for one segment at a time
 DEFAULT_SEGMENT_OUTPUT_BYTES = 64 * 2**20  # outputs one segment returns at once (from static shapes)
 BUFFER_MIN_ELEMENTS = 1024
+
+
+# onnxruntime's errors share no base class but Exception: every one its bindings define
+_ORT_ERRORS = tuple(
+    error
+    for error in vars(ort.capi.onnxruntime_pybind11_state).values()
+    if isinstance(error, type) and issubclass(error, Exception)
+)
+
+
+@contextmanager
+def _ort_errors_reported(doing: str) -> Iterator[None]:
+    """onnxruntime refusing a model or its inputs becomes one ``WorkbenchError``."""
+    try:
+        yield
+    except _ORT_ERRORS as error:
+        lines = str(error).strip().splitlines()
+        raise WorkbenchError(
+            f"onnxruntime could not {doing}",
+            found=lines[0] if lines else type(error).__name__,
+            remedy="check the model with onnx.checker.check_model(model, full_check=True), "
+            "and that the inputs match the model's input names, shapes and types",
+        ) from error
+
+
+def _run(session: ort.InferenceSession, outputs: list[str], feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    with _ort_errors_reported("run the model"):
+        return session.run(outputs, dict(feeds))
 
 
 def _session(
@@ -65,7 +94,8 @@ def _session(
         # a short-lived segment session: memory goes back as soon as a tensor is freed
         options.enable_cpu_mem_arena = False
         options.add_external_initializers(list(weights), buffers)
-    session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+    with _ort_errors_reported("load the model"):
+        session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
     session.external_buffers = buffers  # the session reads these: keep them alive as long as it lives
     return session
 
@@ -226,7 +256,7 @@ def evaluate_node(node: ir.Node, arrays: Mapping[int, np.ndarray]) -> list[np.nd
     graph = onnx.helper.make_graph([proto], "node", infos, [onnx.ValueInfoProto(name=o) for o in outputs])
     opsets = [onnx.helper.make_opsetid(domain, version) for domain, version in _opsets(node).items()]
     model = onnx.helper.make_model(graph, opset_imports=opsets, ir_version=8)
-    return _session(model.SerializeToString()).run(outputs, feeds)
+    return _run(_session(model.SerializeToString()), outputs, feeds)
 
 
 class GraphNodeEvaluation(NodeEvaluation):
@@ -303,7 +333,8 @@ class OnnxRuntimeRunner(Runner):
         self.segment_bytes = segment_bytes
         self.segment_output_bytes = segment_output_bytes
         self._session: ort.InferenceSession | None = None
-        self.input_names = _names(self.model.graph.inputs)
+        # an initializer also listed as an input (ONNX IR 3) is a weight, not fed at run time
+        self.input_names = _names(self._fed_inputs())
         self.output_names = _names(self.model.graph.outputs)
 
     @property
@@ -370,9 +401,12 @@ class OnnxRuntimeRunner(Runner):
         """The names ``run_layers`` yields, in order (known without running)."""
         return [out.name for node in self.model.graph if node.op_type != "Constant" for out in node.outputs if out.name]
 
+    def _fed_inputs(self) -> list[ir.Value]:
+        return [value for value in self.model.graph.inputs if not value.is_initializer()]
+
     def input_shapes(self) -> list[tuple[int, ...]] | None:
         shapes = []
-        for value in self.model.graph.inputs:
+        for value in self._fed_inputs():
             dims = list(value.shape) if value.shape is not None else [None]
             fixed = tuple(d for d in dims if isinstance(d, int))
             if len(fixed) != len(dims):
@@ -415,7 +449,7 @@ class OnnxRuntimeRunner(Runner):
 
     def run(self, inputs: Inputs) -> dict[str, np.ndarray]:
         """Final outputs by name."""
-        results = self.session.run(self.output_names, self.feed(inputs))
+        results = _run(self.session, self.output_names, self.feed(inputs))
         return dict(zip(self.output_names, results))
 
     def run_layers(self, inputs: Inputs, names: Collection[str] | None = None) -> LayerStream:
@@ -497,7 +531,7 @@ class OnnxRuntimeRunner(Runner):
             proto.graph.initializer.append(_in_memory_placeholder(name, array))
         session = _session(proto.SerializeToString(), weights)
         names = _names(outputs)
-        return dict(zip(names, session.run(names, {name: available[name] for name in inputs})))
+        return dict(zip(names, _run(session, names, {name: available[name] for name in inputs})))
 
     def _segment_proto(
         self, segment: Sequence[ir.Node], inputs: list[ir.Value], outputs: list[ir.Value], embedded: list[ir.Value]

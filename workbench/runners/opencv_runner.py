@@ -19,6 +19,9 @@ The structure (layer order, bottoms and tops) is read from the prototxt:
   after it, and the layer before it still yields its own output: OpenCV keeps a
   separate output for every requested layer.
 
+What OpenCV does not show, the fixed input shapes and each layer's constants, is
+read from the files themselves (``caffe_net.CaffeNet``).
+
 OpenCV protects only the *first* output of a requested layer from being reused
 by later layers, so the other tops of a multi-top layer (Slice) are read from a
 forward pass that ends at that layer.
@@ -38,9 +41,10 @@ import cv2
 import numpy as np
 from google.protobuf import text_format
 
-from ..errors import InputError
+from ..errors import InputError, WorkbenchError
 from ..formats import caffe_pb2
-from .base import Inputs, LayerStream, Runner
+from .base import Inputs, LayerConstants, LayerStream, Runner
+from .caffe_net import CaffeNet
 
 _NO_OUTPUT_TYPES = {"Input", "Silence"}
 
@@ -87,6 +91,7 @@ class OpenCVCaffeRunner(Runner):
                 raise InputError(f"no such file: {path}", remedy="check the path")
         self.description = f"{prototxt.name} + {caffemodel.name}"
         self._files = prototxt, caffemodel
+        self.declared = CaffeNet(prototxt, caffemodel)  # input shapes and constants, read when asked
         self.model_name, self._layers, self.input_names = _read_structure(prototxt)
         self._net: cv2.dnn.Net | None = None
         self._outputs = self._final_outputs()
@@ -116,8 +121,9 @@ class OpenCVCaffeRunner(Runner):
         return net
 
     def release(self) -> None:
-        """Drop the loaded network until the next run."""
+        """Drop the loaded network (and the blobs read for diagnosis) until next asked."""
         self._net = None
+        self.declared = CaffeNet(*self._files)
 
     def _final_outputs(self) -> dict[str, tuple[str, int]]:
         """Top name -> (layer, top index) of blobs nobody reads after they are written."""
@@ -129,6 +135,21 @@ class OpenCVCaffeRunner(Runner):
                 for index, top in enumerate(layer.tops):
                     unread[top] = (layer.name, index)
         return unread
+
+    def input_shapes(self) -> list[tuple[int, ...]] | None:
+        """The input shapes the prototxt fixes (header or Input layers)."""
+        return self.declared.input_shapes()
+
+    def layer_constants(self, name: str) -> LayerConstants | None:
+        """The blobs and parameters of the layer ``name``, by ONNX names (``caffe_net``)."""
+        return self.declared.layer_constants(name)
+
+    @property
+    def output_layers(self) -> dict[str, str]:
+        """Output blob -> the ``run_layers`` name of the layer that writes it last (the
+        top's own name for a layer with several tops)."""
+        layers = {layer.name: layer for layer in self._layers}
+        return {top: layer if len(layers[layer].tops) == 1 else top for top, (layer, _) in self._outputs.items()}
 
     def _feed(self, inputs: Inputs) -> None:
         if not isinstance(inputs, Mapping):
@@ -146,7 +167,15 @@ class OpenCVCaffeRunner(Runner):
 
     def _forward(self, layer_names: list[str]) -> dict[str, list[np.ndarray]]:
         # forwardAndRetrieve gives every output of each named layer, not only the first
-        results = self.net.forwardAndRetrieve(layer_names)
+        try:
+            results = self.net.forwardAndRetrieve(layer_names)
+        except cv2.error as error:
+            raise WorkbenchError(
+                f"OpenCV DNN could not run {self.description}",
+                found=str(error).strip().splitlines()[-1],
+                remedy="check that the inputs match the input blobs' shapes; a layer OpenCV computes "
+                "differently from Caffe is named by `workbench check --to caffe`",
+            ) from error
         return {name: [np.array(blob) for blob in blobs] for name, blobs in zip(layer_names, results)}
 
     def _all_tops(self, layer_name: str) -> list[np.ndarray]:

@@ -15,19 +15,23 @@ The recording convention, for a file ``NAME-reference.npz`` (or any ``.npz``):
   stands for itself.
 
 ``run`` returns the final outputs after checking that the given input is the
-recorded one (a recording says nothing about any other input).
+recorded one (a recording says nothing about any other input). The recorded input
+fixes the input shapes; for an MXNet recording with its ``NAME-symbol.json`` and
+``NAME-*.params`` beside it, the constants behind each output are MXNet's params
+(``layer_constants``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from .base import Inputs, LayerStream, Runner, only
+from .base import Inputs, LayerConstants, LayerStream, Runner, only
 
 INPUT_PREFIX = "input:"
 OUTPUTS_KEY = "meta:outputs"
@@ -121,6 +125,29 @@ class RecordedRunner(Runner):
 
     def recorded_inputs(self) -> list[np.ndarray] | None:
         return list(self.inputs.values()) if self.inputs else None
+
+    def input_shapes(self) -> list[tuple[int, ...]] | None:
+        """The shapes of the recorded inputs."""
+        return [tuple(array.shape) for array in self.inputs.values()] if self.inputs else None
+
+    def layer_constants(self, name: str) -> LayerConstants | None:
+        """For an MXNet recording with ``NAME-symbol.json`` and one ``NAME-*.params`` beside
+        it, the constants of the node that computed ``name``: MXNet's params, as the MXNet
+        reader's graph (built for the recorded input) holds them."""
+        model = self._sibling_model
+        return model.layer_constants(name) if model is not None else None
+
+    @cached_property
+    def _sibling_model(self) -> Runner | None:
+        from .mxnet_runner import MXNetRunner
+
+        symbol = self._sibling(SYMBOL_FILE_SUFFIX)
+        if symbol is None or not self.inputs:
+            return None
+        params = sorted(symbol.parent.glob(symbol.name[: -len(SYMBOL_FILE_SUFFIX)] + "-*.params"))
+        if len(params) != 1:
+            return None
+        return MXNetRunner(symbol, params[0], input_shapes=[array.shape for array in self.inputs.values()])
 
     def check_inputs(self, inputs: Inputs | None) -> None:
         """Refuse inputs other than the recorded ones (when the input was recorded)."""

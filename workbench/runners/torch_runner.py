@@ -166,62 +166,76 @@ class TorchRunner(Runner):
     def run_layers(self, inputs: Inputs, names: Collection[str] | None = None) -> LayerStream:
         """Every submodule's output by module path, in call order, then the final outputs
         (only the submodules in ``names`` when given; the final outputs always)."""
+        stream = _HookedForward(self, self._arguments(inputs), names)
+        return stream.items()
+
+
+class _HookedForward:
+    """One forward pass in a worker thread whose forward hooks hand each submodule's
+    output to the consumer one at a time (a queue of one), so a consumer that keeps
+    only statistics never holds more than a couple of activations."""
+
+    def __init__(self, runner: TorchRunner, arguments: Any, names: Collection[str] | None) -> None:
+        self.runner = runner
+        self.arguments = arguments
+        self.names = names
+        self.channel: queue.Queue = queue.Queue(maxsize=1)
+        self.stop = threading.Event()
+
+    def send(self, item: Any) -> None:
+        while not self.stop.is_set():
+            try:
+                self.channel.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped
+
+    def hook_for(self, name: str) -> Callable[..., None]:
         import torch
 
-        arguments = self._arguments(inputs)
-        channel: queue.Queue = queue.Queue(maxsize=1)
-        stop = threading.Event()
+        def hook(module: Any, args: Any, output: Any) -> None:
+            if isinstance(output, torch.Tensor):
+                self.send((name, output.detach().cpu().numpy().copy()))
 
-        def send(item: Any) -> None:
-            while not stop.is_set():
-                try:
-                    channel.put(item, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
-            raise _Stopped
+        return hook
 
-        def hook_for(name: str) -> Callable[..., None]:
-            def hook(module: Any, args: Any, output: Any) -> None:
-                if isinstance(output, torch.Tensor):
-                    send((name, output.detach().cpu().numpy().copy()))
-
-            return hook
-
-        def work() -> None:
-            handles = [
-                m.register_forward_hook(hook_for(n))
-                for n, m in self.module.named_modules()
-                if n and (names is None or n in names)
-            ]
+    def forward(self) -> None:
+        module = self.runner.module
+        handles = [
+            m.register_forward_hook(self.hook_for(n))
+            for n, m in module.named_modules()
+            if n and (self.names is None or n in self.names)
+        ]
+        try:
+            outputs = self.runner._forward(self.arguments)
+            for name, tensor in zip(self.runner.output_names, outputs):
+                self.send((name, tensor.numpy().copy()))
+            self.send(_DONE)
+        except _Stopped:
+            return
+        except BaseException as error:  # noqa: BLE001 (every error reaches the consumer, which must not wait forever)
             try:
-                outputs = self._forward(arguments)
-                for name, tensor in zip(self.output_names, outputs):
-                    send((name, tensor.numpy().copy()))
-                send(_DONE)
+                self.send(error)
             except _Stopped:
                 return
-            except BaseException as error:  # noqa: BLE001 (every error reaches the consumer, which must not wait forever)
-                try:
-                    send(error)
-                except _Stopped:
-                    return
-            finally:
-                for handle in handles:
-                    handle.remove()
+        finally:
+            for handle in handles:
+                handle.remove()
 
-        worker = threading.Thread(target=work, name="TorchRunner.run_layers", daemon=True)
+    def items(self) -> LayerStream:
+        worker = threading.Thread(target=self.forward, name="TorchRunner.run_layers", daemon=True)
         worker.start()
         try:
             while True:
-                item = channel.get()
+                item = self.channel.get()
                 if item is _DONE:
                     return
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
-            stop.set()
+            self.stop.set()
             worker.join()
 
 

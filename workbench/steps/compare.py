@@ -6,8 +6,10 @@ where, and why, they part.
 1. a runner for each side (``runners.open_runner``: a ``Model``, files, written
    files, a module, a recording or a runner), asked only through the runner
    protocol's capabilities;
-2. the inputs: as given, else the input a side recorded, else seeded random inputs
-   of the shapes a side declares;
+2. the inputs: as given (or random ones of a given input shape), else the input a
+   side recorded, else seeded random inputs of the fixed shapes the sides declare
+   (``runner.input_shapes()``: a prototxt's inputs, an ONNX model's static
+   dimensions, an MXNet symbol's or a factory's input shape);
 3. without ``per_layer``, both sides' final outputs, paired by position, one runtime
    at a time (each released, ``Runner.release``, before the next runs);
 4. with ``per_layer``: the layer outputs of both sides aligned on provenance
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..readers.input_shapes import InputShapes, shapes_by_name
 from ..runners import Runner, open_runner
 from .compare_align import Alignment, SourceNames, align, layer_entries
 from .compare_results import Comparison, Divergence, PairComparison
@@ -45,29 +48,69 @@ def _as_runner(artifact: Any) -> Runner:
     return open_runner(artifact)
 
 
+def _tell_apart(reference: Runner, ref_given: Any, candidate: Runner, cand_given: Any) -> None:
+    """Two copies of one model in other folders (a Caffe file against an edited copy) are
+    described by their paths as given, not by the same file names twice."""
+    if _describe(reference) != _describe(candidate):
+        return
+    for runner, given in ((reference, ref_given), (candidate, cand_given)):
+        paths = given if isinstance(given, (tuple, list)) else [given]
+        if all(isinstance(path, (str, Path)) for path in paths):
+            runner.description = " + ".join(str(path) for path in paths)
+
+
 def _describe(runner: Runner) -> str:
     """Which files or model, in which runtime: ``net.prototxt + net.caffemodel (opencv)``."""
     return f"{runner.description or runner.name} ({runner.name})"
 
 
+NO_INPUT_REMEDY = (
+    "pass inputs (an array, a list, or a dict by input name; --input x.npy) or an input shape "
+    "(input_shape=(1, 3, 224, 224); --input-shape 1,3,224,224)"
+)
+
+
+def random_inputs(shapes: Sequence[Sequence[int]], seed: int = 0) -> list[np.ndarray]:
+    """Seeded standard-normal float32 inputs of these shapes."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(shape)).astype(np.float32) for shape in shapes]
+
+
+def declared_shapes(runners: Sequence[Runner]) -> list[tuple[int, ...]] | None:
+    """The fixed input shapes the sides declare (a prototxt's inputs, an ONNX model's
+    static dimensions, a factory's or MXNet symbol's input shape); an InputError when
+    two sides declare different ones."""
+    declared = [(runner, shapes) for runner in runners if (shapes := runner.input_shapes())]
+    if not declared:
+        return None
+    first_runner, first = declared[0]
+    for runner, shapes in declared[1:]:
+        if [tuple(s) for s in shapes] != [tuple(s) for s in first]:
+            raise InputError(
+                "the two models declare different input shapes",
+                expected=f"{_describe(first_runner)}: {[list(s) for s in first]}",
+                found=f"{_describe(runner)}: {[list(s) for s in shapes]}",
+                remedy=NO_INPUT_REMEDY,
+            )
+    return [tuple(s) for s in first]
+
+
 def default_inputs(runners: Sequence[Runner]) -> list[np.ndarray]:
-    """The recorded input if a side has one, else seeded random inputs of the input
-    shapes a side declares (an ONNX model's inputs, a factory's ``input_shape``)."""
+    """The recorded input if a side has one, else seeded random inputs of the fixed
+    input shapes the sides declare (asked of every side: any pair of runners)."""
     for runner in runners:
         recorded = runner.recorded_inputs()
         if recorded:
             return recorded
-    rng = np.random.default_rng(0)
-    for runner in runners:
-        shapes = runner.input_shapes()
-        if shapes:
-            return [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
-    raise InputError(
-        "no input to compare on",
-        expected="inputs=..., a recorded input, or a model with fixed input shapes",
-        found="models whose input shapes are not fixed",
-        remedy="pass inputs (an array, a list, or a dict by input name; --input x.npy)",
-    )
+    shapes = declared_shapes(runners)
+    if shapes is None:
+        raise InputError(
+            "no input to compare on",
+            expected="inputs=..., a recorded input, or a model with fixed input shapes",
+            found="models whose input shapes are not fixed: " + "; ".join(_describe(runner) for runner in runners),
+            remedy=NO_INPUT_REMEDY,
+        )
+    return random_inputs(shapes)
 
 
 def _input_list(inputs: Any, runner: Runner) -> list[np.ndarray]:
@@ -82,8 +125,13 @@ def _input_list(inputs: Any, runner: Runner) -> list[np.ndarray]:
     return [np.asarray(value) for value in inputs]
 
 
-def _feeds(inputs: Any, reference: Runner, candidate: Runner) -> Feeds:
-    """Each side's inputs, in its input order."""
+def _feeds(inputs: Any, reference: Runner, candidate: Runner, input_shape: InputShapes | None = None) -> Feeds:
+    """Each side's inputs, in its input order: as given, else random ones of
+    ``input_shape``, else ``default_inputs``."""
+    if inputs is None and input_shape is not None:
+        names = reference.input_names if isinstance(input_shape, Mapping) else ["input"]
+        by_name = shapes_by_name(names, input_shape)
+        inputs = dict(zip(by_name, random_inputs(list(by_name.values()))))
     if inputs is None:
         inputs = default_inputs([reference, candidate])
     return _input_list(inputs, reference), _input_list(inputs, candidate)
@@ -106,6 +154,7 @@ def compare(
     candidate: Any,
     inputs: Any = None,
     *,
+    input_shape: InputShapes | None = None,
     name_map: SourceNames | None = None,
     per_layer: bool = False,
     atol: float = DEFAULT_ATOL,
@@ -113,13 +162,17 @@ def compare(
 ) -> Comparison:
     """Compare two artifacts (anything ``open_runner`` takes, or runners) on ``inputs``.
 
-    Final outputs are paired by position. With ``per_layer``, every layer boundary
-    both sides share is compared and the first divergence is explained.
-    ``name_map`` (a ``NameMap`` from ``map_names``) overrides the candidate's provenance.
+    Without ``inputs``: seeded random inputs of ``input_shape`` (one shape, or by
+    input name), else the input a side recorded, else random inputs of the fixed
+    shapes the sides declare. Final outputs are paired by position. With
+    ``per_layer``, every layer boundary both sides share is compared and the first
+    divergence is explained. ``name_map`` (a ``NameMap`` from ``map_names``)
+    overrides the candidate's provenance.
     """
     start = time.perf_counter()
     ref_runner, cand_runner = _as_runner(reference), _as_runner(candidate)
-    feeds = _feeds(inputs, ref_runner, cand_runner)
+    _tell_apart(ref_runner, reference, cand_runner, candidate)
+    feeds = _feeds(inputs, ref_runner, cand_runner, input_shape)
     result = Comparison(reference=_describe(ref_runner), candidate=_describe(cand_runner), atol=atol, rtol=rtol)
     if per_layer:
         _compare_layers(result, ref_runner, cand_runner, feeds, name_map)
@@ -160,4 +213,5 @@ __all__ = [
     "default_inputs",
     "layer_entries",
     "layer_tensors",
+    "random_inputs",
 ]

@@ -65,10 +65,11 @@ class SourceNames(Protocol):
 
 def layer_entries(runner: Runner, feed: Sequence[np.ndarray], name_map: SourceNames | None = None) -> list[Entry]:
     """The runner's layer outputs in order, with provenance (``name_map`` first)."""
-    known = runner.layer_sources
+    names = runner.layer_names(list(feed))
+    known = runner.layer_sources  # after the names: a runner may build its graph for the feed first
     seen: dict[str, int] = {}
     entries = []
-    for name in runner.layer_names(list(feed)):
+    for name in names:
         sources = tuple(name_map.sources_of(name) or ()) if name_map is not None else ()
         entries.append(Entry(name, seen.get(name, 0), sources or tuple(known.get(name, ()))))
         seen[name] = seen.get(name, 0) + 1

@@ -12,12 +12,16 @@ The order, most specific evidence first:
    pooling rounding, concat order, layout;
 2. ``preprocessing_layer``: on one side only, a layer before every compared one is an
    affine map of the input (``x * scale + shift``);
-3. ``batchnorm_constants``: with the BatchNorm constants a side shows, fix_gamma
-   (``this = gamma * (other - beta) + beta``) or the other side's epsilon recovered
-   (skipped when the tensors differ by one factor for all channels: preprocessing);
-4. ``affine_pattern``: the per-channel affine relation of the tensors alone (eps,
+3. ``fix_gamma``: with the BatchNorm constants a side shows (``layer_constants``:
+   ONNX initializers, Caffe blobs and params, MXNet params, a PyTorch state dict),
+   ``this = gamma * (other - beta) + beta``;
+4. ``batchnorm_epsilon``: both sides state their constants and only eps differs,
+   and that eps reproduces the candidate; else the other side's eps recovered from
+   one side's constants (3 and 4 are skipped when the tensors differ by one factor
+   for all channels: preprocessing);
+5. ``affine_pattern``: the per-channel affine relation of the tensors alone (eps,
    fix_gamma, a missing offset, preprocessing);
-5. ``misused_weight``: the node re-run with its weight transposed, or with another
+6. ``misused_weight``: the node re-run with its weight transposed, or with another
    weight of the model of the same shape, reproduces the other side's output.
 """
 
@@ -62,6 +66,17 @@ class Evidence:
     def affine(self) -> Cause | None:
         """The per-channel affine relation of the two tensors, named (computed once)."""
         return affine_cause(self.reference.tensor, self.candidate.tensor)
+
+    @cached_property
+    def _batchnorm(self) -> dict[str, BatchNormConstants | None]:
+        return {
+            "candidate": batchnorm_constants_of(self.candidate),
+            "reference": batchnorm_constants_of(self.reference),
+        }
+
+    def constants(self, side: str) -> BatchNormConstants | None:
+        """The BatchNorm constants the side's runner shows for its diverging output (asked once)."""
+        return self._batchnorm[side]
 
 
 Finder = Callable[[Evidence], Cause | None]
@@ -118,78 +133,110 @@ def preprocessing_layer(evidence: Evidence) -> Cause | None:
 
 BATCHNORM_ROLES = ("scale", "B", "input_mean", "input_var")  # ONNX BatchNormalization inputs 1..4
 DEFAULT_BATCHNORM_EPS = 1e-5  # ONNX's default epsilon
+SIDES = ("candidate", "reference")  # the order a side's constants are tried in
 
 
 @dataclass(frozen=True)
 class BatchNormConstants:
     gamma: np.ndarray
     beta: np.ndarray
+    mean: np.ndarray
     var: np.ndarray
     eps: float
 
 
 def batchnorm_constants_of(side: SideEvidence) -> BatchNormConstants | None:
-    """The constants of the BatchNorm computing the side's output, if its runner shows them."""
+    """The constants of the BatchNorm computing the side's output, if its runner shows
+    them (ONNX initializers, Caffe blobs and params, MXNet params, a PyTorch state dict)."""
     constants = side.runner.layer_constants(side.output)
     if constants is None or constants.op_type != "BatchNormalization":
         return None
     if any(role not in constants.arrays for role in BATCHNORM_ROLES):
         return None
-    gamma, beta, var = (
-        np.asarray(constants.arrays[role], dtype=np.float64).reshape(-1) for role in ("scale", "B", "input_var")
+    gamma, beta, mean, var = (
+        np.asarray(constants.arrays[role], dtype=np.float64).reshape(-1) for role in BATCHNORM_ROLES
     )
-    return BatchNormConstants(gamma, beta, var, float(constants.attributes.get("epsilon", DEFAULT_BATCHNORM_EPS)))
+    return BatchNormConstants(gamma, beta, mean, var, float(constants.attributes.get("epsilon", DEFAULT_BATCHNORM_EPS)))
 
 
-def batchnorm_cause(
-    reference: np.ndarray,
-    candidate: np.ndarray,
-    constants: Mapping[str, BatchNormConstants | None],
-    atol: float,
-    rtol: float,
-) -> Cause | None:
-    """Test the two BatchNorm pitfalls with one side's constants (``gamma, beta, var, eps``).
+def _channel_shape(array: np.ndarray) -> tuple[int, ...]:
+    return (1, array.shape[1]) + (1,) * (array.ndim - 2)
 
-    With ``this`` the output of the side whose constants are known and ``other`` the
-    other side's: fix_gamma fits when ``this == gamma * (other - beta) + beta`` (the
-    other side used gamma = 1). An epsilon mismatch gives, per channel,
-    ``(this - beta) / (other - beta) = r = sqrt((var + eps_other) / (var + eps_this))``,
-    so ``eps_other = r^2 (var + eps_this) - var`` is one number for all channels.
-    """
-    a, b = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+
+def _known_sides(
+    evidence: Evidence,
+) -> Iterator[tuple[str, BatchNormConstants, np.ndarray, np.ndarray, float]]:
+    """``(side, constants, this, other, tolerance)`` for each side whose BatchNorm constants
+    fit the diverging tensors (``this``: that side's output, ``other``: the other side's).
+    Nothing when the tensors differ by one factor for all channels (preprocessing)."""
+    if evidence.affine is not None and evidence.affine.kind == "preprocessing":
+        return
+    a = np.asarray(evidence.reference.tensor, dtype=np.float64)
+    b = np.asarray(evidence.candidate.tensor, dtype=np.float64)
     if a.shape != b.shape or a.ndim < 2:
-        return None
-    for side, known in constants.items():
+        return
+    for side in SIDES:
+        known = evidence.constants(side)
         if known is None or known.gamma.shape != (a.shape[1],):
             continue
         this, other = (b, a) if side == "candidate" else (a, b)
-        cause = _fix_gamma(this, other, known, side, atol + rtol * float(np.abs(this).max(initial=0.0)))
-        cause = cause or _eps_mismatch(this, other, known, side)
-        if cause is not None:
-            return cause
+        yield side, known, this, other, evidence.atol + evidence.rtol * float(np.abs(this).max(initial=0.0))
+
+
+def fix_gamma(evidence: Evidence) -> Cause | None:
+    """One side applies a stored gamma the other treats as 1: ``this = gamma * (other - beta) + beta``."""
+    for side, known, this, other, tolerance in _known_sides(evidence):
+        gamma, beta = known.gamma.reshape(_channel_shape(this)), known.beta.reshape(_channel_shape(this))
+        if float(np.abs(this - (gamma * (other - beta) + beta)).max(initial=0.0)) > tolerance:
+            continue
+        return Cause(
+            "fix-gamma",
+            f"the outputs match if the {side}'s BatchNorm gamma were 1: the {side} applies a stored "
+            f"gamma ({known.gamma.min():.3g}–{known.gamma.max():.3g}) that the other side treats as 1 "
+            "(MXNet fix_gamma=True); set gamma to 1 when converting",
+            {"gamma_min": float(known.gamma.min()), "gamma_max": float(known.gamma.max())},
+        )
     return None
 
 
-def _fix_gamma(
-    this: np.ndarray, other: np.ndarray, known: BatchNormConstants, side: str, tolerance: float
-) -> Cause | None:
-    channel_shape = (1, this.shape[1]) + (1,) * (this.ndim - 2)
-    gamma, beta = known.gamma.reshape(channel_shape), known.beta.reshape(channel_shape)
-    if float(np.abs(this - (gamma * (other - beta) + beta)).max(initial=0.0)) > tolerance:
-        return None
+def _eps_cause(reference_eps: float, candidate_eps: float, how: str, stated: bool) -> Cause:
     return Cause(
-        "fix-gamma",
-        f"the outputs match if the {side}'s BatchNorm gamma were 1: the {side} applies a stored "
-        f"gamma ({known.gamma.min():.3g}–{known.gamma.max():.3g}) that the other side treats as 1 "
-        "(MXNet fix_gamma=True); set gamma to 1 when converting",
-        {"gamma_min": float(known.gamma.min()), "gamma_max": float(known.gamma.max())},
+        "bn-eps",
+        f"BatchNorm epsilon differs: the reference {how} eps={reference_eps:.3g}, the candidate "
+        f"eps={candidate_eps:.3g} (the error follows 1/sqrt(var+eps)); MXNet defaults to 1e-3, "
+        "Caffe and PyTorch to 1e-5 — write the source's eps",
+        {"reference_eps": reference_eps, "candidate_eps": candidate_eps, "stated": stated},
     )
 
 
-def _eps_mismatch(this: np.ndarray, other: np.ndarray, known: BatchNormConstants, side: str) -> Cause | None:
+def _stated_epsilons(evidence: Evidence) -> Cause | None:
+    """Both sides state their constants: the same statistics with another eps, and that eps
+    reproduces the candidate from the reference,
+    ``candidate = beta + (reference - beta) * sqrt((var + eps_ref) / (var + eps_cand))``."""
+    sides = {side: (known, this, tolerance) for side, known, this, _, tolerance in _known_sides(evidence)}
+    if set(sides) != set(SIDES):
+        return None
+    (cand, cand_tensor, tolerance), (ref, ref_tensor, _) = sides["candidate"], sides["reference"]
+    same = all(
+        np.allclose(getattr(cand, name), getattr(ref, name), rtol=1e-5, atol=1e-7)
+        for name in ("gamma", "beta", "mean", "var")
+    )
+    if not same or np.isclose(cand.eps, ref.eps, rtol=1e-3):
+        return None
+    shape = _channel_shape(ref_tensor)
+    beta, var = cand.beta.reshape(shape), cand.var.reshape(shape)
+    predicted = beta + (ref_tensor - beta) * np.sqrt((var + ref.eps) / (var + cand.eps))
+    if float(np.abs(predicted - cand_tensor).max(initial=0.0)) > tolerance:
+        return None
+    return _eps_cause(ref.eps, cand.eps, "states", stated=True)
+
+
+def _recovered_epsilon(this: np.ndarray, other: np.ndarray, known: BatchNormConstants, side: str) -> Cause | None:
+    """From one side's constants: per channel ``(this - beta) / (other - beta) = r =
+    sqrt((var + eps_other) / (var + eps_this))``, so ``eps_other = r^2 (var + eps_this) - var``
+    must be one number for all channels."""
     channels = this.shape[1]
-    channel_shape = (1, channels) + (1,) * (this.ndim - 2)
-    beta = known.beta.reshape(channel_shape)
+    beta = known.beta.reshape(_channel_shape(this))
     flat_this = np.moveaxis(this - beta, 1, 0).reshape(channels, -1)
     flat_other = np.moveaxis(other - beta, 1, 0).reshape(channels, -1)
     usable = np.abs(flat_other) > 1e-3 * float(np.abs(flat_other).max(initial=0.0))
@@ -204,27 +251,22 @@ def _eps_mismatch(this: np.ndarray, other: np.ndarray, known: BatchNormConstants
     agreeing = np.abs(other_eps - estimate) <= 0.2 * abs(estimate) + 1e-7
     if not (estimate > 0 and agreeing.mean() >= 0.8 and not np.isclose(estimate, known.eps, rtol=0.2)):
         return None
-    ref_eps, cand_eps = (estimate, known.eps) if side == "candidate" else (known.eps, estimate)
-    return Cause(
-        "bn-eps",
-        f"BatchNorm epsilon differs: the reference behaves like eps={ref_eps:.3g}, the candidate "
-        f"like eps={cand_eps:.3g} (the error follows 1/sqrt(var+eps)); MXNet defaults to 1e-3, "
-        "Caffe and PyTorch to 1e-5 — write the source's eps",
-        {"reference_eps": ref_eps, "candidate_eps": cand_eps},
-    )
+    if side == "candidate":
+        return _eps_cause(estimate, known.eps, "behaves like", stated=False)
+    return _eps_cause(known.eps, estimate, "behaves like", stated=False)
 
 
-def batchnorm_constants(evidence: Evidence) -> Cause | None:
-    """fix_gamma or an epsilon mismatch, recovered with a side's BatchNorm constants."""
-    if evidence.affine is not None and evidence.affine.kind == "preprocessing":
-        return None
-    constants = {
-        "candidate": batchnorm_constants_of(evidence.candidate),
-        "reference": batchnorm_constants_of(evidence.reference),
-    }
-    return batchnorm_cause(
-        evidence.reference.tensor, evidence.candidate.tensor, constants, evidence.atol, evidence.rtol
-    )
+def batchnorm_epsilon(evidence: Evidence) -> Cause | None:
+    """Another BatchNorm epsilon: stated by both sides, or recovered from the outputs with
+    one side's constants."""
+    stated = _stated_epsilons(evidence)
+    if stated is not None:
+        return stated
+    for side, known, this, other, _ in _known_sides(evidence):
+        cause = _recovered_epsilon(this, other, known, side)
+        if cause is not None:
+            return cause
+    return None
 
 
 # ---------------------------------------------------------------- weights
@@ -292,7 +334,8 @@ FINDERS: Sequence[Finder] = (
     concat_order,
     layout,
     preprocessing_layer,
-    batchnorm_constants,
+    fix_gamma,
+    batchnorm_epsilon,
     affine_pattern,
     misused_weight,
 )
@@ -307,4 +350,4 @@ def find_cause(evidence: Evidence, finders: Sequence[Finder] = FINDERS) -> Cause
     return None
 
 
-__all__ = ["FINDERS", "Evidence", "Finder", "SideEvidence", "batchnorm_cause", "find_cause", "weight_cause"]
+__all__ = ["FINDERS", "Evidence", "Finder", "SideEvidence", "find_cause", "weight_cause"]

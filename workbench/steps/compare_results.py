@@ -115,13 +115,52 @@ class Comparison:
     seconds: float = 0.0
 
     @property
-    def ok(self) -> bool:
+    def outputs_ok(self) -> bool:
+        """Every final output within tolerance."""
         return bool(self.outputs) and all(pair.ok for pair in self.outputs)
+
+    @property
+    def failing_layers(self) -> list[PairComparison]:
+        return [pair for pair in self.layers if not pair.ok]
+
+    @property
+    def layers_ok(self) -> bool:
+        """Every compared layer within tolerance (True when no layer was compared)."""
+        return not self.failing_layers
+
+    @property
+    def ok(self) -> bool:
+        """Nothing beyond tolerance: the final outputs, and every layer when layers were
+        compared (a final Softmax can hide a broken layer: its outputs still pass)."""
+        return self.outputs_ok and self.layers_ok
+
+    @property
+    def verdict(self) -> str:
+        """``outputs match``, ``outputs DIFFER``, or ``layers differ`` (outputs within
+        tolerance, some layer beyond it)."""
+        if not self.outputs_ok:
+            return "outputs DIFFER"
+        return "outputs match" if self.layers_ok else "layers differ"
+
+    def summary(self) -> str:
+        """The verdict with what it rests on, e.g. ``layers differ: outputs match, but 104
+        of 228 layers are beyond tolerance``."""
+        failing, compared = len(self.failing_layers), len(self.layers)
+        if not compared:
+            return self.verdict
+        if not self.outputs_ok:
+            return f"{self.verdict}, {failing} of {compared} layers beyond tolerance"
+        if failing:
+            return f"{self.verdict}: outputs match, but {failing} of {compared} layers are beyond tolerance"
+        return f"{self.verdict}, all {compared} layers within tolerance"
 
     def to_report(self) -> dict[str, Any]:
         """The ``workbench compare --report`` JSON."""
         return {
             "ok": self.ok,
+            "verdict": self.verdict,
+            "outputs_ok": self.outputs_ok,
+            "layers_ok": self.layers_ok,
             "outputs": [
                 {**pair.to_dict(), "ok": pair.ok, "needed_atol": pair.stats.needed_atol(self.rtol)}
                 for pair in self.outputs
@@ -153,14 +192,10 @@ class Comparison:
         return plot_layer_errors(self.layer_errors(), path)
 
     def __repr__(self) -> str:
-        verdict = "agree" if self.ok else "differ"
         lines = [
-            f"<Comparison {self.reference} vs {self.candidate}: outputs {verdict} (atol {self.atol:g}, rtol {self.rtol:g})"
+            f"<Comparison {self.reference} vs {self.candidate}: {self.summary()} (atol {self.atol:g}, rtol {self.rtol:g})"
         ]
         lines += [f"  output {p.source} / {p.target}: max abs {p.stats.max_abs:.3g}" for p in self.outputs]
-        if self.layers:
-            failing = sum(not p.ok for p in self.layers)
-            lines.append(f"  {len(self.layers)} layers compared, {failing} beyond tolerance")
         if self.first_divergence:
             lines.append(f"  {self.first_divergence.explanation}")
         return "\n".join(lines) + ">"
@@ -175,7 +210,6 @@ class Comparison:
             )
 
         head = "<tr><th>source layers</th><th>reference</th><th>candidate</th><th>max abs</th><th>mean abs</th><th>max rel</th><th>cosine</th></tr>"
-        verdict = "agree" if self.ok else "differ"
         colour = "#070" if self.ok else "#b00"
         divergence = (
             f"<p><b>First divergence:</b> {html.escape(self.first_divergence.explanation)}</p>"
@@ -194,7 +228,7 @@ class Comparison:
         )
         return (
             f"<div><b>{html.escape(self.reference)} vs {html.escape(self.candidate)}</b>: "
-            f"<span style='color:{colour}'>outputs {verdict}</span> "
+            f"<span style='color:{colour}'>{html.escape(self.summary())}</span> "
             f"<small>(atol {self.atol:g}, rtol {self.rtol:g}, {self.seconds:.2f} s)</small>"
             f"<table>{head}{rows(self.outputs)}</table>{divergence}{figure}{layers}</div>"
         )

@@ -7,6 +7,11 @@ For reference ``a`` and candidate ``b`` (flattened, float64):
   zeros in the reference do not dominate)
 * ``cosine = <a, b> / (|a| |b|)`` (1 when both are zero)
 
+A NaN on both sides at the same position, or the same infinity, is agreement (both
+runtimes took the Log or Sqrt of the same negative value); a non-finite value on one
+side only is an infinite difference. Magnitudes and the cosine are taken over the
+positions where both sides are finite.
+
 A pair passes when ``max_abs <= atol + rtol * max|a|``; ``needed_atol`` is the
 smallest ``atol`` that would have passed with the given ``rtol``.
 
@@ -53,6 +58,20 @@ class ErrorStats:
         return data
 
 
+def _differences(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``|a - b|`` where equal non-finite values (NaN and NaN, inf and inf of one sign:
+    a Log or Sqrt of the same negative inputs) count as agreement and a non-finite value
+    against anything else as an infinite difference; and ``a``, ``b`` with every
+    non-finite position zeroed, for the magnitudes and the cosine."""
+    finite = np.isfinite(a) & np.isfinite(b)
+    if finite.all():
+        return np.abs(a - b), a, b
+    same = (np.isnan(a) & np.isnan(b)) | (a == b)
+    with np.errstate(invalid="ignore"):
+        diff = np.where(finite, np.abs(a - b), np.where(same, 0.0, np.inf))
+    return diff, np.where(finite, a, 0.0), np.where(finite, b, 0.0)
+
+
 def error_stats(reference: np.ndarray, candidate: np.ndarray) -> ErrorStats:
     a = np.asarray(reference, dtype=np.float64)
     b = np.asarray(candidate, dtype=np.float64)
@@ -73,7 +92,7 @@ def error_stats(reference: np.ndarray, candidate: np.ndarray) -> ErrorStats:
         shapes = (a.shape, np.shape(candidate))
     else:
         shapes = (a.shape, b.shape)
-    diff = np.abs(a - b)
+    diff, a, b = _differences(a, b)
     magnitude = np.abs(a)  # once: every layer of a per-layer comparison passes here
     reference_max = float(magnitude.max(initial=0.0))
     eps = max(1e-6 * reference_max, 1e-12)

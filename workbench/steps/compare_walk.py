@@ -50,6 +50,13 @@ def final_pairs(
     return pairs
 
 
+def _final_names(runner: Runner) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for output, layer in runner.output_layers.items():
+        found.setdefault(layer, []).append(output)
+    return found
+
+
 @dataclass(kw_only=True)
 class _Stream:
     """One side's layer outputs as they arrive."""
@@ -66,6 +73,7 @@ class _Stream:
     received: set[int] = field(default_factory=set)
     waiting: dict[int, np.ndarray] = field(default_factory=dict)  # pair id -> tensor whose partner has not come
     finals: dict[str, np.ndarray] = field(default_factory=dict)
+    final_names: dict[str, list[str]] = field(default_factory=dict)  # run_layers name -> final outputs it holds
     preprocessing: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     done: bool = False
 
@@ -84,7 +92,7 @@ class _Stream:
         first = min(pair_of, default=len(entries))
         index = {(entry.name, entry.occurrence): i for i, entry in enumerate(entries)}
         # only what is compared or probed, and the final outputs (a runner that can skip the rest does)
-        needed = {entries[i].name for i in [*pair_of, *range(first)]} | set(runner.output_names)
+        needed = {entries[i].name for i in [*pair_of, *range(first)]} | set(runner.output_layers.values())
         return cls(
             runner=runner,
             feed=feed,
@@ -94,6 +102,7 @@ class _Stream:
             probes=set(range(first)),
             items=_numbered(runner.run_layers(feed, needed), index),
             atol=atol,
+            final_names=_final_names(runner),
         )
 
     def next_needed(self) -> float:
@@ -110,8 +119,8 @@ class _Stream:
         except StopIteration:
             self.done = True
             return None
-        if name in self.runner.output_names:
-            self.finals[name] = array
+        for output in self.final_names.get(name, ()):
+            self.finals[output] = array  # the last entry of the name holds the final value
         if index in self.probes:
             self._probe(name, array)
         pid = self.pair_of.get(index) if index is not None else None

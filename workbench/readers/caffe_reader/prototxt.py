@@ -100,8 +100,8 @@ def _text_schema() -> descriptor_pool.DescriptorPool:
 
 
 _TEXT_SCHEMA = _text_schema()
-TextNetParameter = message_factory.GetMessageClass(_TEXT_SCHEMA.FindMessageTypeByName("workbench.caffe.NetParameter"))
-TextLayerParameter = message_factory.GetMessageClass(
+TextNetParameter: Any = message_factory.GetMessageClass(_TEXT_SCHEMA.FindMessageTypeByName("workbench.caffe.NetParameter"))
+TextLayerParameter: Any = message_factory.GetMessageClass(
     _TEXT_SCHEMA.FindMessageTypeByName("workbench.caffe.LayerParameter")
 )
 

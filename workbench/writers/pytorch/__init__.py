@@ -11,6 +11,7 @@ from . import (  # noqa: F401 (imported for their emitter registrations)
     normalization,
     pooling,
     reductions,
+    resampling,
     tensors,
 )
 from .program import EMITTERS

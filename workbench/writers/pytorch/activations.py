@@ -3,6 +3,11 @@
 ONNX and PyTorch agree on these formulas; the parameters differ in name only,
 except:
 
+* ``Selu`` is ``gamma * (x if x > 0 else alpha * (exp(x) - 1))``, which is
+  ``gamma * F.elu(x, alpha)``; ``nn.SELU`` is the case of the default constants.
+* ``Clip`` with both bounds left out is the identity; ``min > max`` gives ``max``
+  everywhere, as ``torch.clamp`` does (``nn.Hardtanh`` requires ``min < max``);
+  bounds computed at run time are ``torch.clamp``'s tensor bounds.
 * ``HardSigmoid`` is ``clamp(alpha * x + beta, 0, 1)``; ``nn.Hardsigmoid`` is the
   case ``alpha = 1/6, beta = 1/2``, any other pair is written out.
 * ``PRelu`` broadcasts its slope numpy-style; ``nn.PReLU`` holds one slope per
@@ -17,8 +22,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...graph import opset as opsets
 from .codegen import call, flat, number, string
 from .program import EMITTERS, TorchNodeContext, single_use
+
+# nn.SELU's constants, as ONNX's Selu defaults write them
+_SELU_ALPHA = 1.67326319217681884765625
+_SELU_GAMMA = 1.05070102214813232421875
 
 
 def _simple(ctx: TorchNodeContext, layer: str, **kwargs: str) -> None:
@@ -69,15 +79,12 @@ def emit_celu(ctx: TorchNodeContext) -> None:
 
 @EMITTERS.register("Selu")
 def emit_selu(ctx: TorchNodeContext) -> None:
-    """nn.SELU (default alpha and gamma only)"""
-    alpha, gamma = ctx.attr("alpha", 1.67326319217681884765625), ctx.attr("gamma", 1.05070102214813232421875)
-    if not (np.isclose(alpha, 1.6732632, rtol=1e-6) and np.isclose(gamma, 1.0507010, rtol=1e-6)):
-        ctx.unsupported(
-            f"Selu with alpha={alpha}, gamma={gamma}; nn.SELU has fixed constants",
-            "use Elu and Mul nodes for a scaled ELU with other constants",
-        )
+    """nn.SELU for the default alpha and gamma, else gamma * F.elu(x, alpha)"""
+    alpha, gamma = float(ctx.attr("alpha", _SELU_ALPHA)), float(ctx.attr("gamma", _SELU_GAMMA))
+    if np.isclose(alpha, _SELU_ALPHA, rtol=1e-6) and np.isclose(gamma, _SELU_GAMMA, rtol=1e-6):
+        _simple(ctx, "nn.SELU")
         return
-    _simple(ctx, "nn.SELU")
+    ctx.assign(f"{number(gamma)} * {flat(call('F.elu', ctx.x(0), alpha=number(alpha)))}")
 
 
 @EMITTERS.register("Softplus")
@@ -130,17 +137,24 @@ def _scalar(array: np.ndarray | None) -> float | None:
 
 @EMITTERS.register("Clip")
 def emit_clip(ctx: TorchNodeContext) -> None:
-    """nn.ReLU6 for [0, 6], nn.Hardtanh for other bounds, torch.clamp for one bound"""
-    if not ctx.require_constants("min", "max"):
+    """nn.ReLU6 for [0, 6], nn.Hardtanh for other bounds min < max, torch.clamp otherwise (one bound, min >= max, bounds computed at run time)"""
+    given = {name: opsets.input_index(ctx.schema, name) for name in ("min", "max")}
+    computed = {name: index for name, index in given.items() if index is not None and ctx.has_input(index)}
+    if any(ctx.const(index) is None for index in computed.values()):
+        # bounds computed at run time: torch.clamp's tensor form (constant bounds as buffers)
+        ctx.assign(call("torch.clamp", ctx.x(0), **{name: ctx.x(index) for name, index in computed.items()}))
         return
     low, high = _scalar(ctx.param("min")), _scalar(ctx.param("max"))
     dtype = ctx.dtype(0)
     floating = dtype is None or dtype.kind == "f"
-    if floating and low == 0.0 and high == 6.0:
+    if low is None and high is None:
+        ctx.alias(0)
+    elif floating and low == 0.0 and high == 6.0:
         _simple(ctx, "nn.ReLU6")
-    elif floating and low is not None and high is not None:
+    elif floating and low is not None and high is not None and low < high:
         _simple(ctx, "nn.Hardtanh", min_val=number(low), max_val=number(high))
     else:
+        # torch.clamp, as ONNX, gives max everywhere when min > max
         bounds = {name: number(bound, dtype) for name, bound in (("min", low), ("max", high)) if bound is not None}
         ctx.assign(call("torch.clamp", ctx.x(0), **bounds))
 

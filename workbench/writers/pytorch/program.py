@@ -13,7 +13,10 @@ parameters as the opset in force keeps them, resolved pads, inferred shapes,
 * buffers for constant tensors (one-element operands of arithmetic and small
   index lists are written as literals instead);
 * forward statements, each remembering the graph nodes and source layers it
-  stands for.
+  stands for;
+* helper functions (``helpers``: ONNX Resize, AveragePool over windows
+  ``nn.AvgPool`` cannot hold) that ``model.py`` carries, for ops PyTorch has no
+  exact built-in for.
 
 An emitter that cannot express a node reports a ``Problem`` (``ctx.problem``) and
 returns, so every problem of a graph is found in one pass. Emitters may absorb a following node
@@ -93,6 +96,8 @@ class Program:
         self.statements: list[Statement] = []
         self.problems: list[Problem] = []
         self.absorbed: set[int] = set()
+        self.helpers: list[str] = []  # helper functions model.py carries, in first-use order
+        self.defined: set[int] = set()  # values the forward code computes or aliases
         # attributes of nn.Module (train, eval, forward, ...) would shadow a submodule
         self.attributes = Namespace(dir(torch.nn.Module), builtins_too=False)
         self.variables = Namespace(["self", "torch", "nn", "F"])
@@ -115,6 +120,7 @@ class Program:
 
     def bind(self, value: ir.Value, expression: str) -> None:
         self._expressions[id(value)] = expression
+        self.defined.add(id(value))
 
     def add_module(
         self, base: str, constructor: Call, state: dict[str, np.ndarray], shared_values: tuple[int, ...]
@@ -251,14 +257,32 @@ class TorchNodeContext(OnnxNodeContext):
 
     def assign(self, expr: Expr, output: int = 0) -> str:
         """``output_variable = expr``; returns the variable."""
-        target = self.program.variable(self._final_outputs()[output])
-        self._statement(target, expr)
+        value = self._final_outputs()[output]
+        target = self.program.variable(value)
+        if self._statement(target, expr):
+            self.program.defined.add(id(value))
         return target
 
     def assign_all(self, expr: Expr) -> None:
         """``a, b, c = expr`` for a node with several outputs."""
-        targets = [self.program.variable(value) for value in self._final_outputs()]
-        self._statement(", ".join(targets) + ("," if len(targets) == 1 else ""), expr)
+        values = self._final_outputs()
+        targets = [self.program.variable(value) for value in values]
+        if self._statement(", ".join(targets) + ("," if len(targets) == 1 else ""), expr):
+            self.program.defined.update(id(value) for value in values)
+
+    def output_used(self, index: int) -> bool:
+        """Whether output ``index`` exists and something reads it (a node or the graph's outputs)."""
+        outputs = self._final_outputs()
+        if index >= len(outputs) or not outputs[index].name:
+            return False
+        value = outputs[index]
+        return value.is_graph_output() or bool(list(value.uses()))
+
+    def helper(self, name: str) -> str:
+        """The name of helper function ``name`` (see ``helpers``), which model.py will carry."""
+        if name not in self.program.helpers:
+            self.program.helpers.append(name)
+        return name
 
     def temporary(self, expr: Expr, hint: str) -> str:
         """An intermediate variable (e.g. the padded input of a convolution)."""
@@ -272,6 +296,11 @@ class TorchNodeContext(OnnxNodeContext):
         expression = self.x(index) if value is not None else "None"
         self.program.bind(self._final_outputs()[0], expression)
 
+    def alias_output(self, index: int, expression: str) -> None:
+        """Output ``index`` is ``expression``, a variable the node's code already computed."""
+        if self.ok:
+            self.program.bind(self._final_outputs()[index], expression)
+
     def absorb(self, node: ir.Node) -> None:
         """Emit ``node`` together with this one (its outputs become this code's outputs)."""
         self.nodes.append(node)
@@ -280,11 +309,12 @@ class TorchNodeContext(OnnxNodeContext):
     def _final_outputs(self) -> Sequence[ir.Value]:
         return self.nodes[-1].outputs
 
-    def _statement(self, target: str, expr: Expr) -> None:
+    def _statement(self, target: str, expr: Expr) -> bool:
         if not self.ok:
-            return
+            return False
         names = [node.name or node.op_type for node in self.nodes]
         self.program.statements.append(Statement(target, expr, names, self.sources()))
+        return True
 
 
 def single_use(value: ir.Value, op_type: str) -> ir.Node | None:

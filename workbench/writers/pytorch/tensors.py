@@ -1,6 +1,11 @@
 """Shape and layout ops: reshape, flatten, transpose, squeeze, concat, split,
-slice, pad, gather, expand, tile, depth-to-space, resize, and the ops that pass
+slice, pad, gather, expand, tile, depth-to-space and space-to-depth, and the ops that pass
 their input through (Identity, Dropout at inference).
+
+``Dropout`` in inference mode (``training_mode`` left out or false) is the identity
+with a mask of all true; in training mode it keeps each value with probability
+``1 - ratio``, scaled by ``1 / (1 - ratio)``: a random mask drawn by PyTorch
+(ONNX fixes no generator, so no two runtimes draw the same one).
 
 Their shape-like parameters (target shapes, axes, pads, split sizes, scales)
 must be constants, written into the code as literals; a graph that computes
@@ -16,22 +21,19 @@ Semantics that differ:
 * ``Gather(axis)`` with indices ``i`` is ``x[:, ..., i]`` (one advanced index),
   which gives ``shape[:axis] + i.shape + shape[axis + 1:]`` as ONNX does.
 * ``Expand`` broadcasts both ways (a 1 in the target keeps the input's size).
-* ``Resize`` maps onto ``nn.Upsample`` when its coordinate transform matches
-  one of PyTorch's: ``nearest`` is ``asymmetric`` + ``floor`` (``Upsample`` and
-  ``Resize`` before opset 11 sample so when upscaling); ``nearest-exact``
-  is ``half_pixel`` + ``round_prefer_ceil``; ``half_pixel`` + ``round_prefer_floor``
-  picks the same pixels as ``nearest`` for whole upscaling factors; linear and
-  cubic are ``half_pixel`` (``align_corners=False``) or ``align_corners``.
-* ``DepthToSpace``: ``CRD`` is ``nn.PixelShuffle``; ``DCR`` splits the channels
-  the other way round and is written as reshape / permute / reshape.
+* ``DepthToSpace``: ``CRD`` is ``nn.PixelShuffle``; ``DCR`` takes channel
+  ``k * C + c`` to block position ``k`` of channel ``c``, where ``nn.PixelShuffle``
+  takes channel ``c * b^2 + k``: the channels are regrouped as ``(b^2, C)``,
+  transposed and flattened first. ``SpaceToDepth`` is the inverse:
+  ``nn.PixelUnshuffle`` (``CRD``), its channels regrouped as ``(C, b^2)`` and
+  transposed for ``DCR``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from ...graph import opset as opsets
 from ...graph.converter import slice_bounds
 from .codegen import Expr, ListOf, call, flat, ints, literal, number, string
 from .program import EMITTERS, LITERAL_LIMIT, TorchNodeContext
@@ -50,13 +52,44 @@ def _axis(ctx: TorchNodeContext, axis: int, rank: int | None) -> int | None:
     return axis + rank
 
 
-@EMITTERS.register("Identity", "Dropout")
+@EMITTERS.register("Identity")
 def emit_identity(ctx: TorchNodeContext) -> None:
-    """passes its input through (Dropout: inference mode)"""
-    if len(ctx.node.outputs) > 1 and ctx.node.outputs[1].uses():
-        ctx.unsupported("Dropout's mask output is used", "the generated model runs in inference mode")
-        return
+    """passes its input through"""
     ctx.alias(0)
+
+
+@EMITTERS.register("Dropout")
+def emit_dropout(ctx: TorchNodeContext) -> None:
+    """passes its input through (inference, mask all true); training mode: random mask, kept values scaled by 1 / (1 - ratio)"""
+    index = opsets.input_index(ctx.schema, "training_mode")
+    given = index is not None and ctx.has_input(index)
+    training = ctx.const(index) if given and index is not None else np.zeros((), np.bool_)
+    if training is not None and not bool(training.reshape(-1)[0]):
+        ctx.alias(0)
+        if ctx.output_used(1):
+            ctx.assign(call("torch.ones_like", ctx.x(0), dtype="torch.bool"), 1)
+        return
+    ratio = _dropout_ratio(ctx)
+    drawn = f"{flat(call('torch.rand_like', ctx.x(0)))} >= {ratio}"
+    if training is None and index is not None:
+        # training_mode computed at run time: everything kept, unscaled, when it is false
+        flag = ctx.x(index)
+        keep = ctx.temporary(f"({drawn}) | ~{flag}", "keep")
+        ctx.assign(f"{ctx.x(0)} * {keep} / (1 - {ratio} * {flag})")
+    else:
+        keep = ctx.temporary(drawn, "keep")
+        ctx.assign(f"{ctx.x(0)} * {keep} / (1 - {ratio})")
+    if ctx.output_used(1):
+        ctx.alias_output(1, keep)
+
+
+def _dropout_ratio(ctx: TorchNodeContext) -> str:
+    """The drop probability as a number (default 0.5), or the variable holding it."""
+    index = opsets.input_index(ctx.schema, "ratio")
+    if index is not None and ctx.has_input(index) and ctx.const(index) is None:
+        return ctx.x(index)
+    given = ctx.param("ratio")
+    return number(float(given.reshape(-1)[0]) if given is not None else 0.5)
 
 
 @EMITTERS.register("Constant")
@@ -88,8 +121,7 @@ def emit_reshape(ctx: TorchNodeContext) -> None:
 
 @EMITTERS.register("Flatten")
 def emit_flatten(ctx: TorchNodeContext) -> None:
-    """nn.Flatten() for axis 1 (torch.flatten inside a larger layer); reshape /
-    torch.flatten for other axes"""
+    """nn.Flatten() for axis 1 (torch.flatten inside a larger layer), reshape or torch.flatten for other axes"""
     axis = _axis(ctx, int(ctx.attr("axis", 1)), ctx.rank(0))
     if axis is None:
         return
@@ -181,10 +213,12 @@ def _equal_parts(ctx: TorchNodeContext, axis: int, count: int) -> list[int] | No
 
 @EMITTERS.register("Split")
 def emit_split(ctx: TorchNodeContext) -> None:
-    """a, b, ... = torch.split(x, [sizes], dim)"""
-    if not ctx.require_constants("split"):
-        return
+    """a, b, ... = torch.split(x, [sizes], dim) (sizes computed at run time: their .tolist())"""
     axis = int(ctx.attr("axis", 0))
+    index = opsets.input_index(ctx.schema, "split")
+    if index is not None and ctx.has_input(index) and ctx.const(index) is None:
+        ctx.assign_all(call("torch.split", ctx.x(0), f"{ctx.x(index)}.tolist()", dim=str(axis)))
+        return
     given = ctx.param("split")
     sizes = [int(s) for s in given.reshape(-1)] if given is not None else _equal_parts(ctx, axis, len(ctx.node.outputs))
     if sizes is not None:
@@ -306,163 +340,41 @@ def emit_expand(ctx: TorchNodeContext) -> None:
 
 @EMITTERS.register("Tile")
 def emit_tile(ctx: TorchNodeContext) -> None:
-    """x.repeat(...)"""
-    repeats = ctx.param("repeats") if ctx.require_constants("repeats") else None
-    if repeats is not None:
-        ctx.assign(call(f"{ctx.x(0)}.repeat", *(str(int(r)) for r in repeats.reshape(-1))))
+    """x.repeat(...) (repeats computed at run time: their .tolist())"""
+    index = opsets.input_index(ctx.schema, "repeats")
+    if index is None:
+        ctx.unsupported(f"Tile (opset {ctx.opset}) with tiles and axis inputs", "re-export with opset 6 or later")
+        return
+    repeats = ctx.const(index)
+    if repeats is None:
+        ctx.assign(call(f"{ctx.x(0)}.repeat", f"*{ctx.x(index)}.tolist()"))
+        return
+    ctx.assign(call(f"{ctx.x(0)}.repeat", *(str(int(r)) for r in repeats.reshape(-1))))
+
+
+def _blocks_in_channel_order(block: int, source: str, *, inward: bool) -> str:
+    """Reorder channels between ONNX's DCR order (block position outermost: channel
+    ``k * C + c`` for block position ``k``) and PyTorch's pixel-shuffle order (``c * b^2 + k``)."""
+    groups = f"(-1, {block * block})" if inward else f"({block * block}, -1)"
+    return f"{source}.unflatten(1, {groups}).transpose(1, 2).flatten(1, 2)"
 
 
 @EMITTERS.register("DepthToSpace")
 def emit_depth_to_space(ctx: TorchNodeContext) -> None:
-    """nn.PixelShuffle for CRD; reshape / permute / reshape for DCR"""
+    """nn.PixelShuffle (CRD); DCR: the channels reordered first"""
     block = int(ctx.attr("blocksize"))
-    if ctx.attr("mode", "DCR") == "CRD":
-        ctx.assign(call(ctx.module(call("nn.PixelShuffle", str(block))), ctx.x(0)))
+    source = ctx.x(0)
+    if (ctx.attr("mode") or "DCR") != "CRD":
+        source = _blocks_in_channel_order(block, source, inward=False)
+    ctx.assign(call(ctx.module(call("nn.PixelShuffle", str(block))), source))
+
+
+@EMITTERS.register("SpaceToDepth")
+def emit_space_to_depth(ctx: TorchNodeContext) -> None:
+    """nn.PixelUnshuffle (CRD); DCR: its channels reordered after"""
+    block = int(ctx.attr("blocksize"))
+    unshuffled = call(ctx.module(call("nn.PixelUnshuffle", str(block))), ctx.x(0))
+    if (ctx.attr("mode") or "DCR") == "CRD":
+        ctx.assign(unshuffled)
         return
-    shape = ctx.static_shape(0)
-    if shape is None or len(shape) != 4:
-        ctx.problem(
-            "dynamic-shape",
-            "DepthToSpace (DCR) needs the input's full shape",
-            "give the model fixed input shapes and simplify it first",
-        )
-        return
-    n, c, h, w = shape
-    split = call(f"{ctx.x(0)}.reshape", str(n), str(block), str(block), str(c // block**2), str(h), str(w))
-    moved = call(f"{flat(split)}.permute", "0", "3", "4", "1", "5", "2")
-    ctx.assign(call(f"{flat(moved)}.reshape", str(n), str(c // block**2), str(h * block), str(w * block)))
-
-
-_LINEAR_MODES = {3: "linear", 4: "bilinear", 5: "trilinear"}
-
-
-@dataclass(frozen=True)
-class _Sampling:
-    """How a Resize or Upsample node samples: its mode, coordinate transform and rounding."""
-
-    mode: str
-    transform: str
-    nearest: str
-    cubic_a: float = -0.75
-    exclude_outside: bool = False
-    antialias: bool = False
-
-
-@EMITTERS.register("Resize", since=11)
-def emit_resize(ctx: TorchNodeContext) -> None:
-    """nn.Upsample(scale_factor or size, mode, align_corners)"""
-    sampling = _Sampling(
-        str(ctx.attr("mode")),
-        str(ctx.attr("coordinate_transformation_mode")),
-        str(ctx.attr("nearest_mode")),
-        float(ctx.attr("cubic_coeff_a")),
-        bool(ctx.attr("exclude_outside")),
-        bool(ctx.attr("antialias", 0)),
-    )
-    _upsample(ctx, sampling)
-
-
-@EMITTERS.register("Upsample", since=7)
-@EMITTERS.register("Resize", since=10)
-def emit_upsample(ctx: TorchNodeContext) -> None:
-    """nn.Upsample for nearest upscaling (asymmetric sampling, rounding down)"""
-    # before opset 11 onnxruntime samples x_out / scale, rounding down when upscaling
-    # and up when downscaling ("simple" nearest)
-    _upsample(ctx, _Sampling(str(ctx.attr("mode")), "asymmetric", "simple"))
-
-
-def _nonempty(array: np.ndarray | None) -> np.ndarray | None:
-    return array if array is not None and array.size else None
-
-
-def _upsample(ctx: TorchNodeContext, sampling: _Sampling) -> None:
-    if not ctx.require_constants("scales", "sizes"):
-        return
-    if ctx.attr("axes") is not None or ctx.attr("keep_aspect_ratio_policy", "stretch") != "stretch":
-        ctx.unsupported("Resize with axes or keep_aspect_ratio_policy", "resize all axes with explicit sizes")
-        return
-    scales, sizes = _nonempty(ctx.param("scales")), _nonempty(ctx.param("sizes"))
-    if scales is not None and any(float(s) != 1.0 for s in scales.reshape(-1)[:2]):
-        ctx.unsupported(f"Resize scaling the batch or channel axis (scales {scales.tolist()})")
-        return
-    rank = ctx.rank(0)
-    mode = _upsample_mode(ctx, sampling, _factors(ctx, scales, sizes), rank)
-    if mode is None:
-        return
-    if rank not in (3, 4, 5) or (mode["mode"] == '"bicubic"' and rank != 4):
-        ctx.unsupported(
-            f"Resize ({mode['mode']}) of an input of rank {rank}; nn.Upsample takes 3-d to 5-d inputs (bicubic: 4-d)",
-            "run shape inference or simplify the model first" if rank is None else "",
-        )
-        return
-    arguments: dict[str, Expr] = {}
-    if sizes is not None:
-        arguments["size"] = ints(sizes.reshape(-1)[2:])
-    elif scales is not None:
-        arguments["scale_factor"] = ListOf(tuple(number(float(s)) for s in scales.reshape(-1)[2:]), "()")
-    else:
-        ctx.unsupported("Resize without scales or sizes")
-        return
-    ctx.assign(call(ctx.module(call("nn.Upsample", **arguments, **mode)), ctx.x(0)))
-
-
-def _factors(ctx: TorchNodeContext, scales: np.ndarray | None, sizes: np.ndarray | None) -> np.ndarray | None:
-    """Output / input size per axis, from the scales or from the sizes and a known input shape."""
-    if scales is not None:
-        return scales
-    shape = ctx.shape(0)
-    if sizes is not None and shape is not None and None not in shape:
-        return sizes.reshape(-1).astype(np.float64) / np.array(shape, dtype=np.float64)
-    return None
-
-
-def _nearest_mode(sampling: _Sampling, factors: np.ndarray | None) -> str | None:
-    """``nn.Upsample``'s nearest mode sampling the same pixels, or None."""
-    values = [float(f) for f in factors.reshape(-1)] if factors is not None else []
-    upscaling = bool(values) and all(f >= 1 for f in values)
-    whole = upscaling and all(f.is_integer() for f in values)
-    # (coordinate transform, rounding) -> the mode, when it applies to these factors
-    rules = {
-        ("asymmetric", "floor"): "nearest",
-        ("asymmetric", "simple"): "nearest" if upscaling else None,
-        ("half_pixel", "round_prefer_ceil"): "nearest-exact",
-        # whole upscaling factors: each output pixel sits strictly inside its source pixel
-        ("half_pixel", "round_prefer_floor"): "nearest" if whole else None,
-    }
-    transform = "half_pixel" if sampling.transform == "pytorch_half_pixel" else sampling.transform
-    return rules.get((transform, sampling.nearest))
-
-
-def _interpolating_mode(sampling: _Sampling, rank: int | None) -> dict[str, str] | None:
-    """``nn.Upsample``'s linear or cubic arguments, or None when PyTorch samples differently."""
-    if sampling.transform not in ("half_pixel", "pytorch_half_pixel", "align_corners"):
-        return None
-    align_corners = str(sampling.transform == "align_corners")
-    if sampling.mode == "linear":
-        return {"mode": string(_LINEAR_MODES.get(rank or 0, "linear")), "align_corners": align_corners}
-    # PyTorch's bicubic kernel is a = -0.75 over all neighbours, inside the image or not
-    if sampling.mode == "cubic" and np.isclose(sampling.cubic_a, -0.75) and not sampling.exclude_outside:
-        return {"mode": '"bicubic"', "align_corners": align_corners}
-    return None
-
-
-def _upsample_mode(
-    ctx: TorchNodeContext, sampling: _Sampling, factors: np.ndarray | None, rank: int | None
-) -> dict[str, str] | None:
-    """nn.Upsample's mode arguments for the node, ``factors`` being output / input size per axis."""
-    found: dict[str, str] | None
-    if sampling.antialias:
-        found = None  # nn.Upsample never antialiases
-    elif sampling.mode == "nearest":
-        nearest = _nearest_mode(sampling, factors)
-        found = {"mode": string(nearest)} if nearest is not None else None
-    else:
-        found = _interpolating_mode(sampling, rank)
-    if found is None:
-        mode = f"{sampling.mode} (antialiased)" if sampling.antialias else sampling.mode
-        ctx.unsupported(
-            f"Resize mode={mode}, coordinate_transformation_mode={sampling.transform}, nearest_mode={sampling.nearest}",
-            "nn.Upsample matches asymmetric+floor or half_pixel+round_prefer_ceil (nearest), and "
-            "half_pixel or align_corners (linear; cubic with a=-0.75), without antialiasing",
-        )
-    return found
+    ctx.assign(_blocks_in_channel_order(block, flat(unshuffled), inward=True))
