@@ -61,9 +61,12 @@ def _version(name: str) -> str:
 
 @dataclass
 class Run:
-    """One command in a fresh process: wall seconds, peak resident bytes, output."""
+    """One command in a fresh process: wall seconds, CPU seconds (user + system, all
+    its threads: what waiting for a core on a shared machine does not inflate), peak
+    resident bytes, output."""
 
     seconds: float
+    cpu_seconds: float
     peak_rss: int
     status: int
     stdout: str
@@ -83,7 +86,8 @@ def run(command: Sequence[str], *, code: Path = ROOT, cwd: Path | None = None) -
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Run(seconds, usage.ru_maxrss * 1024, process.returncode, out.read(), err.read())
+        cpu = usage.ru_utime + usage.ru_stime
+        return Run(seconds, cpu, usage.ru_maxrss * 1024, process.returncode, out.read(), err.read())
 
 
 def python(*arguments: str) -> list[str]:
