@@ -17,7 +17,10 @@ cut at ``segment_nodes`` nodes, ``segment_bytes`` of weights or
 ``segment_output_bytes`` of outputs, whichever comes first) plus the live values
 at the cut. Each segment costs a session (some
 30 ms to make), so segments are as large as those bounds allow: a ResNet-50 is
-two or three of them, not twenty.
+two or three of them, not twenty. For a graph with weights up to
+``KEPT_SEGMENT_BYTES`` the segment sessions are kept for the next ``run_layers``
+(a comparison repeated, on other inputs or tolerances, makes none again), at the
+cost of onnxruntime's copy of those weights, until ``release``.
 
 ``layer_sources`` maps each value name to the provenance of the node that makes
 it, so ``compare`` aligns values by source layer. For diagnosis the runner shows
@@ -48,6 +51,7 @@ from .base import Inputs, LayerConstants, LayerStream, NodeEvaluation, Runner
 DEFAULT_SEGMENT_NODES = 512
 DEFAULT_SEGMENT_BYTES = 64 * 2**20  # weights copied for one segment at a time
 DEFAULT_SEGMENT_OUTPUT_BYTES = 64 * 2**20  # outputs one segment returns at once (from static shapes)
+KEPT_SEGMENT_BYTES = 256 * 2**20  # graphs with weights up to this keep their segment sessions
 BUFFER_MIN_ELEMENTS = 1024
 
 
@@ -333,6 +337,7 @@ class OnnxRuntimeRunner(Runner):
         self.segment_bytes = segment_bytes
         self.segment_output_bytes = segment_output_bytes
         self._session: ort.InferenceSession | None = None
+        self._kept_segments: dict[tuple, ort.InferenceSession] = {}
         # an initializer also listed as an input (ONNX IR 3) is a weight, not fed at run time
         self.input_names = _names(self._fed_inputs())
         self.output_names = _names(self.model.graph.outputs)
@@ -374,9 +379,17 @@ class OnnxRuntimeRunner(Runner):
             proto.graph.initializer.append(_in_memory_placeholder(name, array))
         return _session(proto.SerializeToString(), weights, folder)
 
+    @property
+    def _keeps_segments(self) -> bool:
+        """Whether ``run_layers`` keeps its segment sessions between calls: for graphs
+        whose weights (held once more by the kept sessions) are at most ``KEPT_SEGMENT_BYTES``."""
+        weights = sum(v.const_value.nbytes for v in self.model.graph.initializers.values() if v.const_value is not None)
+        return weights <= KEPT_SEGMENT_BYTES
+
     def release(self) -> None:
-        """Drop the session and unmap the weights read from files, until the next run."""
+        """Drop the sessions and unmap the weights read from files, until the next run."""
         self._session = None
+        self._kept_segments.clear()
         if self._ir is not None:
             release_mapped_weights(self._ir)
 
@@ -465,7 +478,7 @@ class OnnxRuntimeRunner(Runner):
                 for name in _names(_outputs(segment))
                 if names is None or name in names or liveness.needed_after(name, end)
             ]
-            results = self._run_segment(segment, live, only=wanted)
+            results = self._run_segment(segment, live, only=wanted, keep=self._keeps_segments)
             yield from _reported(segment, results, names)
             live.update((name, array) for name, array in results.items() if liveness.needed_after(name, end))
             del results
@@ -511,12 +524,40 @@ class OnnxRuntimeRunner(Runner):
             yield start, len(nodes)
 
     def _run_segment(
-        self, segment: Sequence[ir.Node], available: Mapping[str, np.ndarray], only: Collection[str] | None = None
+        self,
+        segment: Sequence[ir.Node],
+        available: Mapping[str, np.ndarray],
+        only: Collection[str] | None = None,
+        *,
+        keep: bool = False,
     ) -> dict[str, np.ndarray]:
         """Run consecutive nodes as one session, fed from ``available``; returns the
-        outputs named in ``only`` (every output when None)."""
+        outputs named in ``only`` (every output when None). With ``keep``, the session
+        is kept for the next run of the same nodes, outputs and input shapes."""
         inputs, initializers = _segment_inputs(segment, available)
         outputs = [value for value in _outputs(segment) if only is None or value.name in only]
+        names = _names(outputs)
+        key = (
+            id(segment[0]),
+            id(segment[-1]),
+            tuple(names),
+            tuple((name, available[name].shape, available[name].dtype.str) for name in inputs),
+        )
+        session = self._kept_segments.get(key)
+        if session is None:
+            session = self._segment_session(segment, inputs, initializers, outputs, available)
+            if keep:
+                self._kept_segments[key] = session
+        return dict(zip(names, _run(session, names, {name: available[name] for name in inputs})))
+
+    def _segment_session(
+        self,
+        segment: Sequence[ir.Node],
+        inputs: Mapping[str, ir.Value],
+        initializers: Mapping[str, ir.Value],
+        outputs: list[ir.Value],
+        available: Mapping[str, np.ndarray],
+    ) -> ort.InferenceSession:
         # shape inference reads small constants (axes, shapes, scales) from the model
         # itself; only weights large enough to matter are handed over as buffers
         arrays = {name: _constant(value) for name, value in initializers.items()}
@@ -529,9 +570,7 @@ class OnnxRuntimeRunner(Runner):
             _set_value_info(info, available[info.name])
         for name, array in weights.items():
             proto.graph.initializer.append(_in_memory_placeholder(name, array))
-        session = _session(proto.SerializeToString(), weights)
-        names = _names(outputs)
-        return dict(zip(names, _run(session, names, {name: available[name] for name in inputs})))
+        return _session(proto.SerializeToString(), weights)
 
     def _segment_proto(
         self, segment: Sequence[ir.Node], inputs: list[ir.Value], outputs: list[ir.Value], embedded: list[ir.Value]
