@@ -74,10 +74,12 @@ class Run:
 
 
 def run(command: Sequence[str], *, code: Path = ROOT, cwd: Path | None = None) -> Run:
-    """Run ``command`` with the workbench in ``code`` importable. Its peak RSS is the
-    process's own ``ru_maxrss``, read when it is reaped (``wait4``); its output goes
-    through files, so nothing waits on a pipe."""
+    """Run ``command`` with the workbench in ``code`` importable (first on the path:
+    ``python -m`` puts the working folder, ``code`` unless ``cwd`` is given, before
+    the installed package). Its peak RSS is the process's own ``ru_maxrss``, read when
+    it is reaped (``wait4``); its output goes through files, so nothing waits on a pipe."""
     environment = {**os.environ, "PYTHONPATH": str(code), "PYTHONWARNINGS": "ignore"}
+    cwd = cwd if cwd is not None else code
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         process = subprocess.Popen(list(command), cwd=cwd, env=environment, stdout=out, stderr=err)
