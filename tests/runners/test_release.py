@@ -12,6 +12,7 @@ import onnx_ir as ir
 import pytest
 
 from workbench import compare, convert
+from workbench.chain import fingerprint
 from workbench.graph import Model, SourceInfo
 from workbench.graph.builder import GraphBuilder
 from workbench.readers import onnx_reader
@@ -105,3 +106,13 @@ def test_verify_leaves_the_models_weights_unmapped(mapped, tmp_path) -> None:
     chain = convert([mapped.source.paths[0]], "caffe", tmp_path / "out")
     assert chain.ok
     assert _mapping(chain.source_model) is None
+
+
+def test_fingerprints_do_not_read_mapped_weights(mapped) -> None:
+    """A mapped tensor cannot be written through the model: its place in the file
+    stands for its bytes, so checking a step's contract reads no weights."""
+    before = fingerprint(mapped)
+    assert _mapping(mapped) is None
+    mapped.graph.initializers["conv.weight"].const_value.numpy()  # read: mapped now
+    mapped.release_weights()
+    assert fingerprint(mapped) == before and _mapping(mapped) is None
