@@ -19,12 +19,12 @@ import argparse
 import ast
 import importlib.util
 import json
-import subprocess
+import os
 import sys
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import InputError, WorkbenchError
 from .steps.compare_stats import DEFAULT_ATOL, DEFAULT_RTOL
@@ -209,6 +209,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_record(args: argparse.Namespace) -> int:
+    """Execute a notebook with papermill, then write the record's header at its top
+    (``records.finish_record``): exit 0 when it ran to the end and its verdict holds."""
     notebook, output = Path(args.notebook), Path(args.output)
     if not notebook.is_file():
         raise InputError(f"no such notebook: {notebook}", remedy="check the path")
@@ -216,14 +218,20 @@ def run_record(args: argparse.Namespace) -> int:
         raise InputError(
             "the record would overwrite the notebook it runs", found=str(output), remedy="choose another -o"
         )
+    if args.timeout is not None and args.timeout <= 0:
+        raise InputError(
+            "--timeout must be positive", found=str(args.timeout), remedy="give seconds per cell, e.g. 600"
+        )
     import nbformat
     import papermill
     from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import CellTimeoutError
 
     from .graph import StepReport
+    from .records import Outcome, finish_record
 
     try:
-        kernelspec = nbformat.read(notebook, as_version=4).metadata.get("kernelspec", {})
+        source = nbformat.read(notebook, as_version=4)
     except Exception as error:  # nbformat raises JSON, validation and reader errors
         raise InputError(
             f"{notebook} is not a readable notebook",
@@ -231,9 +239,13 @@ def run_record(args: argparse.Namespace) -> int:
             found=str(error).splitlines()[0],
             remedy="open and save it in Jupyter, or pass another notebook",
         ) from error
+    kernelspec = source.metadata.get("kernelspec", {})
     parameters = {name: parse_value(value) for name, value in args.parameters or []}
+    shown = {name: (default, False) for name, default in declared_parameters(source).items()}
+    shown.update({name: (repr(value), True) for name, value in parameters.items()})
     output.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    outcome = None
     try:
         papermill.execute_notebook(
             str(notebook),
@@ -242,6 +254,7 @@ def run_record(args: argparse.Namespace) -> int:
             kernel_name=None if kernelspec.get("name") else DEFAULT_KERNEL,
             language=None if kernelspec.get("language") else "python",
             progress_bar=False,
+            execution_timeout=args.timeout,
         )
     except NoSuchKernel as error:
         raise WorkbenchError(
@@ -249,16 +262,58 @@ def run_record(args: argparse.Namespace) -> int:
             remedy=f"{sys.executable} -m ipykernel install --sys-prefix --name python3",
         ) from error
     except papermill.PapermillExecutionError as error:
-        print(f"error: {notebook} failed in cell {error.exec_count}: {error.ename}: {error.evalue}", file=sys.stderr)
-        print(f"the executed notebook with the error is in {output}", file=sys.stderr)
-        return EXIT_DIFFERENT
-    summary = f"{notebook.name} → {output} with {parameters or 'default parameters'}"
-    progress(StepReport("record", summary, seconds=time.perf_counter() - start))
+        cell = f"[{error.exec_count}]" if error.exec_count is not None else None
+        outcome = Outcome("failed", time.perf_counter() - start, cell, f"{error.ename}: {error.evalue}")
+    except CellTimeoutError as error:
+        outcome = Outcome("timed out", time.perf_counter() - start, _stopped_cell(output), str(error).splitlines()[0])
+    if outcome is None:
+        outcome = Outcome("completed", time.perf_counter() - start)
+    verdict_holds, title = finish_record(output, notebook.name, outcome, shown, args.timeout)
+    summary = f"{notebook.name} → {output} with {parameters or 'default parameters'}: {title}"
+    progress(StepReport("record", summary, seconds=outcome.seconds))
+    if outcome.status != "completed":
+        where = f" in cell {outcome.cell}" if outcome.cell is not None else ""
+        print(f"error: {notebook} {outcome.status}{where}: {outcome.error}", file=sys.stderr)
+        print(f"the executed notebook, with the error, is in {output}", file=sys.stderr)
     if args.html:
         html_path = output.with_suffix(".html")
         _export_html(output, html_path)
         print(f"{'html':<14} {html_path}")
-    return EXIT_OK
+    return EXIT_OK if outcome.status == "completed" and verdict_holds is not False else EXIT_DIFFERENT
+
+
+def declared_parameters(notebook: Any) -> dict[str, str]:
+    """The parameters a notebook declares in its ``parameters`` cell, with their
+    defaults as written (papermill's reading of the cell)."""
+    from papermill.translators import papermill_translators
+
+    cell = next((c for c in notebook.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return {}
+    kernelspec = notebook.metadata.get("kernelspec", {})
+    translator = papermill_translators.find_translator(
+        kernelspec.get("name", DEFAULT_KERNEL), kernelspec.get("language", "python")
+    )
+    return {parameter.name: parameter.default for parameter in translator.inspect(cell)}
+
+
+def _stopped_cell(executed: Path) -> str | None:
+    """Which cell was running when the notebook stopped: the last one papermill started."""
+    import nbformat
+
+    try:
+        cells = nbformat.read(executed, as_version=4).cells
+    except (OSError, ValueError):
+        return None
+    started = [
+        (position, cell)
+        for position, cell in enumerate(cells, 1)
+        if cell.get("metadata", {}).get("papermill", {}).get("start_time")
+    ]
+    if not started:
+        return None
+    position, cell = started[-1]
+    return f"[{cell.execution_count}]" if cell.get("execution_count") else f"{position} from the top"
 
 
 def _export_html(notebook: Path, html_path: Path) -> None:
@@ -269,7 +324,10 @@ def _export_html(notebook: Path, html_path: Path) -> None:
         )
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_filename(str(notebook))
+    # nbconvert's page loads require.js and MathJax from a CDN; a record must open
+    # offline and send nothing anywhere (an empty src fetches nothing)
+    exporter = HTMLExporter(require_js_url="", mathjax_url="", mermaid_js_url="", mermaid_layout_elk_js_url="")
+    body, _ = exporter.from_filename(str(notebook))
     html_path.write_text(body, encoding="utf-8")
 
 
@@ -279,16 +337,49 @@ def notebooks_folder() -> Path:
     return here if here.is_dir() else Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def run_lab(args: argparse.Namespace) -> int:
+def lab_command(module: str, folder: Path, args: argparse.Namespace, extra: Sequence[str]) -> list[str]:
+    """The JupyterLab command line: the notebooks folder as the root (so kernels run
+    in it), the workbench server extension on (the live Netron view), the options
+    given, and ``--allow-root`` when running as root (containers), which Jupyter
+    otherwise refuses."""
+    command = [
+        sys.executable,
+        "-m",
+        module,
+        f"--ServerApp.root_dir={folder}",
+        "--ServerApp.jpserver_extensions=workbench_jupyter=True",
+    ]
+    if args.port is not None:
+        command.append(f"--port={args.port}")
+    if args.ip is not None:
+        command.append(f"--ip={args.ip}")
+    if args.no_browser:
+        command.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in extra:
+        command.append("--allow-root")
+    return command + list(extra)
+
+
+def run_lab(args: argparse.Namespace, extra: Sequence[str] = ()) -> NoReturn:
+    """Replace this process with JupyterLab (or Jupyter Notebook) on the notebooks
+    folder, so that signals (Ctrl+C, a service manager's stop) reach it directly."""
     folder = notebooks_folder()
-    for module in ("jupyterlab", "notebook"):
-        if importlib.util.find_spec(module) is not None:
-            print(f"{'lab':<14} starting {module} on {folder}", flush=True)
-            return subprocess.call([sys.executable, "-m", module, f"--notebook-dir={folder}"])
-    raise WorkbenchError(
-        "neither JupyterLab nor Jupyter Notebook is installed",
-        remedy=f"pip install jupyterlab, then run `workbench lab` (or open {folder} in any Jupyter)",
-    )
+    if not folder.is_dir():
+        raise InputError(
+            "no notebooks folder to open",
+            expected="notebooks/ in the current folder or beside the workbench package",
+            found=str(folder),
+            remedy="run `workbench lab` from a clone of the repository",
+        )
+    module = next((name for name in ("jupyterlab", "notebook") if importlib.util.find_spec(name) is not None), None)
+    if module is None:
+        raise WorkbenchError(
+            "neither JupyterLab nor Jupyter Notebook is installed",
+            remedy=f"pip install jupyterlab, then run `workbench lab` (or open {folder} in any Jupyter)",
+        )
+    print(f"{'lab':<14} starting {module} on {folder}", flush=True)
+    command = lab_command(module, folder, args, extra)
+    os.execv(command[0], command)
 
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -355,10 +446,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="notebook parameter",
     )
     record.add_argument("--html", action="store_true", help="also export the executed notebook as HTML")
+    record.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="stop a cell that runs longer than this (default: no limit)"
+    )
     record.set_defaults(handler=run_record)
 
-    lab = commands.add_parser("lab", help="open the notebooks in JupyterLab")
-    lab.set_defaults(handler=run_lab)
+    lab = commands.add_parser(
+        "lab",
+        help="open the notebooks in JupyterLab",
+        description="Open the notebooks in JupyterLab. Options not listed here go to JupyterLab as they are "
+        "(e.g. --ServerApp.token=...).",
+    )
+    lab.add_argument("--port", type=int, help="port to listen on (default: JupyterLab's, 8888 or the next free)")
+    lab.add_argument("--ip", help="address to listen on (default: localhost; 0.0.0.0 for every interface)")
+    lab.add_argument("--no-browser", action="store_true", help="do not open a browser (e.g. on a remote server)")
+    lab.set_defaults(handler=run_lab, passes_unknown=True)
     return parser
 
 
@@ -366,12 +468,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "passes_unknown", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exit_request:  # argparse: usage errors (2) and --help (0)
         return int(exit_request.code or 0)
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    handler: Callable[..., int] = args.handler
     try:
-        return handler(args)
+        return handler(args, extra) if extra else handler(args)
     except WorkbenchError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -1,17 +1,46 @@
-"""Small networks in the style of well-known architectures.
+"""Small networks in the style of well-known architectures, and the bundled sample files.
 
-They are the bundled samples for ``make run``, the notebooks and the tests: each
-exercises the layers and traps of its family (residual adds, depthwise
+The networks are the bundled samples for ``make run``, the notebooks and the tests:
+each exercises the layers and traps of its family (residual adds, depthwise
 convolutions, ceil-mode pooling, concat order, PReLU, flatten before Linear).
 Each factory has an ``input_shape`` attribute so the CLI can export it without
 ``--input-shape``.
+
+``bundled_file`` finds the sample files of other frameworks (``data/``: a Caffe
+zoo-style model, MXNet models with outputs recorded in MXNet) through the package,
+never through the working directory, so a notebook finds them wherever its kernel
+runs (``notebooks/`` under ``workbench lab``, the caller's folder under
+``workbench record``).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .errors import InputError
+
+PACKAGE_FOLDER = Path(__file__).resolve().parent
+# where the sample files live: inside an installed package that ships them, else in
+# the repository the package was installed from (``pip install -e .``, a clone)
+DATA_FOLDERS = (PACKAGE_FOLDER / "data", PACKAGE_FOLDER.parent / "data")
+
+
+def bundled_file(relative: str) -> str:
+    """The path of a bundled sample file, e.g. ``bundled_file("caffe/zoo_tiny.prototxt")``."""
+    for folder in DATA_FOLDERS:
+        path = folder / relative
+        if path.is_file():
+            return str(path)
+    raise InputError(
+        f"no bundled sample file {relative}",
+        expected=f"{relative} in one of {', '.join(str(folder) for folder in DATA_FOLDERS)}",
+        found="no such file",
+        remedy="install the workbench from its repository (pip install -e .), or pass the path of your own file",
+    )
 
 
 def _with_shape(*shape: int):
@@ -28,6 +57,7 @@ def _randomize_batchnorm(module: nn.Module, seed: int = 0) -> nn.Module:
     for layer in module.modules():
         if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
             n = layer.num_features
+            assert layer.running_mean is not None and layer.running_var is not None  # track_running_stats
             layer.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
             layer.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
             layer.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)

@@ -11,7 +11,13 @@ import pytest
 from onnx import TensorProto, helper
 
 from workbench.errors import Problem
-from workbench.graph.converter import ConverterContext, OnnxNodeContext, slice_bounds
+from workbench.graph.converter import (
+    ConverterContext,
+    OnnxNodeContext,
+    constant_source,
+    constant_value,
+    slice_bounds,
+)
 from workbench.registry import Registry
 
 
@@ -39,15 +45,15 @@ def read(node: ir.Node) -> tuple[OnnxNodeContext, list[Problem]]:
 
 MOVED_PARAMETERS = {
     # (opset, op, inputs, constants, attributes, names asked for, value the spec gives)
-    "squeeze-axes-attribute-11": (11, "Squeeze", ["x"], {}, dict(axes=[0, 2]), ("axes",), [0, 2]),
+    "squeeze-axes-attribute-11": (11, "Squeeze", ["x"], {}, {"axes": [0, 2]}, ("axes",), [0, 2]),
     "squeeze-axes-input-13": (13, "Squeeze", ["x", "a"], {"a": np.array([0, 2])}, {}, ("axes",), [0, 2]),
-    "reduce-sum-axes-attribute-12": (12, "ReduceSum", ["x"], {}, dict(axes=[1]), ("axes",), [1]),
+    "reduce-sum-axes-attribute-12": (12, "ReduceSum", ["x"], {}, {"axes": [1]}, ("axes",), [1]),
     "reduce-sum-axes-input-13": (13, "ReduceSum", ["x", "a"], {"a": np.array([1])}, {}, ("axes",), [1]),
-    "reduce-mean-axes-attribute-17": (17, "ReduceMean", ["x"], {}, dict(axes=[3]), ("axes",), [3]),
+    "reduce-mean-axes-attribute-17": (17, "ReduceMean", ["x"], {}, {"axes": [3]}, ("axes",), [3]),
     "reduce-mean-axes-input-18": (18, "ReduceMean", ["x", "a"], {"a": np.array([3])}, {}, ("axes",), [3]),
-    "clip-max-attribute-6": (6, "Clip", ["x"], {}, dict(max=2.5), ("max",), 2.5),
+    "clip-max-attribute-6": (6, "Clip", ["x"], {}, {"max": 2.5}, ("max",), 2.5),
     "clip-max-input-11": (11, "Clip", ["x", "", "m"], {"m": np.array(2.5, np.float32)}, {}, ("max",), 2.5),
-    "pad-value-attribute-2": (2, "Pad", ["x"], {}, dict(pads=[0] * 8, value=1.5), ("constant_value", "value"), 1.5),
+    "pad-value-attribute-2": (2, "Pad", ["x"], {}, {"pads": [0] * 8, "value": 1.5}, ("constant_value", "value"), 1.5),
     "pad-value-input-11": (
         11,
         "Pad",
@@ -62,7 +68,7 @@ MOVED_PARAMETERS = {
         "Upsample",
         ["x"],
         {},
-        dict(scales=[1.0, 1.0, 2.0, 2.0]),
+        {"scales": [1.0, 1.0, 2.0, 2.0]},
         ("scales",),
         [1, 1, 2, 2],
     ),
@@ -84,8 +90,8 @@ MOVED_PARAMETERS = {
         ("scales",),
         [1, 1, 2, 2],
     ),
-    "split-sizes-attribute-11": (11, "Split", ["x"], {}, dict(axis=3, split=[1, 3]), ("split",), [1, 3]),
-    "split-sizes-input-13": (13, "Split", ["x", "s"], {"s": np.array([1, 3])}, dict(axis=3), ("split",), [1, 3]),
+    "split-sizes-attribute-11": (11, "Split", ["x"], {}, {"axis": 3, "split": [1, 3]}, ("split",), [1, 3]),
+    "split-sizes-input-13": (13, "Split", ["x", "s"], {"s": np.array([1, 3])}, {"axis": 3}, ("split",), [1, 3]),
     "clip-min-left-out-11": (11, "Clip", ["x"], {}, {}, ("min",), None),
 }
 
@@ -201,3 +207,31 @@ def test_weights_are_constants_and_optional_ones_may_be_left_out() -> None:
     ctx, problems = read(node_at(13, "Conv", ["x", "w", "z"], {"w": weight}))
     assert ctx.weights(1, 2) is None
     assert [(p.kind, p.severity) for p in problems] == [("dynamic-weights", "error")] and problems[0].remedy
+
+
+def test_weights_passed_through_identity_chains_are_constants() -> None:
+    """An unsimplified export (TorchScript's Identity on each parameter) gives its weights as a simplified one does."""
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3, 1, 1)
+    nodes = [
+        helper.make_node("Constant", [], ["b0"], value=onnx.numpy_helper.from_array(np.array([1.0, 2.0], np.float32))),
+        helper.make_node("Identity", ["w"], ["w1"]),
+        helper.make_node("Identity", ["w1"], ["w2"]),
+        helper.make_node("Identity", ["b0"], ["b1"]),
+        helper.make_node("Conv", ["x", "w2", "b1"], ["y"], name="node"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "identity_chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, (1, 3, 1, 4))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [onnx.numpy_helper.from_array(weight, "w")],
+    )
+    model = ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    conv = next(node for node in model.graph if node.op_type == "Conv")
+    ctx, problems = read(conv)
+    found = ctx.weights(1, 2)
+    assert found is not None and problems == []
+    np.testing.assert_array_equal(found[1], weight)
+    np.testing.assert_array_equal(found[2], [1.0, 2.0])
+    assert constant_source(conv.inputs[1]) is model.graph.initializers["w"]
+    assert constant_value(conv.inputs[0]) is None  # a graph input stays data

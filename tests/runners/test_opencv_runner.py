@@ -126,10 +126,11 @@ def test_missing_inputs_and_files_are_input_errors(written, tmp_path) -> None:
         OpenCVCaffeRunner(broken, files.path(".caffemodel"))
 
 
-def test_opencv_refusing_inputs_is_a_workbench_error(written) -> None:
+def test_an_input_opencv_cannot_run_is_one_workbench_error(written) -> None:
     _, runner, _, _ = written
-    with pytest.raises(WorkbenchError, match="OpenCV DNN could not run"):
-        runner.run({"x": np.zeros((1, 5, 5, 5), np.float32)})  # 5 channels where the convolution takes 3
+    with pytest.raises(WorkbenchError, match="OpenCV DNN cannot run") as raised:
+        runner.run({"x": np.zeros((1, 5, 5, 5), np.float32)})  # 5 channels into a 3-channel convolution
+    assert raised.value.found and raised.value.remedy
 
 
 ZOO = Path(__file__).resolve().parents[2] / "data" / "caffe"

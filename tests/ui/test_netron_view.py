@@ -1,23 +1,21 @@
-"""The Netron server over real HTTP on 127.0.0.1, and what show_graph puts in a notebook."""
+"""What show_graph puts in a notebook, and how a kernel publishes a model for the live
+Netron view (the server side, over real HTTP, is in test_jupyter_server_extension.py)."""
 
 from __future__ import annotations
 
-import re
-import urllib.error
-import urllib.request
+import json
+import os
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 import pytest
-from IPython.display import HTML, IFrame
 
-from workbench import InputError, Model, SourceInfo
+from workbench import Model, SourceInfo, WorkbenchError
 from workbench.graph.builder import GraphBuilder
 from workbench.ui import netron_view
-from workbench.ui.netron_view import serve_graph, show_graph, stop_graphs
-
-HTTP_TIMEOUT = 5
+from workbench.ui.netron_view import JupyterServer, show_graph, stop_graphs
+from workbench_jupyter import ENVIRONMENT_VARIABLE, VIEW_FILE
 
 
 def small_model() -> Model:
@@ -36,86 +34,101 @@ def onnx_file(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def stop_servers():
-    yield
+@pytest.fixture
+def no_server(monkeypatch):
+    """A kernel run by papermill: no workbench Jupyter server, no Jupyter session."""
+    monkeypatch.delenv(ENVIRONMENT_VARIABLE, raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch) -> Path:
+    """This process as a kernel started by a Jupyter server with the workbench extension;
+    returns the folder that server serves models from."""
+    models = tmp_path / "served"
+    models.mkdir()
+    described = {"pid": 4242, "app_url": "/base/workbench/netron/app/", "models": str(models)}
+    monkeypatch.setenv(ENVIRONMENT_VARIABLE, json.dumps(described))
+    monkeypatch.setenv("JPY_PARENT_PID", "4242")
+    monkeypatch.setenv("JPY_SESSION_NAME", "notebook.ipynb")
+    yield models
     stop_graphs()
 
 
-def get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
-        return response.read()
+def published(models: Path) -> tuple[Path, dict]:
+    (folder,) = list(models.iterdir())
+    return folder, json.loads((folder / VIEW_FILE).read_text())
 
 
-def test_serves_the_viewer_and_the_model_file(onnx_file):
-    server = serve_graph(onnx_file)
-    assert server.address[0] == "127.0.0.1" and server.running
-    page = get(server.url).decode()
-    # the viewer page names the model path it will fetch
-    assert re.search(r'<meta name="file" content="/data/small\.onnx">', page)
-    assert server.model_url == server.url + "data/small.onnx"
-    assert get(server.model_url) == onnx_file.read_bytes()
-    server.stop()
-    assert not server.running
-    with pytest.raises(urllib.error.URLError):
-        get(server.url)
+def test_a_non_interactive_run_shows_the_drawing_and_no_iframe(onnx_file, no_server):
+    view = show_graph(onnx_file)
+    assert view.live is None and view.live_note == ""
+    assert view.drawing.nodes_drawn == 2
+    assert "<iframe" not in view.header_html() and "2 of 2 nodes" in view.header_html()
 
 
-def test_an_in_memory_model_is_served_with_its_provenance():
-    server = serve_graph(small_model())
-    served = onnx.load_from_string(get(server.model_url))
+def test_a_kernel_of_a_plain_jupyter_server_says_how_to_get_the_live_view(onnx_file, no_server, monkeypatch):
+    monkeypatch.setenv("JPY_SESSION_NAME", "notebook.ipynb")
+    view = show_graph(onnx_file)
+    assert view.live is None and "jupyter server extension enable workbench_jupyter" in view.live_note
+    with pytest.raises(WorkbenchError, match="no live Netron view"):
+        show_graph(onnx_file, live=True)
+
+
+def test_an_in_memory_model_is_published_as_onnx_with_its_provenance(server):
+    view = show_graph(small_model())
+    folder, described = published(server)
+    assert view.live.url == f"/base/workbench/netron/app/?model={folder.name}"
+    assert f'<iframe src="/base/workbench/netron/app/?model={folder.name}"' in view.header_html()
+    served = onnx.load(folder / described["file"])
     metadata = [{p.key: p.value for p in node.metadata_props} for node in served.graph.node]
     assert [m["workbench.source"] for m in metadata] == ['["features.relu"]', '["head.gate"]']
-    temporary = server.path.parent
-    assert temporary.is_dir()
-    server.stop()
-    assert not temporary.exists()
+    assert stop_graphs() == 1 and not folder.exists()
 
 
-def test_two_models_get_two_ports(onnx_file):
-    first, second = serve_graph(onnx_file), serve_graph(small_model())
-    assert first.address != second.address
-    assert stop_graphs() == 2
-    assert not first.running and not second.running
-
-
-def test_static_view_needs_no_server(onnx_file):
-    shown = show_graph(onnx_file, static=True)
-    assert isinstance(shown, HTML)
-    assert "<svg" in shown.data and "<iframe" not in shown.data
-    assert stop_graphs() == 0
-
-
-def test_default_view_without_a_kernel_is_the_drawing(onnx_file):
-    shown = show_graph(onnx_file)
-    assert "<svg" in shown.data and "<iframe" not in shown.data
-
-
-def test_default_view_in_a_kernel_has_the_live_view_and_the_drawing(onnx_file, monkeypatch):
-    monkeypatch.setattr(netron_view, "kernel_running", lambda: True)
-    shown = show_graph(small_model())
-    url = re.search(r'<iframe src="([^"]+)"', shown.data).group(1)
-    assert url.startswith("http://127.0.0.1:")
-    assert "<svg" in shown.data and "2 of 2 nodes" in shown.data
-    assert b"Relu" in get(url.rstrip("/") + "/data/small.onnx")
-
-
-def test_live_only_view_is_an_iframe(onnx_file):
-    shown = show_graph(onnx_file, static=False)
-    assert isinstance(shown, IFrame)
-    assert get(shown.src).startswith(b"<!DOCTYPE html>")
-
-
-def test_a_file_only_netron_reads_still_gets_a_live_view(tmp_path, monkeypatch):
+def test_files_are_published_as_they_are_with_their_weights(tmp_path, server):
     prototxt = tmp_path / "deploy.prototxt"
     prototxt.write_text('name: "lone"\nlayer { name: "data" type: "Input" top: "data" }\n')
-    monkeypatch.setattr(netron_view, "kernel_running", lambda: True)
-    shown = show_graph(prototxt)
-    assert "no static drawing" in shown.data and "<svg" not in shown.data
-    url = re.search(r'<iframe src="([^"]+)"', shown.data).group(1)
-    assert get(url + "data/deploy.prototxt") == prototxt.read_bytes()
+    weights = tmp_path / "deploy.caffemodel"
+    weights.write_bytes(b"\x00weights")
+    view = show_graph([prototxt, weights])
+    folder, described = published(server)
+    assert described == {"file": "deploy.prototxt"}
+    assert (folder / "deploy.prototxt").read_bytes() == prototxt.read_bytes()
+    assert (folder / "deploy.caffemodel").read_bytes() == weights.read_bytes()
+    assert view.live is not None
 
 
-def test_missing_file_is_an_input_error(tmp_path):
-    with pytest.raises(InputError, match="no such file"):
+def test_a_file_only_netron_reads_gets_a_live_view_and_says_why_there_is_no_drawing(tmp_path, server):
+    prototxt = tmp_path / "deploy.prototxt"
+    prototxt.write_text('name: "lone"\nlayer { name: "data" type: "Input" top: "data" }\n')
+    view = show_graph(prototxt)
+    assert view.drawing is None and "no static drawing" in view.header_html()
+    assert view.live is not None
+
+
+def test_the_server_is_believed_only_by_its_own_kernels(server, monkeypatch):
+    monkeypatch.setenv("JPY_PARENT_PID", str(os.getpid()))  # e.g. papermill started from a Jupyter terminal
+    assert JupyterServer.of_this_kernel() is None
+    assert show_graph(small_model()).live is None
+    assert list(server.iterdir()) == []
+
+
+def test_live_false_never_publishes(server):
+    assert show_graph(small_model(), live=False).live is None
+    assert list(server.iterdir()) == []
+
+
+def test_displaying_shows_the_header_then_the_png(server, monkeypatch):
+    shown = []
+    monkeypatch.setattr(netron_view, "display", shown.append)
+    show_graph(small_model())._ipython_display_()
+    header, drawing = shown
+    assert "<iframe" in header.data
+    data, metadata = drawing._repr_mimebundle_()
+    assert data["image/png"] and "image/png" in metadata
+
+
+def test_missing_file_is_an_input_error(tmp_path, no_server):
+    with pytest.raises(WorkbenchError, match="no such file"):
         show_graph(tmp_path / "absent.onnx")

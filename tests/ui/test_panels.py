@@ -5,11 +5,12 @@ from __future__ import annotations
 import onnx_ir as ir
 import pytest
 
-from workbench import Model
+from workbench import InputError, Model
 from workbench.graph import provenance
 from workbench.steps.compare import compare
 from workbench.steps.fold_bn import fold_bn
 from workbench.steps.map_names import NameMap, map_names
+from workbench.ui import panels
 from workbench.ui.panels import (
     DIVERGENCE_STYLE,
     ComparisonExplorer,
@@ -18,6 +19,7 @@ from workbench.ui.panels import (
     apply_edits,
     first_divergence_index,
     graph_positions,
+    known_source_layers,
     layer_rows,
     layer_table_html,
     name_map_rows,
@@ -214,7 +216,7 @@ def test_editor_edits_saves_and_loads(name_map, tmp_path):
     editor.source_fields["negate"].value = "relu"
     editor.load_button.click()
     assert editor.source_fields["negate"].value == "conv"
-    assert "corrected" in editor.summary.value
+    assert "corrected" in editor.summary_view.value
     editor.only_attention.value = True
     assert len(editor.source_fields) == 1
 
@@ -225,3 +227,93 @@ def test_editor_reports_a_bad_file_without_raising(name_map, tmp_path):
     editor = NameMapEditor(name_map, path=bad)
     assert editor.load() is None
     assert "cannot read the name map" in editor.message.value
+
+
+def test_an_edit_naming_a_layer_the_model_lacks_is_refused_and_changes_nothing(name_map, conv_bn_relu_model):
+    editor = NameMapEditor(name_map, source=conv_bn_relu_model)
+    assert editor.known_sources == {"x", "conv", "bn", "relu"}
+    before = {entry.target: list(entry.sources) for entry in name_map}
+    editor.source_fields["negate"].value = "rleu"
+    assert editor.apply() is None
+    assert "rleu (did you mean relu?)" in editor.message.value and "nothing was changed" in editor.message.value
+    assert {entry.target: list(entry.sources) for entry in name_map} == before
+    editor.source_fields["negate"].value = "relu"
+    assert editor.apply() == ["negate"]
+    assert name_map["negate"].sources == ["relu"] and name_map["negate"].status == "corrected"
+
+
+def test_without_the_model_edits_are_checked_against_the_layers_the_map_names(name_map):
+    with pytest.raises(InputError, match="nowhere"):
+        apply_edits(name_map, {"negate": "nowhere"}, known_source_layers(name_map))
+    assert apply_edits(name_map, {"negate": "conv"}, known_source_layers(name_map)) == ["negate"]
+
+
+class RecordedDisplay:
+    """Stands in for IPython's display: keeps each bundle shown and each update."""
+
+    def __init__(self):
+        self.shown, self.updates, self.figures = [], [], []
+
+    def __call__(self, bundle, raw=False, display_id=None):
+        if not raw:  # a figure drawn into the explorer's output area
+            self.figures.append(bundle)
+            return None
+        assert display_id is True
+        self.shown.append(bundle)
+        return self
+
+    def update(self, bundle, raw=False):
+        self.updates.append(bundle)
+
+
+@pytest.fixture
+def recorded(monkeypatch) -> RecordedDisplay:
+    recorder = RecordedDisplay()
+    monkeypatch.setattr(panels, "display", recorder)
+    return recorder
+
+
+def test_a_displayed_panel_carries_the_widget_and_a_snapshot_that_follows_each_click(stepper, recorded):
+    stepper._ipython_display_()
+    (bundle,) = recorded.shown
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == stepper.model_id
+    assert "load</td><td style='color:#777'>pending" in bundle["text/html"]
+    assert bundle["text/plain"].startswith("<PipelineStepper")
+    stepper.step_buttons["load"].click()
+    snapshot = recorded.updates[-1]["text/html"]
+    assert "load #1" in snapshot and "load</td><td style='color:#070'>done" in snapshot
+    stepper.run_all_button.click()
+    stepper.run("simplify")
+    snapshot = recorded.updates[-1]["text/html"]
+    assert "made from simplify #1; would now read simplify #2" in snapshot  # fold_bn is stale, and says why
+
+
+def test_the_stepper_snapshot_includes_the_comparison_it_shows(stepper, recorded):
+    stepper._ipython_display_()
+    for step in ("load", "simplify", "fold_bn"):
+        stepper.run(step)
+    stepper.reference_choice.value, stepper.candidate_choice.value = "load #1", "fold_bn #1"
+    stepper.compare_button.click()
+    snapshot = recorded.updates[-1]["text/html"]
+    assert "Compared</b> load #1 with fold_bn #1" in snapshot and "data:image/png;base64," in snapshot
+    stepper.explorer.layer_choice.value = 0  # a change inside the explorer refreshes the stepper's snapshot
+    assert recorded.updates[-1]["text/html"].count("layer 0: <b>") == 1
+
+
+def test_explorer_names_layers_as_the_source_does(diverging, recorded):
+    reference, candidate, comparison = diverging
+    explorer = ComparisonExplorer(comparison, reference=reference, candidate=candidate)
+    bn_output = next(n for n in reference.graph if n.op_type == "BatchNormalization").outputs[0].name
+    chosen = explorer.rows[explorer.layer_choice.value]
+    assert chosen.layers == "bn" and chosen.source == bn_output != "bn"
+    label = dict((index, text) for text, index in explorer.layer_choice.options)[explorer.layer_choice.value]
+    assert label.startswith(f"{explorer.layer_choice.value}. bn (max abs")
+    explorer._ipython_display_()
+    snapshot = recorded.shown[-1]["text/html"]
+    assert "<td>bn</td>" in snapshot and "data:image/png;base64," in snapshot
+
+
+def test_plots_render_as_png_without_matplotlib_magics(diverging):
+    _, _, comparison = diverging
+    png = comparison.plot()._repr_png_()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 
 from workbench import InputError
-from workbench.ui.pipeline import Pipeline
+from workbench.ui.pipeline import STEPS, Pipeline
 
 
 @pytest.fixture
@@ -80,3 +80,68 @@ def test_a_bad_source_is_kept_as_a_failed_step(tmp_path):
 def test_only_optional_steps_can_be_switched_off(source, tmp_path):
     with pytest.raises(InputError, match="check cannot be switched off"):
         Pipeline(source, "onnx", tmp_path, enabled={"check": False})
+
+
+def run(pipeline: Pipeline, *steps: str) -> None:
+    for step in steps:
+        assert pipeline.run(step).ok, step
+
+
+def statuses(pipeline: Pipeline) -> dict[str, str]:
+    return {step: pipeline.status(step) for step in STEPS}
+
+
+def test_compare_reads_the_loaded_source_and_the_written_files(pipeline):
+    run(pipeline, "load", "simplify", "fold_bn", "check", "write", "compare")
+    compared = pipeline.current["compare"]
+    assert compared.inputs == ("load #1", "write #1")
+    # the folded ONNX file in onnxruntime against the source graph in onnxruntime
+    assert compared.value.ok and compared.value.layers
+    assert set(statuses(pipeline).values()) == {"done"}
+
+
+def test_compare_is_stale_after_write_runs_again_until_it_runs_again(pipeline):
+    run(pipeline, "load", "simplify", "fold_bn", "check", "write", "compare")
+    run(pipeline, "write")
+    assert pipeline.status("compare") == "stale"
+    assert "write #2" in pipeline.why_stale("compare")
+    assert pipeline.run("compare").inputs == ("load #1", "write #2")
+    assert pipeline.status("compare") == "done"
+
+
+def test_an_earlier_rerun_makes_every_later_step_stale_and_running_compare_alone_does_not_fix_it(pipeline):
+    run(pipeline, "load", "simplify", "fold_bn", "check", "write", "compare")
+    run(pipeline, "simplify")
+    assert statuses(pipeline) == {
+        "load": "done",
+        "simplify": "done",
+        "fold_bn": "stale",
+        "check": "stale",
+        "write": "stale",
+        "compare": "stale",
+    }
+    # compare would read the same (stale) written files: it stays stale
+    run(pipeline, "compare")
+    assert pipeline.status("compare") == "stale" and pipeline.why_stale("compare") == "write #1 is stale"
+    run(pipeline, "fold_bn", "check", "write", "compare")
+    assert set(statuses(pipeline).values()) == {"done"}
+
+
+def test_switching_a_step_off_makes_the_steps_that_read_it_stale(pipeline):
+    run(pipeline, "load", "simplify", "fold_bn", "check", "write")
+    pipeline.enabled["fold_bn"] = False
+    assert pipeline.status("check") == "stale" and pipeline.status("write") == "stale"
+    assert pipeline.why_stale("write") == "made from fold_bn #1; would now read simplify #1"
+    assert pipeline.run("write").made_from == "simplify #1"
+
+
+def test_changing_the_options_makes_the_target_steps_stale(pipeline):
+    run(pipeline, "load", "check", "write", "compare")
+    pipeline.options = {"name": "renamed"}
+    assert [pipeline.status(step) for step in ("load", "check", "write", "compare")] == [
+        "done",
+        "stale",
+        "stale",
+        "stale",
+    ]
+    assert pipeline.why_stale("check") == "the target or its options changed"

@@ -95,3 +95,50 @@ def test_layer_names_come_from_the_pytorch_modules(converted) -> None:
     layers = {layer["name"]: layer for layer in written.details["layers"]}
     assert convolutions <= set(layers)
     assert all(layers[name]["sources"][-1] == name for name in convolutions)
+
+
+class BilinearSegmentation(torch.nn.Module):
+    """An FCN/DeepLab-style head: a strided encoder, class scores, and bilinear upsampling back to
+    the input size, once with PyTorch's default (align_corners=False, by an integer factor) and
+    once with align_corners=True to a given size, as DeepLab exports."""
+
+    input_shape = (1, 3, 32, 48)
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(8, 12, 3, stride=2, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+        )
+        self.classifier = torch.nn.Conv2d(12, 5, 1)
+        self.aux = torch.nn.Conv2d(12, 5, 1)
+
+    def forward(self, x):
+        features = self.encoder(x)
+        scores = torch.nn.functional.interpolate(self.classifier(features), scale_factor=4, mode="bilinear")
+        aux = torch.nn.functional.interpolate(self.aux(features), size=x.shape[2:], mode="bilinear", align_corners=True)
+        return scores, aux
+
+
+def test_bilinear_segmentation_head_matches_pytorch(tmp_path) -> None:
+    module = BilinearSegmentation().eval()
+    with torch.no_grad():  # statistics a trained network would have
+        module.encoder[1].running_mean.uniform_(-0.5, 0.5)
+        module.encoder[1].running_var.uniform_(0.5, 2.0)
+    x = np.random.default_rng(1).standard_normal(BilinearSegmentation.input_shape).astype(np.float32)
+    model = simplify(export(module, [x], name="segmentation"))
+    written = write_caffe(model, tmp_path)
+    actual = OpenCVCaffeRunner(written.path(".prototxt"), written.path(".caffemodel")).run([x])
+    with torch.no_grad():
+        expected = [t.numpy() for t in module(torch.from_numpy(x))]
+    for want, name in zip(expected, model.output_names):
+        got = actual[written.details["outputs"][name]]
+        assert got.shape == want.shape == (1, 5, 32, 48)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)  # OpenCV DNN vs PyTorch, float32: atol 1e-4
+    types = {layer["type"] for layer in written.details["layers"]}
+    assert {"Deconvolution", "InnerProduct"} <= types and not types & OPENCV_ONLY_LAYERS

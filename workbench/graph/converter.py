@@ -15,7 +15,10 @@ converter receives a context built on ``ConverterContext`` and
   their ONNX name whether that opset keeps them as attributes or as inputs
   (``param``, ``require_constants``; see ``opset``), and the window of a
   convolution or pooling with its pads resolved once for every writer
-  (``window``; see ``pads``).
+  (``window``; see ``pads``). Constant inputs are read through ``constant_value``,
+  which follows ``Identity`` nodes back to the initializer or ``Constant`` they
+  copy: an export that is not simplified (``--no-simplify``, TorchScript's
+  ``Identity`` on every parameter) gives its weights the same way as one that is.
 
 A format adds its own context class on top (``CaffeNodeContext``,
 ``TorchNodeContext``, the Caffe reader's ``LayerContext``, the MXNet reader's
@@ -50,6 +53,23 @@ FIXED_SHAPES_REMEDY = (
 )
 WEIGHTS_REMEDY = "make them parameters of the source model, or constant-fold the model first (workbench.steps.simplify)"
 _SCHEMA_DEFAULT: Any = object()
+
+
+def constant_source(value: ir.Value | None) -> ir.Value | None:
+    """The value ``value`` copies through a chain of ``Identity`` nodes (itself when it is
+    not an ``Identity`` output)."""
+    while value is not None:
+        producer = value.producer()
+        if producer is None or producer.op_type != "Identity" or opsets.canonical_domain(producer.domain) != "":
+            break
+        value = producer.inputs[0]
+    return value
+
+
+def constant_value(value: ir.Value | None) -> np.ndarray | None:
+    """The data of ``value`` when it is an initializer, a ``Constant`` output, or one of
+    those passed through ``Identity`` nodes; None when computed at run time or absent."""
+    return constant(constant_source(value))
 
 
 class ConverterContext:
@@ -130,8 +150,9 @@ class OnnxNodeContext(ConverterContext):
         return value is not None and bool(value.name or value.const_value is not None)
 
     def const(self, index: int) -> np.ndarray | None:
-        """The constant data of input ``index``, or None if it is computed or absent."""
-        return constant(self.value(index))
+        """The constant data of input ``index`` (through ``Identity`` chains), or None if it
+        is computed or absent."""
+        return constant_value(self.value(index))
 
     def shape(self, index: int = 0) -> tuple[int | None, ...] | None:
         """The input's shape, unknown dimensions as None, or None if the rank is unknown."""

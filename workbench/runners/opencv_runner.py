@@ -171,10 +171,10 @@ class OpenCVCaffeRunner(Runner):
             results = self.net.forwardAndRetrieve(layer_names)
         except cv2.error as error:
             raise WorkbenchError(
-                f"OpenCV DNN could not run {self.description}",
+                f"OpenCV DNN cannot run {self.description}",
                 found=str(error).strip().splitlines()[-1],
-                remedy="check that the inputs match the input blobs' shapes; a layer OpenCV computes "
-                "differently from Caffe is named by `workbench check --to caffe`",
+                remedy="check the input shapes against the prototxt's Input layers; a layer OpenCV implements "
+                "differently from Caffe fails here too (run `workbench check` on the source model)",
             ) from error
         return {name: [np.array(blob) for blob in blobs] for name, blobs in zip(layer_names, results)}
 

@@ -3,14 +3,21 @@
 Built on ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend),
 so they work in scripts, the CLI (``--plot``) and notebooks alike. They take plain
 data (``LayerErrors``, arrays) and know nothing of how a comparison is made.
+
+In a notebook a plain Figure shows only its text repr unless ``%matplotlib inline``
+is on; these figures give IPython a PNG themselves (``_repr_png_``), so they show as
+images in JupyterLab, in an executed record and in its HTML export.
 """
 
 from __future__ import annotations
 
+import io
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -18,6 +25,32 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FLOOR = 1e-12  # exact agreement is drawn here on the log axis
+TITLE_CHARACTERS_PER_INCH = 11  # long titles (file paths) wrap instead of running off the figure
+
+
+def _notebook_png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    # "tight" keeps annotations and long titles that reach past the axes inside the image
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+@cache
+def _notebook_figure_class() -> type[Figure]:
+    """A Figure subclass that renders as a PNG in Jupyter (IPython asks for ``_repr_png_``);
+    made on first use because matplotlib takes a third of a second to import."""
+    from matplotlib.figure import Figure
+
+    return type("NotebookFigure", (Figure,), {"_repr_png_": _notebook_png})
+
+
+def new_figure(**options: Any) -> Figure:
+    """A figure that shows as an image in notebooks, records and HTML exports."""
+    return _notebook_figure_class()(**options)
+
+
+def _wrapped(title: str, figure: Figure) -> str:
+    return textwrap.fill(title, width=int(figure.get_figwidth() * TITLE_CHARACTERS_PER_INCH))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,10 +81,8 @@ def plot_layer_errors(errors: LayerErrors | HasLayerErrors, path: str | Path | N
     on a log scale, with the tolerance and the first divergence marked.
 
     ``errors`` is the plain data, or a comparison that gives it (``layer_errors()``)."""
-    from matplotlib.figure import Figure  # imported when drawing: matplotlib takes a third of a second
-
     data = errors if isinstance(errors, LayerErrors) else errors.layer_errors()
-    figure = Figure(figsize=(max(6.0, min(0.12 * len(data.max_abs), 18.0)), 4.0), layout="constrained")
+    figure = new_figure(figsize=(max(6.0, min(0.12 * len(data.max_abs), 18.0)), 4.0), layout="constrained")
     axes = figure.add_subplot()
     depth = np.arange(len(data.max_abs))
     allowed = np.asarray(data.allowed, dtype=np.float64)
@@ -72,7 +103,7 @@ def plot_layer_errors(errors: LayerErrors | HasLayerErrors, path: str | Path | N
         )
     axes.set_xlabel("layer (reference order)")
     axes.set_ylabel("absolute error")
-    axes.set_title(data.title, fontsize="medium", wrap=True)
+    axes.set_title(_wrapped(data.title, figure), fontsize="medium")
     axes.legend(loc="upper left", fontsize="small")
     if path is not None:
         figure.savefig(path)
@@ -88,12 +119,10 @@ def plot_difference(
 ) -> Figure:
     """Histogram of ``candidate - reference`` and a heat map of ``|difference|``
     (one channel of an ``[N, C, H, W]`` tensor: the worst, unless ``channel`` is given)."""
-    from matplotlib.figure import Figure
-
     a = np.asarray(reference, dtype=np.float64)
     given = np.asarray(candidate, dtype=np.float64)
     b = given if given.shape == a.shape else given.reshape(a.shape) if given.size == a.size else None
-    figure = Figure(figsize=(10.0, 4.0), layout="constrained")
+    figure = new_figure(figsize=(10.0, 4.0), layout="constrained")
     left, right = figure.subplots(1, 2)
     if b is None:
         left.text(0.5, 0.5, f"shapes differ: {list(np.shape(reference))} vs {list(np.shape(candidate))}", ha="center")
@@ -114,10 +143,10 @@ def plot_difference(
         image = right.imshow(plane, cmap="magma", aspect="auto")
         figure.colorbar(image, ax=right)
         right.set_title(label)
-    figure.suptitle(title)
+    figure.suptitle(_wrapped(title, figure))
     if path is not None:
         figure.savefig(path)
     return figure
 
 
-__all__ = ["LayerErrors", "plot_difference", "plot_layer_errors"]
+__all__ = ["LayerErrors", "new_figure", "plot_difference", "plot_layer_errors"]

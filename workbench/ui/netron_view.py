@@ -1,100 +1,107 @@
-"""Show a model's graph in a notebook: live in Netron, and as a static drawing.
+"""Show a model's graph in a notebook: live in Netron, served by the Jupyter server,
+and as a static drawing that every record keeps.
 
-``show_graph`` serves the model with the ``netron`` package on 127.0.0.1 (a free
-port, no browser launched) and embeds the Netron page in an iframe. Netron's page
-is only alive while the kernel runs, so by default the same output also carries a
-static SVG drawing of the graph (``graph_svg``): an executed notebook saved as a
-record keeps showing the graph after the kernel is gone.
+``show_graph(model)`` displays two outputs:
 
-Netron serves the model file at ``/data/<file name>`` and the viewer at ``/``,
-whose ``<meta name="file">`` tag points the viewer at that path.
+1. A header (title, what the drawing shows) and, while the kernel runs under a
+   Jupyter server with the ``workbench_jupyter`` extension, Netron in an iframe. The
+   iframe's page, app and model come from that Jupyter server (the extension's
+   docstring says why and how), so the view works wherever Jupyter does: SSH
+   tunnels, JupyterHub, containers. Nothing is sent to any other host.
+2. The static drawing (``graph_drawing``) as a PNG, which an untrusted notebook, an
+   HTML export and any notebook viewer show.
+
+A kernel run by papermill or nbclient (``workbench record``, the test suite) has no
+Jupyter server behind it: it shows the drawing alone, so a record never holds an
+iframe to a page that is gone. The kernel publishes each model into the folder the
+extension serves and deletes it when the kernel exits (or ``stop_graphs()``).
 """
 
 from __future__ import annotations
 
 import atexit
 import html
-import logging
+import json
+import os
 import re
 import shutil
-import tempfile
-import time
-import urllib.parse
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
-import IPython
-import netron
 import onnx_ir as ir
-from IPython.display import HTML, IFrame
+from IPython.display import HTML, display
+
+from workbench_jupyter import ENVIRONMENT_VARIABLE, VIEW_FILE, new_token
 
 from ..errors import WorkbenchError
 from ..graph import Model
 from ..readers import load
-from .graph_svg import DEFAULT_MAX_NODES, GraphDrawing, draw_graph
+from .graph_drawing import DEFAULT_MAX_NODES, GraphDrawing, draw_graph
 
 ModelSource = Model | ir.Model | str | Path | Sequence[str | Path]
 
 # The files Netron reads as a model's graph when a format has several files.
 GRAPH_FILE_SUFFIXES = (".onnx", ".prototxt", "-symbol.json", ".msnhnet")
 DEFAULT_HEIGHT = 600
-HOST = "127.0.0.1"
-STOP_TIMEOUT_SECONDS = 2.0
+NO_SERVER = "no live Netron view: this kernel was not started by a Jupyter server with the workbench extension"
+ENABLE_SERVER = "open the notebook from `workbench lab`, or run `jupyter server extension enable workbench_jupyter`"
+
+
+@dataclass(frozen=True)
+class JupyterServer:
+    """The workbench extension of the Jupyter server that started this kernel."""
+
+    app_url: str  # Netron's page, as a path on the Jupyter server's origin
+    models: Path  # the folder the extension serves models from
+
+    @classmethod
+    def of_this_kernel(cls) -> JupyterServer | None:
+        """The server, or None when this kernel was not started by one with the extension."""
+        try:
+            described = json.loads(os.environ.get(ENVIRONMENT_VARIABLE, ""))
+            pid, app_url, models = described["pid"], described["app_url"], Path(described["models"])
+        except (ValueError, KeyError, TypeError):
+            return None
+        # the variable is inherited by everything the server starts; only its own kernels may use it
+        if os.environ.get("JPY_PARENT_PID") != str(pid) or not models.is_dir():
+            return None
+        return cls(app_url, models)
 
 
 @dataclass
-class NetronServer:
-    """One model file served by Netron on this machine."""
+class PublishedModel:
+    """One model copied where the Jupyter server serves it to Netron."""
 
-    path: Path
-    address: tuple[str, int]
-    temporary_dir: Path | None = field(default=None, repr=False)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.address[0]}:{self.address[1]}/"
-
-    @property
-    def model_url(self) -> str:
-        """Where Netron serves the model file's bytes."""
-        return f"{self.url}data/{urllib.parse.quote(self.path.name)}"
-
-    @property
-    def running(self) -> bool:
-        return netron.status(self.address)
+    folder: Path
+    url: str
 
     def stop(self) -> None:
-        """Stop serving and delete the temporary copy of the model, if one was made."""
-        netron.stop(self.address)
-        # the server thread notices the stop at its next 0.25 s request timeout
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        while netron.status(self.address) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if self.temporary_dir is not None:
-            shutil.rmtree(self.temporary_dir, ignore_errors=True)
-        if self in _servers:
-            _servers.remove(self)
-
-    def _repr_html_(self) -> str:
-        return _iframe_html(self.url, DEFAULT_HEIGHT)
+        """Delete the copy: the view then says it ended."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if self in _published:
+            _published.remove(self)
 
 
-_servers: list[NetronServer] = []
+_published: list[PublishedModel] = []
 
 
 def stop_graphs() -> int:
-    """Stop every Netron server started by ``show_graph``/``serve_graph``; returns how many."""
-    running = list(_servers)
-    for server in running:
-        server.stop()
-    return len(running)
+    """Delete every model this kernel published for a live view; returns how many."""
+    published = list(_published)
+    for model in published:
+        model.stop()
+    return len(published)
 
 
 atexit.register(stop_graphs)
 
 
-def _as_paths(source: str | Path | Sequence[str | Path]) -> list[str]:
+def _as_paths(source: ModelSource) -> list[str]:
+    """The file names (or the ``package.module:factory`` spec) a source names; none for a
+    model in memory."""
+    if isinstance(source, (Model, ir.Model)):
+        return []
     if isinstance(source, (str, Path)):
         return [str(source)]
     return [str(s) for s in source]
@@ -110,81 +117,43 @@ def _graph_file(paths: list[str]) -> Path | None:
     return existing[0] if len(existing) == 1 else None
 
 
-def _save_temporary(model: Model | ir.Model) -> tuple[Path, Path]:
-    """Write the model (with its node metadata, so Netron shows provenance) to a
-    temporary .onnx file; returns (file, folder to delete later)."""
-    name = model.name if isinstance(model, Model) else (model.graph.name or "model")
-    folder = Path(tempfile.mkdtemp(prefix="workbench-netron-"))
-    # a file name, not a layer name: only characters safe in any file system are kept
-    path = folder / (re.sub(r"[^\w.-]", "_", name) + ".onnx")
-    ir.save(model.ir if isinstance(model, Model) else model, path)
-    return path, folder
+def _file_name(name: str) -> str:
+    """A layer or model name made safe as a file name in any file system."""
+    return re.sub(r"[^\w.-]", "_", name) or "model"
 
 
-def _serve(path: Path, temporary_dir: Path | None) -> NetronServer:
-    root = logging.getLogger()
-    # netron.serve configures the root logger at INFO when it has no handler; a
-    # NullHandler for the duration keeps the user's logging settings unchanged
-    placeholder = logging.NullHandler() if not root.hasHandlers() else None
-    if placeholder is not None:
-        root.addHandler(placeholder)
+def _place(path: Path, folder: Path) -> None:
+    """A hard link where the file system allows it (a caffemodel can be large), else a copy."""
     try:
-        address = netron.serve(str(path), address=(HOST, 0), browse=False)
-    finally:
-        if placeholder is not None:
-            root.removeHandler(placeholder)
-    server = NetronServer(path, tuple(address), temporary_dir)
-    _servers.append(server)
-    return server
+        os.link(path, folder / path.name)
+    except OSError:
+        shutil.copyfile(path, folder / path.name)
 
 
-def serve_graph(source: ModelSource) -> NetronServer:
-    """Serve a model with Netron on 127.0.0.1 at a free port.
-
-    ``source`` is a ``Model``, an ``onnx_ir.Model``, a model file Netron reads
-    (ONNX, Caffe prototxt, ...), the files of one model, or anything ``load``
-    accepts (e.g. ``package.module:factory``).
-    """
-    if isinstance(source, (Model, ir.Model)):
-        return _serve(*_save_temporary(source))
-    paths = _as_paths(source)
-    graph_file = _graph_file(paths)
-    if graph_file is not None:
-        return _serve(graph_file, None)
-    return _serve(*_save_temporary(load(*paths)))
-
-
-def _iframe_html(url: str, height: int) -> str:
-    return f'<iframe src="{html.escape(url)}" width="100%" height="{height}" style="border:1px solid #ccc"></iframe>'
-
-
-def graph_view_html(
-    drawing: GraphDrawing | None, *, url: str | None, title: str, height: int = DEFAULT_HEIGHT, missing: str = ""
-) -> str:
-    """The HTML of one graph output: the live Netron iframe (when ``url`` is given)
-    and the static drawing (or why there is none) that the saved notebook keeps."""
-    parts = [f"<div><b>{html.escape(title)}</b>"]
-    if url:
-        parts.append(
-            f" <small>live Netron view at {html.escape(url)} (served by this kernel; "
-            "blank once the kernel stops)</small>" + _iframe_html(url, height)
-        )
-    if drawing is not None:
-        counts = f"{drawing.nodes_drawn} of {drawing.nodes_total} nodes, {drawing.edges_drawn} edges"
-        parts.append(
-            f"<details open><summary>static drawing ({counts}; kept in the saved notebook)"
-            f"</summary>{drawing._repr_html_()}</details>"
-        )
-    elif missing:
-        parts.append(f"<p style='color:#b35900'>no static drawing: {html.escape(missing)}</p>")
-    parts.append("</div>")
-    return "".join(parts)
-
-
-def kernel_running() -> bool:
-    """True inside a Jupyter kernel (where an iframe to a local server is live)."""
-    shell = IPython.get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
+def publish(source: ModelSource, server: JupyterServer) -> PublishedModel:
+    """Put the model where ``server`` serves it: the files as they are when ``source``
+    names files Netron reads (with their weight files beside them), else the model in
+    memory (or as ``load`` reads it) saved as ONNX with its provenance."""
+    folder = server.models / new_token()
+    folder.mkdir(mode=0o700)
+    try:
+        graph_file = None if isinstance(source, (Model, ir.Model)) else _graph_file(_as_paths(source))
+        if graph_file is not None:
+            for path in {Path(p) for p in _as_paths(source) if Path(p).is_file()}:
+                _place(path, folder)
+            opened = graph_file.name
+        else:
+            model = source if isinstance(source, (Model, ir.Model)) else load(*_as_paths(source))
+            name = model.name if isinstance(model, Model) else (model.graph.name or "model")
+            opened = _file_name(name) + ".onnx"
+            ir.save(model.ir if isinstance(model, Model) else model, folder / opened)
+        (folder / VIEW_FILE).write_text(json.dumps({"file": opened}))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    published = PublishedModel(folder, f"{server.app_url}?model={folder.name}")
+    _published.append(published)
+    return published
 
 
 def _read(source: ModelSource) -> tuple[Model | ir.Model | None, str]:
@@ -208,27 +177,81 @@ def _title(source: ModelSource, model: Model | ir.Model | None) -> str:
     return "Graph of " + " + ".join(Path(p).name for p in _as_paths(source))
 
 
+@dataclass
+class GraphView:
+    """What ``show_graph`` displays: a header with the live Netron view when there is
+    one, then the static drawing."""
+
+    title: str
+    drawing: GraphDrawing | None
+    missing: str = ""  # why there is no drawing
+    live: PublishedModel | None = None
+    live_note: str = ""  # why there is no live view
+    height: int = DEFAULT_HEIGHT
+
+    def header_html(self) -> str:
+        parts = [f"<div><b>{html.escape(self.title)}</b>"]
+        if self.drawing is not None:
+            parts.append(f" <small>drawing: {html.escape(self.drawing.caption)}</small>")
+        elif self.missing:
+            parts.append(f"<p style='color:#b35900'>no static drawing: {html.escape(self.missing)}</p>")
+        if self.live is not None:
+            parts.append(
+                "<br><small>live Netron view, served by the Jupyter server while this kernel runs "
+                "(saved notebooks keep the drawing below):</small>"
+                f'<iframe src="{html.escape(self.live.url)}" title="{html.escape(self.title)} in Netron" '
+                f'width="100%" height="{self.height}" style="border:1px solid #ccc;display:block"></iframe>'
+            )
+        elif self.live_note:
+            parts.append(f"<br><small style='color:#777'>{html.escape(self.live_note)}</small>")
+        parts.append("</div>")
+        return "".join(parts)
+
+    def _ipython_display_(self) -> None:
+        display(HTML(self.header_html()))
+        if self.drawing is not None:
+            display(self.drawing)
+
+    def _repr_html_(self) -> str:
+        """One piece of HTML, for renderers that ask for HTML only."""
+        return self.header_html() + (self.drawing.html() if self.drawing is not None else "")
+
+
 def show_graph(
     model_or_path: ModelSource,
     *,
-    static: bool | None = None,
-    height: int = DEFAULT_HEIGHT,
+    live: bool | None = None,
+    plumbing: bool = False,
     max_nodes: int = DEFAULT_MAX_NODES,
-) -> HTML | IFrame:
-    """Display a model's graph in a notebook.
+    height: int = DEFAULT_HEIGHT,
+) -> GraphView:
+    """Show a model's graph: the static drawing (plumbing hidden unless ``plumbing``),
+    and the live Netron view when the kernel runs under ``workbench lab`` or a Jupyter
+    server with the workbench extension.
 
-    ``static=None`` (default): the static SVG drawing, plus the live Netron view
-    above it when a kernel is running; ``static=True``: the drawing alone, no
-    server; ``static=False``: only the live Netron iframe.
+    ``model_or_path`` is a ``Model``, an ``onnx_ir.Model``, a model file Netron reads
+    (ONNX, Caffe prototxt, ...), the files of one model, or anything ``load`` accepts
+    (e.g. ``package.module:factory``). ``live=True`` makes a missing live view an
+    error, ``live=False`` never starts one.
     """
-    if static is False:
-        return IFrame(serve_graph(model_or_path).url, width="100%", height=height)
     model, missing = _read(model_or_path)
-    drawing = draw_graph(model, max_nodes=max_nodes) if model is not None else None
-    url = None
-    if static is None and kernel_running():
-        # a file on disk is shown as it is; otherwise the model already read in memory
-        on_disk = None if isinstance(model_or_path, (Model, ir.Model)) else _graph_file(_as_paths(model_or_path))
-        url = serve_graph(on_disk or model).url
-    title = _title(model_or_path, model)
-    return HTML(graph_view_html(drawing, url=url, title=title, height=height, missing=missing))
+    drawing = draw_graph(model, max_nodes=max_nodes, plumbing=plumbing) if model is not None else None
+    view = GraphView(_title(model_or_path, model), drawing, missing, height=height)
+    if live is False:
+        return view
+    server = JupyterServer.of_this_kernel()
+    if server is None:
+        if live:
+            raise WorkbenchError(NO_SERVER, remedy=ENABLE_SERVER)
+        view.live_note = "" if _non_interactive() else f"{NO_SERVER}: {ENABLE_SERVER}"
+        return view
+    # a file on disk is shown as it is; otherwise the model already read in memory
+    on_disk = None if isinstance(model_or_path, (Model, ir.Model)) else _graph_file(_as_paths(model_or_path))
+    shown = model_or_path if on_disk is not None or model is None else model
+    view.live = publish(shown, server)
+    return view
+
+
+def _non_interactive() -> bool:
+    """True in a kernel run by papermill/nbclient (no one could open a live view)."""
+    return not os.environ.get("JPY_SESSION_NAME")

@@ -5,32 +5,46 @@ What each panel shows is computed by plain functions (here and in
 ``pipeline.py``) that run without a browser: the rows of the tables, the status of
 each step, which layer diverges first. The widget classes only lay those out and
 call them when a button is clicked.
+
+Every panel also leaves a static snapshot of its last state in the notebook. A
+widget lives only as long as its kernel: an untrusted notebook does not render
+widgets, an HTML export has no widget state, and a widget whose kernel is gone
+shows an error. So a panel displays one output that holds both the widget view and
+the snapshot as HTML (``text/html``); whatever cannot render the widget renders the
+snapshot. After each action the panel replaces that output's data
+(``update_display``), so the saved notebook keeps the state the user last saw.
 """
 
 from __future__ import annotations
 
+import base64
+import difflib
 import html
+import io
 import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import ipywidgets as widgets
-from IPython.display import display
+from IPython.display import DisplayHandle, display
 from matplotlib.figure import Figure
 
-from ..errors import WorkbenchError
+from ..errors import InputError, WorkbenchError
 from ..graph import Model, provenance
 from ..steps.compare import Comparison, layer_tensors
-from ..steps.map_names import AMBIGUOUS, CORRECTED, UNMATCHED, NameEntry, NameMap
+from ..steps.map_names import AMBIGUOUS, CORRECTED, UNMATCHED, NameEntry, NameMap, source_layers
 from ..steps.plots import plot_difference, plot_layer_errors
 from .pipeline import STEPS, Artifact, Pipeline
 
 BUTTON_STYLES = {"pending": "", "skipped": "", "done": "success", "stale": "warning", "failed": "danger"}
+STATUS_TEXT_COLOURS = {"done": "#070", "stale": "#b35900", "failed": "#b00", "pending": "#777", "skipped": "#777"}
 DIVERGENCE_STYLE = "background:#ffd7d7;font-weight:bold"
 STATUS_COLOURS = {UNMATCHED: "#b00", AMBIGUOUS: "#b35900", CORRECTED: "#06c"}
 EDITABLE_KINDS = ("layer", "parameter")  # a layer's blobs follow it (NameMap.set)
 MAX_EDITOR_ROWS = 300  # one row is five widgets; more than this slows the browser
+SNAPSHOT_NOTE = "snapshot of the panel as last shown; interactive while its kernel runs"
 
 
 def rich_html(value: Any) -> str:
@@ -45,13 +59,73 @@ def error_html(error: WorkbenchError) -> str:
     return f"<pre style='color:#b00020;white-space:pre-wrap'>{html.escape(str(error))}</pre>"
 
 
+def figure_html(figure: Figure) -> str:
+    """A figure as an ``<img>`` that HTML sanitizers keep (a data URI, no script)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", bbox_inches="tight")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f"<img src='data:image/png;base64,{encoded}' style='max-width:100%;height:auto'>"
+
+
+class SnapshotPanel:
+    """A widget displayed together with an HTML snapshot of its state (see the module
+    docstring). Subclasses are ipywidgets and define ``snapshot_html`` and ``summary``."""
+
+    _display: DisplayHandle | None = None
+    _listeners: list[Callable[[], None]]
+
+    def snapshot_html(self) -> str:
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        """One line for text-only renderers."""
+        raise NotImplementedError
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after the panel changes (a panel showing this one refreshes its snapshot)."""
+        self._listeners.append(listener)
+
+    def mimebundle(self) -> dict[str, Any]:
+        data = widgets.Widget._repr_mimebundle_(self)
+        data["text/plain"] = self.summary()
+        data["text/html"] = (
+            f"<div class='workbench-snapshot'><small style='color:#777'>{SNAPSHOT_NOTE}</small>"
+            f"{self.snapshot_html()}</div>"
+        )
+        return data
+
+    def _ipython_display_(self) -> None:
+        self._display = display(self.mimebundle(), raw=True, display_id=True)
+
+    def publish(self) -> None:
+        """Bring the displayed snapshot in line with the panel's state."""
+        if self._display is not None:
+            self._display.update(self.mimebundle(), raw=True)
+        for listener in self._listeners:
+            listener()
+
+
+# ---------------------------------------------------------------- pipeline stepper
+
+
 def artifact_html(artifact: Artifact) -> str:
     """One step's output: what it was made from, how long it took, its result or error."""
-    made_from = f" from {html.escape(artifact.made_from)}" if artifact.made_from else ""
+    made_from = f" from {html.escape(', '.join(artifact.inputs))}" if artifact.inputs else ""
     header = f"<div><b>{html.escape(artifact.label)}</b>{made_from} <small>({artifact.seconds:.2f} s)</small></div>"
     if artifact.error is not None:
         return header + error_html(artifact.error)
     return header + rich_html(artifact.value)
+
+
+def artifact_summary(artifact: Artifact | None) -> str:
+    """One line: the error, the step's report summary, or a comparison's verdict."""
+    if artifact is None:
+        return ""
+    if artifact.error is not None:
+        return artifact.error.what
+    if isinstance(artifact.value, Comparison):
+        return "outputs agree" if artifact.value.ok else "outputs DIFFER"
+    return artifact.report.summary if artifact.report is not None else ""
 
 
 def step_title(pipeline: Pipeline, step: str) -> str:
@@ -63,19 +137,40 @@ def step_title(pipeline: Pipeline, step: str) -> str:
     return f"{step}: {status} ({artifact.label}, {artifact.seconds:.2f} s)"
 
 
-class PipelineStepper(widgets.VBox):
+def steps_table_html(pipeline: Pipeline) -> str:
+    """Every step with its status, the artifact it shows, what that was made from and why it is stale."""
+    rows = []
+    for step in STEPS:
+        status = pipeline.status(step)
+        artifact = pipeline.current.get(step)
+        note = pipeline.why_stale(step) if status == "stale" else artifact_summary(artifact)
+        rows.append(
+            f"<tr><td>{step}</td><td style='color:{STATUS_TEXT_COLOURS[status]}'>{status}</td>"
+            f"<td>{html.escape(artifact.label) if artifact else ''}</td>"
+            f"<td>{html.escape(', '.join(artifact.inputs)) if artifact else ''}</td>"
+            f"<td>{f'{artifact.seconds:.2f} s' if artifact else ''}</td><td>{html.escape(note)}</td></tr>"
+        )
+    return (
+        "<table><tr><th>step</th><th>status</th><th>artifact</th><th>made from</th><th>time</th>"
+        f"<th>summary</th></tr>{''.join(rows)}</table>"
+    )
+
+
+class PipelineStepper(SnapshotPanel, widgets.VBox):
     """Buttons for load → simplify → fold_bn → check → write → compare, each step's
     report below, and a comparison of any two kept artifacts."""
 
     def __init__(self, pipeline: Pipeline) -> None:
+        self._listeners = []
         self.pipeline = pipeline
+        self.explorer: ComparisonExplorer | None = None
         self.step_buttons = {step: widgets.Button(description=step) for step in STEPS}
         for step, button in self.step_buttons.items():
             button.on_click(lambda _, step=step: self.run(step))
         self.run_all_button = widgets.Button(description="run all", icon="forward")
         self.run_all_button.on_click(lambda _: self.run_all())
         self.switches = {
-            step: widgets.Checkbox(value=enabled, description=step, indent=False)
+            step: widgets.Checkbox(value=enabled, description=step, indent=False, layout=widgets.Layout(width="auto"))
             for step, enabled in pipeline.enabled.items()
         }
         for step, switch in self.switches.items():
@@ -87,14 +182,9 @@ class PipelineStepper(widgets.VBox):
         self.compare_button = widgets.Button(description="compare")
         self.compare_button.on_click(lambda _: self.compare_chosen())
         self.comparison_view = widgets.VBox()
-        source = " ".join(str(s) for s in pipeline.source)
-        title = widgets.HTML(
-            f"<b>{html.escape(source)}</b> → <b>{html.escape(pipeline.target)}</b> "
-            f"<small>into {html.escape(str(pipeline.outdir))}</small>"
-        )
         super().__init__(
             [
-                title,
+                widgets.HTML(self.title_html()),
                 widgets.HBox([widgets.Label("steps on:"), *self.switches.values()]),
                 widgets.HBox([*self.step_buttons.values(), self.run_all_button]),
                 self.steps_view,
@@ -102,7 +192,16 @@ class PipelineStepper(widgets.VBox):
                 self.comparison_view,
             ]
         )
+        self.add_class("workbench-panel")
         self.refresh()
+
+    def title_html(self) -> str:
+        pipeline = self.pipeline
+        source = " ".join(str(s) for s in pipeline.source)
+        return (
+            f"<b>{html.escape(source)}</b> → <b>{html.escape(pipeline.target)}</b> "
+            f"<small>into {html.escape(str(pipeline.outdir))}</small>"
+        )
 
     def run(self, step: str) -> Artifact:
         artifact = self.pipeline.run(step)
@@ -118,37 +217,42 @@ class PipelineStepper(widgets.VBox):
         """Compare the two artifacts chosen in the dropdowns, layer by layer, and
         show the comparison explorer for them."""
         reference, candidate = self.reference_choice.value, self.candidate_choice.value
+        self.explorer = None
         if not reference or not candidate:
             self.comparison_view.children = [widgets.HTML("<i>run a step that makes a model first</i>")]
-            return None
-        try:
-            comparison = self.pipeline.compare(reference, candidate)
-        except WorkbenchError as error:
-            self.comparison_view.children = [widgets.HTML(error_html(error))]
-            return None
-        explorer = ComparisonExplorer(
-            comparison,
-            reference=self.pipeline.artifact(reference).value,
-            candidate=self.pipeline.artifact(candidate).value,
-        )
-        self.comparison_view.children = [explorer]
-        return explorer
+        else:
+            try:
+                comparison = self.pipeline.compare(reference, candidate)
+            except WorkbenchError as error:
+                self.comparison_view.children = [widgets.HTML(error_html(error))]
+            else:
+                self.explorer = ComparisonExplorer(
+                    comparison,
+                    reference=self.pipeline.artifact(reference).value,
+                    candidate=self.pipeline.artifact(candidate).value,
+                )
+                self.explorer.on_change(self.publish)
+                self.comparison_view.children = [self.explorer]
+        self.publish()
+        return self.explorer
 
     def _switch(self, step: str, enabled: bool) -> None:
         self.pipeline.enabled[step] = enabled
         self.refresh()
 
     def refresh(self, opened: str | None = None) -> None:
-        """Bring every widget in line with the pipeline's state."""
+        """Bring every widget, and the snapshot, in line with the pipeline's state."""
         pipeline = self.pipeline
         for index, step in enumerate(STEPS):
             status = pipeline.status(step)
             button = self.step_buttons[step]
             button.button_style = BUTTON_STYLES[status]
             button.disabled = status == "skipped" or pipeline.missing_before(step) is not None
-            button.tooltip = step_title(pipeline, step)
+            button.tooltip = pipeline.why_stale(step) or step_title(pipeline, step)
             artifact = pipeline.current.get(step)
-            self.step_views[step].value = artifact_html(artifact) if artifact else ""
+            stale = pipeline.why_stale(step)
+            warning = f"<p style='color:#b35900'>stale: {html.escape(stale)}; run it again</p>" if stale else ""
+            self.step_views[step].value = warning + artifact_html(artifact) if artifact else ""
             self.steps_view.set_title(index, step_title(pipeline, step))
         if opened is not None:
             self.steps_view.selected_index = STEPS.index(opened)
@@ -160,6 +264,26 @@ class PipelineStepper(widgets.VBox):
             self.candidate_choice.options = labels
             self.reference_choice.value = reference or (labels[0] if labels else None)
             self.candidate_choice.value = labels[-1] if labels else None
+        self.publish()
+
+    def summary(self) -> str:
+        states = ", ".join(f"{step} {self.pipeline.status(step)}" for step in STEPS)
+        return f"<PipelineStepper {' '.join(map(str, self.pipeline.source))} → {self.pipeline.target}: {states}>"
+
+    def snapshot_html(self) -> str:
+        details = "".join(
+            f"<details><summary>{html.escape(step_title(self.pipeline, step))}</summary>"
+            f"{artifact_html(self.pipeline.current[step])}</details>"
+            for step in STEPS
+            if step in self.pipeline.current
+        )
+        compared = (
+            f"<p><b>Compared</b> {html.escape(self.reference_choice.value or '')} with "
+            f"{html.escape(self.candidate_choice.value or '')}:</p>{self.explorer.snapshot_html()}"
+            if self.explorer is not None
+            else ""
+        )
+        return f"<div>{self.title_html()}{steps_table_html(self.pipeline)}{details}{compared}</div>"
 
 
 def pipeline_stepper(
@@ -174,14 +298,18 @@ def pipeline_stepper(
     return PipelineStepper(Pipeline(source, target, outdir, input_shape=input_shape, options=options))
 
 
+# ---------------------------------------------------------------- comparison explorer
+
+
 @dataclass(frozen=True)
 class LayerRow:
-    """One compared layer of a comparison report."""
+    """One compared layer of a comparison."""
 
-    reported: int  # index in the report's "layers" (the comparison's own order)
+    reported: int  # index in the comparison's layers (its own order)
     position: int  # topological position in the reference graph; -1 if unknown
-    source: str
-    target: str
+    layers: str  # the source layers it stands for, as the user named them (module paths, layer names)
+    source: str  # the reference runner's output name
+    target: str  # the candidate runner's output name
     max_abs: float  # inf when the shapes differ
     mean_abs: float
     max_rel: float
@@ -189,8 +317,13 @@ class LayerRow:
     first_divergence: bool
 
     @property
+    def name(self) -> str:
+        """What the user calls this layer: its source layers, else the output name."""
+        return self.layers or self.source
+
+    @property
     def label(self) -> str:
-        return f"{self.source} → {self.target} (max abs {self.max_abs:.3g})"
+        return f"{self.name} (max abs {self.max_abs:.3g})"
 
 
 def _names(value: Any) -> list[str]:
@@ -215,25 +348,38 @@ def graph_positions(model: Model) -> dict[str, int]:
     return positions
 
 
-def layer_rows(report: Mapping[str, Any], positions: Mapping[str, int] | None = None) -> list[LayerRow]:
-    """The rows of a comparison report (``Comparison.to_report()`` or a saved
-    ``compare --report`` JSON) in topological order when ``positions`` (from
-    ``graph_positions``) are given, else as reported; the first divergence flagged.
-    A row naming several layers (a fused layer) sits at the latest of them, where
-    its output is."""
-    divergence = report.get("first_divergence") or {}
+def _report_layers(comparison: Comparison | Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The layers (with their source layers) and the first divergence, from a
+    ``Comparison`` or from its saved report (``compare --report`` JSON)."""
+    if isinstance(comparison, Comparison):
+        report = comparison.to_report()
+        layers = [{**row, "layers": list(pair.layers)} for row, pair in zip(report["layers"], comparison.layers)]
+        return layers, report.get("first_divergence") or {}
+    return list(comparison.get("layers", [])), comparison.get("first_divergence") or {}
+
+
+def layer_rows(
+    comparison: Comparison | Mapping[str, Any], positions: Mapping[str, int] | None = None
+) -> list[LayerRow]:
+    """The rows of a comparison (a ``Comparison``, or a saved report) in topological
+    order when ``positions`` (from ``graph_positions``) are given, else as compared;
+    the first divergence flagged. A row naming several layers (a fused layer) sits at
+    the latest of them, where its output is."""
+    layers, divergence = _report_layers(comparison)
     diverging = (_names(divergence.get("source")), _names(divergence.get("target")))
     flagged = False
     rows = []
-    for reported, layer in enumerate(report.get("layers", [])):
+    for reported, layer in enumerate(layers):
         names = (_names(layer.get("source")), _names(layer.get("target")))
-        known = [positions[n] for n in (*names[0], *names[1]) if positions and n in positions]
+        sources = _names(layer.get("layers"))
+        known = [positions[n] for n in (*sources, *names[0], *names[1]) if positions and n in positions]
         is_divergence = bool(divergence) and not flagged and names == diverging
         flagged |= is_divergence
         rows.append(
             LayerRow(
                 reported=reported,
                 position=max(known) if known else -1,
+                layers=", ".join(sources),
                 source=", ".join(names[0]),
                 target=", ".join(names[1]),
                 max_abs=_statistic(layer.get("max_abs")),
@@ -254,17 +400,17 @@ def first_divergence_index(rows: Sequence[LayerRow]) -> int | None:
 
 
 def layer_table_html(rows: Sequence[LayerRow]) -> str:
-    """The per-layer table, the first divergence highlighted."""
+    """The per-layer table, source layers first, the first divergence highlighted."""
     body = "".join(
         f"<tr style='{DIVERGENCE_STYLE if row.first_divergence else ''}'>"
-        f"<td>{index}</td><td>{html.escape(row.source)}</td><td>{html.escape(row.target)}</td>"
-        f"<td>{row.max_abs:.3g}</td><td>{row.mean_abs:.3g}</td><td>{row.max_rel:.3g}</td>"
-        f"<td>{row.cosine:.6f}</td></tr>"
+        f"<td>{index}</td><td>{html.escape(row.name)}</td><td>{html.escape(row.source)}</td>"
+        f"<td>{html.escape(row.target)}</td><td>{row.max_abs:.3g}</td><td>{row.mean_abs:.3g}</td>"
+        f"<td>{row.max_rel:.3g}</td><td>{row.cosine:.6f}</td></tr>"
         for index, row in enumerate(rows)
     )
     return (
-        "<table><tr><th>#</th><th>source</th><th>target</th><th>max abs</th><th>mean abs</th>"
-        f"<th>max rel</th><th>cosine</th></tr>{body}</table>"
+        "<table><tr><th>#</th><th>source layers</th><th>reference output</th><th>candidate output</th>"
+        f"<th>max abs</th><th>mean abs</th><th>max rel</th><th>cosine</th></tr>{body}</table>"
     )
 
 
@@ -294,12 +440,12 @@ def layer_figure(
     layer marked."""
     if reference is not None and candidate is not None:
         expected, found = layer_tensors(reference, candidate, row.source, row.target, inputs)
-        return plot_difference(expected, found, title=f"{row.target} against {row.source}")
+        return plot_difference(expected, found, title=f"{row.name}: {row.target} against {row.source}")
     figure = plot_layer_errors(comparison)
     axes = figure.axes[0]
     axes.axvline(row.reported, color="#06c", linestyle=":")
     axes.annotate(
-        row.target,
+        row.name,
         (row.reported, 1.0),
         xycoords=("data", "axes fraction"),
         color="#06c",
@@ -309,9 +455,9 @@ def layer_figure(
     return figure
 
 
-class ComparisonExplorer(widgets.VBox):
-    """A comparison's per-layer table in graph order, the first divergence
-    highlighted, and a layer selector showing that layer's error figure.
+class ComparisonExplorer(SnapshotPanel, widgets.VBox):
+    """A comparison's per-layer table in graph order, named by source layers, the
+    first divergence highlighted, and a layer selector showing that layer's figure.
 
     With the ``reference`` and ``candidate`` artifacts (and the ``inputs``) that
     were compared, the selected layer is run again to plot its difference
@@ -326,10 +472,11 @@ class ComparisonExplorer(widgets.VBox):
         inputs: Any = None,
         model: Model | None = None,
     ) -> None:
+        self._listeners = []
         self.comparison = comparison
         self.reference, self.candidate, self.inputs = reference, candidate, inputs
         graph = model if model is not None else reference if isinstance(reference, Model) else None
-        self.rows = layer_rows(comparison.to_report(), graph_positions(graph) if graph is not None else None)
+        self.rows = layer_rows(comparison, graph_positions(graph) if graph is not None else None)
         self.figure: Figure | None = None
         self.table = widgets.HTML(f"<div style='max-height:320px;overflow:auto'>{layer_table_html(self.rows)}</div>")
         self.layer_choice = widgets.Dropdown(
@@ -341,6 +488,7 @@ class ComparisonExplorer(widgets.VBox):
         super().__init__(
             [widgets.HTML(comparison_summary_html(comparison)), self.table, self.layer_choice, self.figure_view]
         )
+        self.add_class("workbench-panel")
         if self.rows:
             self.layer_choice.value = first_divergence_index(self.rows) or 0
             self.show_layer(self.layer_choice.value)
@@ -352,7 +500,28 @@ class ComparisonExplorer(widgets.VBox):
         self.figure_view.clear_output(wait=True)
         with self.figure_view:
             display(self.figure)
+        self.publish()
         return self.figure
+
+    def summary(self) -> str:
+        return (
+            f"<ComparisonExplorer {self.comparison.candidate} vs {self.comparison.reference}: {len(self.rows)} layers>"
+        )
+
+    def snapshot_html(self) -> str:
+        chosen = ""
+        if self.figure is not None and self.rows:
+            row = self.rows[self.layer_choice.value]
+            chosen = (
+                f"<p>layer {self.layer_choice.value}: <b>{html.escape(row.label)}</b></p>{figure_html(self.figure)}"
+            )
+        return (
+            f"{comparison_summary_html(self.comparison)}"
+            f"<div style='max-height:320px;overflow:auto'>{layer_table_html(self.rows)}</div>{chosen}"
+        )
+
+
+# ---------------------------------------------------------------- name-map editor
 
 
 @dataclass(frozen=True)
@@ -421,16 +590,46 @@ def name_map_rows(
     return rows
 
 
-def apply_edits(name_map: NameMap, edits: Mapping[str, str]) -> list[str]:
+def known_source_layers(name_map: NameMap, source: Model | None = None) -> set[str]:
+    """The source layer names an edit may name: the source model's layers (and inputs)
+    when it is given, else every source layer the map already knows."""
+    if source is not None:
+        return set(source_layers(source).ops)
+    return {name for entry in name_map for name in entry.sources} | set(name_map.unmatched_sources)
+
+
+def _unknown_sources_error(unknown: Mapping[str, list[str]], known: Iterable[str]) -> InputError:
+    known = sorted(known)
+    found = []
+    for target, names in unknown.items():
+        for name in names:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            found.append(f"{target}: {name}{hint}")
+    return InputError(
+        "the edits name source layers the model does not have; nothing was changed",
+        expected="layer names of the source model, comma-separated",
+        found="; ".join(found),
+        remedy="pick names from the drop-down, or see map_names(...).unmatched_sources",
+    )
+
+
+def apply_edits(name_map: NameMap, edits: Mapping[str, str], known: Iterable[str] | None = None) -> list[str]:
     """Set every entry whose edited sources (target name -> comma-separated text)
-    differ from the map's; returns the targets changed."""
-    changed = []
-    for target, text in edits.items():
-        sources = parse_sources(text)
-        if list(name_map[target].sources) != sources:
-            name_map.set(target, sources)
-            changed.append(target)
-    return changed
+    differ from the map's; returns the targets changed. With ``known`` source layer
+    names, an edit naming any other layer is refused (an ``InputError`` listing each,
+    with close matches) and no entry is changed."""
+    changed = {target: parse_sources(text) for target, text in edits.items()}
+    changed = {target: sources for target, sources in changed.items() if list(name_map[target].sources) != sources}
+    if known is not None:
+        known = set(known)
+        unknown = {t: [s for s in sources if s not in known] for t, sources in changed.items()}
+        unknown = {t: names for t, names in unknown.items() if names}
+        if unknown:
+            raise _unknown_sources_error(unknown, known)
+    for target, sources in changed.items():
+        name_map.set(target, sources)
+    return list(changed)
 
 
 def name_map_counts_html(name_map: NameMap) -> str:
@@ -448,18 +647,47 @@ def name_map_counts_html(name_map: NameMap) -> str:
     return f"<div><b>Name map</b> ({html.escape(name_map.target_format)}): {', '.join(parts)}{lost}</div>"
 
 
-class NameMapEditor(widgets.VBox):
-    """A table of name-map entries whose source layers can be edited, unmatched and
-    ambiguous entries highlighted, with apply, save and load."""
+def name_map_table_html(rows: Sequence[NameMapRow]) -> str:
+    body = "".join(
+        f"<tr><td>{html.escape(row.target)} <small>{html.escape(row.kind)} {html.escape(row.op)}</small></td>"
+        f"<td>{html.escape(row.sources)}</td><td><small>{html.escape(row.shapes)}</small></td>"
+        f"<td><small>{html.escape(row.transforms)}</small></td>"
+        f"<td style='color:{STATUS_COLOURS.get(row.status, 'inherit')}'>{html.escape(row.status)}</td></tr>"
+        for row in rows
+    )
+    return (
+        "<table><tr><th>target</th><th>source layers</th><th>shapes</th><th>transforms</th><th>status</th></tr>"
+        f"{body}</table>"
+    )
 
-    def __init__(self, name_map: NameMap, path: str | Path = "name_map.json", max_rows: int = MAX_EDITOR_ROWS) -> None:
+
+class NameMapEditor(SnapshotPanel, widgets.VBox):
+    """A table of name-map entries whose source layers can be edited, unmatched and
+    ambiguous entries highlighted, with apply, save and load. Edits are checked
+    against the source model's layers (``source``; without it, against the layers
+    the map already names) before anything changes."""
+
+    def __init__(
+        self,
+        name_map: NameMap,
+        path: str | Path = "name_map.json",
+        max_rows: int = MAX_EDITOR_ROWS,
+        *,
+        source: Model | None = None,
+    ) -> None:
+        self._listeners = []
         self.name_map = name_map
+        self.source = source
         self.max_rows = max_rows
         self.source_fields: dict[str, widgets.Combobox] = {}
-        self.summary = widgets.HTML()
+        self.summary_view = widgets.HTML()
         self.only_attention = widgets.Checkbox(description="only unmatched / ambiguous", indent=False)
         self.only_attention.observe(lambda _: self.refresh(), names="value")
-        self.table = widgets.GridBox(layout=widgets.Layout(grid_template_columns="1.2fr 2fr 1.4fr 1.2fr 0.6fr"))
+        self.table = widgets.GridBox(
+            layout=widgets.Layout(
+                grid_template_columns="1.2fr 2fr 1.4fr 1.2fr 0.6fr", max_height="480px", overflow="auto"
+            )
+        )
         self.apply_button = widgets.Button(description="apply edits", icon="check")
         self.apply_button.on_click(lambda _: self.apply())
         self.path = widgets.Text(value=str(path), description="file")
@@ -470,35 +698,45 @@ class NameMapEditor(widgets.VBox):
         self.message = widgets.HTML()
         super().__init__(
             [
-                self.summary,
+                self.summary_view,
                 self.only_attention,
                 self.table,
                 widgets.HBox([self.apply_button, self.path, self.save_button, self.load_button]),
                 self.message,
             ]
         )
+        self.add_class("workbench-panel")
         self.refresh()
+
+    @property
+    def known_sources(self) -> set[str]:
+        return known_source_layers(self.name_map, self.source)
 
     def edits(self) -> dict[str, str]:
         """The source fields as currently typed, by target name."""
         return {target: field.value for target, field in self.source_fields.items()}
 
-    def apply(self) -> list[str]:
+    def apply(self) -> list[str] | None:
+        """Apply the typed edits; None (and the reason shown) when they were refused."""
         try:
-            changed = apply_edits(self.name_map, self.edits())
+            changed = apply_edits(self.name_map, self.edits(), self.known_sources)
         except WorkbenchError as error:
             self.message.value = error_html(error)
-            return []
-        self.refresh()
+            self.publish()
+            return None
         self.message.value = f"set by hand: {html.escape(', '.join(changed))}" if changed else "nothing changed"
+        self.refresh()
         return changed
 
-    def save(self) -> Path:
-        """Apply the edits, then write the map as JSON to the file named in the panel."""
-        self.apply()
+    def save(self) -> Path | None:
+        """Apply the edits, then write the map as JSON to the file named in the panel
+        (nothing is written when an edit was refused)."""
+        if self.apply() is None:
+            return None
         path = Path(self.path.value)
         self.name_map.save(path)
         self.message.value = f"saved {len(self.name_map)} entries to {html.escape(str(path))}"
+        self.publish()
         return path
 
     def load(self) -> NameMap | None:
@@ -507,9 +745,10 @@ class NameMapEditor(widgets.VBox):
             self.name_map = NameMap.load(self.path.value)
         except WorkbenchError as error:
             self.message.value = error_html(error)
+            self.publish()
             return None
-        self.refresh()
         self.message.value = f"loaded {len(self.name_map)} entries from {html.escape(self.path.value)}"
+        self.refresh()
         return self.name_map
 
     def refresh(self) -> None:
@@ -539,10 +778,25 @@ class NameMapEditor(widgets.VBox):
                 ),
             ]
         self.table.children = cells
-        cut = (
-            f"<br><i>showing {len(shown)} of {len(rows)} entries; tick 'only unmatched / ambiguous' "
+        self.summary_view.value = name_map_counts_html(self.name_map) + self._cut_note(len(shown), len(rows))
+        self.publish()
+
+    @staticmethod
+    def _cut_note(shown: int, total: int) -> str:
+        if total <= shown:
+            return ""
+        return (
+            f"<br><i>showing {shown} of {total} entries; tick 'only unmatched / ambiguous' "
             "or edit the rest with NameMap.set</i>"
-            if len(rows) > len(shown)
-            else ""
         )
-        self.summary.value = name_map_counts_html(self.name_map) + cut
+
+    def summary(self) -> str:
+        return f"<NameMapEditor {self.name_map!r}>"
+
+    def snapshot_html(self) -> str:
+        rows = name_map_rows(self.name_map, only_attention=self.only_attention.value)
+        shown = rows[: self.max_rows]
+        return (
+            f"{name_map_counts_html(self.name_map)}{self._cut_note(len(shown), len(rows))}"
+            f"<div style='max-height:480px;overflow:auto'>{name_map_table_html(shown)}</div>{self.message.value}"
+        )

@@ -2,21 +2,28 @@
 by step for one source and one target, keeping every artifact.
 
 This is the logic behind the pipeline stepper panel, with no widgets, so scripts
-and tests can drive it. Each step takes the latest model of the steps before it;
-re-running a step keeps its earlier artifacts (any two models can still be
-compared) and marks the steps after it stale, since they were computed from the
-artifact it replaced.
+and tests can drive it. Each step reads the latest model of the enabled steps
+before it (``compare`` reads the source as loaded and the written files). Every
+artifact records what it was made from and with which settings, so its status is
+derived, never remembered: a step is *stale* when the artifacts it would read now
+are not the ones it read (an earlier step re-ran, a step was switched on or off),
+when one of those is stale itself, or when the target or options changed. A stale
+step stays stale until it runs again. Re-running a step keeps its earlier artifacts,
+so any two models can still be compared.
+
+The step functions are called in one place, ``Pipeline._step_function``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ..errors import InputError, WorkbenchError
-from ..graph import Model, StepReport
+from ..graph import StepReport
 from ..readers import load
 from ..steps.check import check
 from ..steps.compare import Comparison, compare
@@ -27,6 +34,7 @@ from ..writers import write
 STEPS = ("load", "simplify", "fold_bn", "check", "write", "compare")
 OPTIONAL_STEPS = ("simplify", "fold_bn")
 MODEL_STEPS = ("load", "simplify", "fold_bn")
+TARGET_STEPS = ("check", "write", "compare")  # their result depends on the target and its options
 
 
 @dataclass
@@ -38,7 +46,13 @@ class Artifact:
     value: Any = None  # Model, check report, WrittenFiles or Comparison
     error: WorkbenchError | None = None
     seconds: float = 0.0
-    made_from: str | None = None  # label of the artifact this step read
+    inputs: tuple[str, ...] = ()  # labels of the artifacts this step read
+    settings: tuple = ()  # target and options, for the steps that depend on them
+
+    @property
+    def made_from(self) -> str | None:
+        """The label of the model this step read (None for load)."""
+        return self.inputs[0] if self.inputs else None
 
     @property
     def ok(self) -> bool:
@@ -67,7 +81,6 @@ class Pipeline:
     enabled: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(OPTIONAL_STEPS, True))
     history: list[Artifact] = field(default_factory=list)
     current: dict[str, Artifact] = field(default_factory=dict)
-    stale: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if isinstance(self.source, (str, Path)):
@@ -90,14 +103,41 @@ class Pipeline:
             return "pending"
         if not artifact.ok:
             return "failed"
-        return "stale" if step in self.stale else "done"
+        return "stale" if self.why_stale(step) else "done"
+
+    def why_stale(self, step: str) -> str:
+        """Why the step's current artifact no longer follows from the steps before it ("" if it does)."""
+        artifact = self.current.get(step)
+        if artifact is None or not artifact.ok:
+            return ""
+        expected = self.inputs_of(step)
+        if artifact.inputs != expected:
+            was = ", ".join(artifact.inputs) or "nothing"
+            return f"made from {was}; would now read {', '.join(expected) or 'nothing'}"
+        if artifact.settings != self._settings(step):
+            return "the target or its options changed"
+        for label in expected:
+            earlier = self.artifact(label).step
+            if self.why_stale(earlier):
+                return f"{label} is stale"
+        return ""
 
     def model_before(self, step: str) -> Artifact | None:
-        """The artifact of the nearest earlier model step that ran, if any."""
+        """The artifact of the nearest earlier enabled model step that ran, if any."""
         for earlier in reversed(STEPS[: STEPS.index(step)]):
             if earlier in MODEL_STEPS and self.status(earlier) in ("done", "stale"):
                 return self.current[earlier]
         return None
+
+    def inputs_of(self, step: str) -> tuple[str, ...]:
+        """The labels of the artifacts the step would read if it ran now."""
+        if step == "load":
+            return ()
+        if step == "compare":
+            sources = [self.current.get(s) for s in ("load", "write")]
+            return tuple(a.label for a in sources if a is not None and a.ok)
+        model = self.model_before(step)
+        return (model.label,) if model else ()
 
     def missing_before(self, step: str) -> str | None:
         """The earlier step that must run first, or None if ``step`` can run now."""
@@ -118,19 +158,17 @@ class Pipeline:
         missing = self.missing_before(step)
         if missing:
             raise InputError(f"{step} needs {missing} to run first", remedy=f"run {missing}")
-        made_from = self.model_before(step) if step != "load" else None
+        inputs = self.inputs_of(step)
         number = 1 + sum(1 for artifact in self.history if artifact.step == step)
-        artifact = Artifact(f"{step} #{number}", step, made_from=made_from.label if made_from else None)
+        artifact = Artifact(f"{step} #{number}", step, inputs=inputs, settings=self._settings(step))
         start = time.perf_counter()
         try:
-            artifact.value = self._step_function(step)(made_from.value if made_from else None)
+            artifact.value = self._step_function(step)(*(self.artifact(label).value for label in inputs))
         except WorkbenchError as error:
             artifact.error = error
         artifact.seconds = time.perf_counter() - start
         self.history.append(artifact)
         self.current[step] = artifact
-        self.stale.discard(step)
-        self.stale.update(later for later in STEPS[STEPS.index(step) + 1 :] if later in self.current)
         return artifact
 
     def run_all(self) -> list[Artifact]:
@@ -163,10 +201,13 @@ class Pipeline:
         """Compare two kept artifacts (by label), layer by layer by default."""
         return compare(self.artifact(reference).value, self.artifact(candidate).value, per_layer=per_layer)
 
-    def _step_function(self, step: str) -> Callable[[Any], Any]:
-        """The step as a function of the model before it."""
+    def _settings(self, step: str) -> tuple:
+        return (self.target, tuple(sorted(self.options.items()))) if step in TARGET_STEPS else ()
+
+    def _step_function(self, step: str) -> Callable[..., Any]:
+        """The step as a function of the artifacts it reads (``inputs_of``)."""
         if step == "load":
-            return lambda _: load(*self.source, input_shape=self.input_shape)
+            return lambda: load(*self.source, input_shape=self.input_shape)
         if step == "simplify":
             return simplify
         if step == "fold_bn":
@@ -175,5 +216,5 @@ class Pipeline:
             return lambda model: check(model, self.target, **self.options)
         if step == "write":
             return lambda model: write(model, self.outdir, self.target, **self.options)
-        written = self.current["write"].value
-        return lambda model: compare(model, written, per_layer=True)
+        # the source as loaded against the written files, layer by layer
+        return lambda source, written: compare(source, written, per_layer=True)

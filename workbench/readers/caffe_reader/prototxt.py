@@ -100,7 +100,9 @@ def _text_schema() -> descriptor_pool.DescriptorPool:
 
 
 _TEXT_SCHEMA = _text_schema()
-TextNetParameter: Any = message_factory.GetMessageClass(_TEXT_SCHEMA.FindMessageTypeByName("workbench.caffe.NetParameter"))
+TextNetParameter: Any = message_factory.GetMessageClass(
+    _TEXT_SCHEMA.FindMessageTypeByName("workbench.caffe.NetParameter")
+)
 TextLayerParameter: Any = message_factory.GetMessageClass(
     _TEXT_SCHEMA.FindMessageTypeByName("workbench.caffe.LayerParameter")
 )

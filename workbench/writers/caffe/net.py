@@ -17,6 +17,23 @@ implements is recorded next to it, so name mapping never parses names.
 Element-wise layers (ReLU, BatchNorm, Scale, ...) are written in place
 (``top == bottom``, the usual Caffe style) when no later node reads the blob
 they overwrite and it is not a graph output.
+
+Three rules hold for every node:
+
+* **Constants used as data** (a Concat with a constant piece, ``Max(x, c)``) get
+  a blob of their own: the graph input of the highest rank is cut down to its
+  first element ``e`` (one Slice per axis longer than 1) and an InnerProduct with zero weights
+  and the flattened constant as its bias gives ``0 * e + c = c`` exactly (for a
+  finite ``e``), reshaped to the constant's shape. Constants that a layer stores
+  as weights never take this path.
+* **A graph output of rank below 2 is refused**: OpenCV DNN returns a blob of
+  rank 0 or 1 as a column ``(n, 1)`` where BVLC Caffe keeps ``(n,)``, so the two
+  runtimes would give different shapes (the numbers agree). Restoring the shape
+  in our own runner would hide that from the one place a user finds out; network
+  outputs carry a batch axis, so the remedy is to keep it.
+* **A graph output that is a graph input** (through ``Identity``, ``Dropout``, a
+  one-input ``Max``...) is copied by a Split layer: a Caffe net whose output is
+  its input blob has no layer to compute it, and OpenCV refuses to run it.
 """
 
 from __future__ import annotations
@@ -30,10 +47,10 @@ import onnx_ir as ir
 from ...errors import Problem
 from ...formats import caffe_pb2
 from ...graph import provenance
-from ...graph.converter import ConverterContext, OnnxNodeContext
+from ...graph.converter import ConverterContext, OnnxNodeContext, constant_value
 from ...graph.names import UniqueNames
 from ...graph.opset import opset_of
-from ...graph.shapes import constant, static_shape
+from ...graph.shapes import static_shape
 from ...registry import Registry
 
 TARGET = "Caffe"
@@ -100,11 +117,12 @@ class CaffeNet:
         self.transposed: dict[ir.Value, tuple[ir.Node, tuple[int, ...]]] = {}
         self.absorbed: set[ir.Node] = set()  # nodes already written by an earlier node's layer
         self._blob_of: dict[ir.Value, str] = {}
-        self._values_in_blob: dict[str, list[ir.Value]] = {}
+        self._current: dict[str, list[ir.Value]] = {}  # the graph values a blob holds since its last write
         self._input_blobs: set[str] = set()
         self._names = UniqueNames()
         self._base_names: dict[ir.Node, str] = {}
-        self._converted: set[ir.Node] = set()
+        self._element: str | None = None  # an input's first element, the source of constant blobs
+        self._element_source: ir.Value | None = None
 
     def context(self, node: ir.Node) -> CaffeNodeContext:
         """The context a converter writes ``node`` through."""
@@ -126,17 +144,18 @@ class CaffeNet:
         return self.unique(base if role is None else f"{base}/{role}")
 
     # blobs -------------------------------------------------------------------
-    def bottom(self, ctx: ConverterContext, value: ir.Value | None) -> str:
-        """The blob holding ``value`` as an input of the node ``ctx`` converts (a problem if there is none)."""
+    def bottom(self, ctx: CaffeNodeContext, value: ir.Value | None) -> str:
+        """The blob holding ``value`` as an input of the node ``ctx`` converts: a constant
+        gets its own blob (see the module docstring); a problem if there is none."""
         if value is not None and value in self._blob_of:
             return self._blob_of[value]
         name = value.name if value is not None else "?"
-        if value is not None and constant(value) is not None:
-            ctx.problem(
-                "constant-input",
-                f"constant tensor {name} is used as data; Caffe holds constants only as layer weights",
-                "fold the constant into the neighbouring layer in the source model, or run simplify",
-            )
+        data = constant_value(value)
+        if value is not None and data is not None:
+            index = next((i for i, v in enumerate(ctx.node.inputs) if v is value), None)
+            found = self.constant_blob(ctx, data, value.name or "constant", value, index)
+            if found is not None:
+                return found
         else:
             ctx.problem(
                 "missing-input",
@@ -145,24 +164,91 @@ class CaffeNet:
             )
         return self.unique(f"missing:{name}")
 
+    def constant_blob(
+        self,
+        ctx: CaffeNodeContext,
+        data: np.ndarray,
+        name: str,
+        value: ir.Value | None = None,
+        weight_input: int | None = None,
+    ) -> str | None:
+        """A blob equal to the constant ``data`` (``0 * e + c`` from an input's first element,
+        see the module docstring), standing for ``value``; None after a problem."""
+        element = self._element_blob(ctx)
+        if element is None:
+            ctx.problem(
+                "constant-input",
+                f"constant tensor {name} is used as data, and the graph has no input (of rank 1 or more) "
+                "to derive a blob from",
+                "fold the constant computation with simplify",
+            )
+            return None
+        flat = np.asarray(data, np.float32).reshape(-1)
+        element_rank = len(static_shape(self._element_source) or ())
+        shaped = data.ndim == 2 and data.shape[0] == 1 and element_rank >= 2
+        layer = ctx.add_layer(
+            "InnerProduct",
+            [element],
+            [value if shaped else None],
+            role=f"constant_{name}",
+            weights=[np.zeros((flat.size, 1), np.float32), flat],
+            weight_inputs=[None, weight_input],
+        )
+        layer.inner_product_param.num_output = flat.size
+        if element_rank < 2:
+            layer.inner_product_param.axis = 0  # a 0-d or 1-d element: all of it is the one input feature
+        if shaped:
+            return str(layer.top[0])
+        reshape = ctx.add_layer("Reshape", [layer.top[0]], [value], role=f"constant_{name}/shape")
+        reshape.reshape_param.shape.dim.extend(data.shape)
+        return str(reshape.top[0])
+
+    def producer_type(self, blob: str) -> str | None:
+        """The type of the layer that last wrote ``blob``."""
+        return next((layer.param.type for layer in reversed(self.layers) if blob in layer.param.top), None)
+
+    def _element_blob(self, ctx: CaffeNodeContext) -> str | None:
+        """``x[0, 0, ..., 0]`` (all axes kept, length 1) of the graph input of the highest rank, made once."""
+        if self._element is not None:
+            return self._element
+        known = [v for v in self.graph.inputs if v in self._blob_of and static_shape(v)]  # rank 1 or more
+        source = max(known, key=lambda v: len(static_shape(v) or ()), default=None)  # the image, if any
+        shape = static_shape(source)
+        if source is None or shape is None:
+            return None
+        self._element_source = source
+        blob = self._blob_of[source]
+        for axis, size in enumerate(shape):
+            if size > 1:
+                cut = ctx.add_layer("Slice", [blob], [None, None], role=f"element_axis{axis}")
+                cut.slice_param.axis = axis
+                cut.slice_param.slice_point.append(1)
+                ctx.discard([cut.top[1]])
+                blob = cut.top[0]
+        self._element = blob
+        return blob
+
     def bind(self, value: ir.Value, blob: str) -> None:
         self._blob_of[value] = blob
-        self._values_in_blob.setdefault(blob, []).append(value)
+        self._current.setdefault(blob, []).append(value)
 
     def claim_blob(self, blob: str, value: ir.Value | None) -> None:
         """A layer writes ``blob``; ``value`` is the graph value it holds (None: an intermediate)."""
-        self._values_in_blob.setdefault(blob, [])
+        self._current[blob] = []
         if value is not None:
             self.bind(value, blob)
 
     def can_overwrite(self, blob: str, node: ir.Node) -> bool:
-        """Whether ``node`` may write ``blob`` in place: nothing later reads it."""
-        if blob in self._input_blobs or blob not in self._values_in_blob:
+        """Whether ``node`` may write ``blob`` in place: it is the only reader of what the blob
+        holds. Not only later readers matter: BVLC Caffe gives a blob with several readers a
+        Split whose copies the readers take, so an in-place reader's top would no longer be
+        its bottom ("Top blob produced by multiple sources")."""
+        if blob in self._input_blobs or blob not in self._current:
             return False
-        for value in self._values_in_blob[blob]:
+        for value in self._current[blob]:
             if value.is_graph_output():
                 return False
-            if any(user is not node and user not in self._converted for user in value.consumers()):
+            if any(user is not node for user in value.consumers()):
                 return False
         return True
 
@@ -200,7 +286,6 @@ class CaffeNet:
         for node in self.graph:
             if node not in self.absorbed:
                 self._convert_node(self.context(node))
-            self._converted.add(node)
         for value in self.graph.outputs:
             if value not in self._blob_of:
                 ConverterContext(self.problems, name="", op_type="").problem(
@@ -208,9 +293,40 @@ class CaffeNet:
                     f"graph output {value.name} is not computed by any Caffe layer (a constant or folded value)",
                     "make the output depend on the input, or drop it from the model",
                 )
+            elif value.shape is not None and len(value.shape) < 2:
+                self._refuse_rank(value)
+            elif self._blob_of[value] in self._input_blobs:
+                self._copy_output(value)
+
+    def _refuse_rank(self, value: ir.Value) -> None:
+        producer = value.producer()
+        report = (
+            self.context(producer) if producer is not None else ConverterContext(self.problems, name="", op_type="")
+        )
+        report.problem(
+            "rank",
+            f"graph output {value.name} has shape {list(value.shape or ())}: OpenCV DNN returns a blob of rank "
+            "below 2 as a column (n, 1) where BVLC Caffe keeps its shape, so the two runtimes would disagree",
+            "keep the batch axis in the source model (x.flatten(1) rather than x.squeeze(), x[None] for a vector)",
+        )
+
+    def _copy_output(self, value: ir.Value) -> None:
+        """A Split layer copying an input blob to the graph output ``value`` (a net needs a layer per output)."""
+        bottom = self._blob_of[value]
+        producer = value.producer()
+        if producer is not None:
+            layer = self.context(producer).add_layer("Split", [bottom], [value], role="copy")
+            self._blob_of[value] = str(layer.top[0])
+            return
+        top = self.unique(f"{value.name}/copy")
+        param = caffe_pb2.LayerParameter(name=top, type="Split", bottom=[bottom], top=[top])
+        self.layers.append(CaffeLayer(param, values=[value.name]))
+        self.claim_blob(top, value)
 
     def _convert_node(self, ctx: CaffeNodeContext) -> None:
         node = ctx.node
+        if node.outputs and constant_value(node.outputs[0]) is not None:
+            return  # a Constant (or an Identity of one): weights of its users, or a constant blob when used as data
         if _computes_integers(node):
             ctx.problem(
                 "needs-simplify",
@@ -222,10 +338,15 @@ class CaffeNet:
             converter = ctx.converter(CAFFE_LAYERS, TARGET)
             if converter is not None:
                 converter(ctx)
-        if node.op_type == "Constant":
-            return  # its value reaches Caffe as weights, or as a reported constant input
         for value in node.outputs:
             if value not in self._blob_of and value not in self.flattened and value not in self.transposed:
+                read = value.is_graph_output() or any(user not in self.absorbed for user in value.consumers())
+                if ctx.ok and read:
+                    ctx.problem(
+                        "unwritten-output",
+                        f"{node.op_type} output {value.name} is read but the writer computes only the others",
+                        "use only the node's first output in the source model",
+                    )
                 # keep converting downstream nodes so every problem is listed
                 self.bind(value, self.unique(f"unconverted:{value.name}"))
 
@@ -311,6 +432,58 @@ class CaffeNodeContext(OnnxNodeContext):
             )
         )
         return layer
+
+    def add_scale(
+        self,
+        bottom: str,
+        scale: np.ndarray | None,
+        bias: np.ndarray | None = None,
+        *,
+        axis: int = 1,
+        outputs: Sequence[ir.Value | None] | None = None,
+        role: str | None = None,
+        weight_inputs: Sequence[int | None] = (),
+    ) -> str:
+        """``bottom * scale + bias`` with ``scale``/``bias`` over the axes from ``axis`` (either
+        may be None), in place when safe; the top stands for ``outputs`` (default: the node's
+        first output). Returns the top.
+
+        OpenCV DNN folds a Scale that follows a (De)Convolution into its weights assuming one
+        value per channel (an assertion when there are more), so after those layers a scale
+        over other axes is a two-bottom Scale by a constant blob, which OpenCV leaves alone,
+        and a bias a Scale after it."""
+        outputs = [self.node.outputs[0]] if outputs is None else outputs
+        shape = scale.shape if scale is not None else bias.shape if bias is not None else ()
+        per_channel = axis == 1 and len(shape) == 1
+        if not per_channel and self.net.producer_type(bottom) in ("Convolution", "Deconvolution"):
+            factor = self.constant_blob(np.ones(shape, np.float32) if scale is None else scale, f"{role or 'scale'}")
+            if factor is None:
+                return bottom
+            last = bias is None
+            layer = self.add_layer(
+                "Scale", [bottom, factor], outputs if last else [None], role=f"{role or 'scale'}/by_blob"
+            )
+            layer.scale_param.axis = axis
+            if last:
+                return str(layer.top[0])
+            bottom, scale = str(layer.top[0]), None
+        weights = [scale if scale is not None else np.ones(shape, np.float32)]
+        if bias is not None:
+            weights.append(bias)
+        layer = self.add_layer(
+            "Scale", [bottom], outputs, role=role, weights=weights, weight_inputs=weight_inputs, in_place=True
+        )
+        param = layer.scale_param
+        if axis != 1:
+            param.axis = axis
+        if len(shape) != 1:
+            param.num_axes = len(shape)
+        param.bias_term = bias is not None
+        return str(layer.top[0])
+
+    def constant_blob(self, data: np.ndarray, name: str) -> str | None:
+        """A blob holding the constant ``data`` (see ``CaffeNet.constant_blob``); None after a problem."""
+        return self.net.constant_blob(self, data, name)
 
     def alias(self) -> None:
         """Make the node's first output the same blob as its first input (a node written as nothing)."""

@@ -5,8 +5,12 @@
   ``torch.flatten(x, 1)``), else Reshape with the static target shape (batch
   written as ``0`` = copy, so the batch size can change).
 * ``Concat`` -> Concat; ``Split`` -> Slice at the cumulative sizes; ``Slice``
-  (step 1) -> Slice keeping the middle piece, one per sliced axis; pieces nobody
-  reads go to a Silence layer.
+  -> Slice keeping the middle piece, one per sliced axis (pieces nobody reads go
+  to a Silence layer). A step ``s > 1`` along H or W keeps the range from the
+  first to the last index taken, then a MAX Pooling with kernel 1 and stride
+  ``s`` takes every ``s``-th value (a window of one value is that value). Other
+  steps (along C, negative steps that reverse) are a one-hot linear map along
+  the axis (``views.axis_map``): each output row is ``1 * x[index]``, exact.
 * ``Transpose`` -> Permute, which only OpenCV's Caffe knows. A Transpose that
   only feeds flattens that only feed InnerProducts (``x.permute(...).view(n, -1)``
   before a Linear, as in MTCNN) is instead absorbed into the InnerProduct
@@ -26,10 +30,13 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from ...graph.converter import SliceBounds, slice_bounds
-from ...graph.shapes import constant, static_shape
+from ...formats import caffe_pb2
+from ...graph.converter import SliceBounds, constant_value, slice_bounds
+from ...graph.shapes import static_shape
 from .linear import inner_product_weights
 from .net import CAFFE_LAYERS, CaffeNodeContext, Flattened
+from .spatial import crop
+from .views import axis_map
 
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -124,7 +131,7 @@ def _shuffle_source(node: ir.Node) -> tuple[ir.Node, ir.Node, np.ndarray] | None
     in_shape, middle = static_shape(node.inputs[0]), static_shape(node.outputs[0])
     if transpose is None or restore is None or in_shape is None or middle is None or len(in_shape) != 4:
         return None
-    if static_shape(restore.outputs[0]) != in_shape or constant(restore.inputs[1]) is None:
+    if static_shape(restore.outputs[0]) != in_shape or constant_value(restore.inputs[1]) is None:
         return None
     perm = transpose.attributes.get_ints("perm", tuple(reversed(range(len(middle)))))
     index = np.arange(math.prod(in_shape)).reshape(in_shape)
@@ -227,31 +234,55 @@ def convert_split(ctx: CaffeNodeContext) -> None:
     layer.slice_param.slice_point.extend(np.cumsum([s[axis] for s in sizes])[:-1].tolist())
 
 
-def _clamped(start: int, end: int, size: int) -> tuple[int, int]:
-    """A Slice range made absolute and clamped to ``[0, size]`` as ONNX does (open end: INT64_MAX)."""
-    start = min(max(start + size if start < 0 else start, 0), size)
-    end = size if end >= _INT64_MAX else min(max(end + size if end < 0 else end, 0), size)
-    return start, end
+def slice_indices(start: int, end: int, step: int, size: int) -> range:
+    """The indices ONNX's Slice keeps along an axis of ``size``: negative bounds count from the
+    end, then bounds are clamped to ``[0, size]`` (``[-1, size - 1]`` for a negative step)."""
+    start = start + size if start < 0 else start
+    end = end + size if end < 0 else end
+    if step > 0:
+        return range(min(max(start, 0), size), min(max(end, 0), size), step)
+    return range(min(max(start, 0), size - 1), min(max(end, -1), size - 1), step)
 
 
-def _slice_ranges(bounds: SliceBounds, shape: tuple[int, ...]) -> dict[int, tuple[int, int]] | str:
-    """axis -> (start, end) of every axis the Slice cuts, or why it cannot be written."""
-    if any(step != 1 for step in bounds.steps):
-        return f"Slice with steps {list(bounds.steps)}; Caffe's Slice takes contiguous ranges only"
-    ranges = {}
-    for start, end, axis in zip(bounds.starts, bounds.ends, bounds.axes):
+def _slice_axes(bounds: SliceBounds, shape: tuple[int, ...]) -> dict[int, range] | str:
+    """axis -> the indices kept, for every axis the Slice changes, or why it cannot be written."""
+    kept = {}
+    for start, end, axis, step in zip(bounds.starts, bounds.ends, bounds.axes, bounds.steps):
         axis %= len(shape)
-        start, end = _clamped(start, end, shape[axis])
-        if end <= start:
-            return f"Slice of an empty range [{start}, {end}) on axis {axis}"
-        if (start, end) != (0, shape[axis]):
-            ranges[axis] = (start, end)
-    return ranges
+        if step == 0:
+            return "Slice with step 0"
+        indices = slice_indices(start, end, step, shape[axis])
+        if not indices:
+            return f"Slice of an empty range on axis {axis}"
+        if indices != range(shape[axis]):
+            kept[axis] = indices
+    if 0 in kept and kept[0].step != 1:
+        return f"Slice with step {kept[0].step} along the batch axis; Caffe layers keep every item"
+    return kept
+
+
+def _subsample(ctx: CaffeNodeContext, blob: str, strides: tuple[int, int], output: ir.Value | None) -> str:
+    """Every ``stride``-th row and column from the first: MAX Pooling with kernel 1 (one value per window)."""
+    layer = ctx.add_layer("Pooling", [blob], [output], role="stride")
+    param = layer.pooling_param
+    param.pool = caffe_pb2.PoolingParameter.MAX
+    param.kernel_size = 1
+    param.stride_h, param.stride_w = strides
+    return str(layer.top[0])
+
+
+def _select(
+    ctx: CaffeNodeContext, blob: str, shape: list[int], axis: int, indices: range, output: ir.Value | None
+) -> str:
+    """Rows ``indices`` along ``axis`` by a one-hot linear map (any step, reversed included)."""
+    matrix = np.zeros((len(indices), shape[axis]), np.float32)
+    matrix[np.arange(len(indices)), list(indices)] = 1.0
+    return axis_map(ctx, blob, tuple(shape), axis, matrix, output, f"select_axis{axis}")
 
 
 @CAFFE_LAYERS.register("Slice")
 def convert_slice(ctx: CaffeNodeContext) -> None:
-    """Slice keeping one piece per cut axis (step 1)"""
+    """Slice per cut axis; steps: kernel-1 Pooling (H, W), else a one-hot map (InnerProduct / 1x1 Convolution)"""
     shape = ctx.static_shape(0)
     if shape is None:
         ctx.problem("dynamic-shape", "Slice needs a known input shape", "export with fixed shapes")
@@ -259,34 +290,38 @@ def convert_slice(ctx: CaffeNodeContext) -> None:
     bounds = slice_bounds(ctx)
     if bounds is None:
         return
-    ranges = _slice_ranges(bounds, shape)
-    if isinstance(ranges, str):
-        ctx.problem("slice", ranges, "slice with constant bounds and step 1")
+    kept = _slice_axes(bounds, shape)
+    if isinstance(kept, str):
+        ctx.problem("slice", kept, "slice with constant bounds, and every item of the batch")
         return
-    if not ranges:
+    if not kept:
         ctx.alias()
         return
-    blob = ctx.bottom(ctx.node.inputs[0])
-    axes = sorted(ranges)
-    for axis in axes:
-        start, end = ranges[axis]
-        points = [p for p in (start, end) if 0 < p < shape[axis]]
-        kept = 1 if start > 0 else 0
-        outputs: list[ir.Value | None] = [None] * (len(points) + 1)
-        if axis == axes[-1]:
-            outputs[kept] = ctx.node.outputs[0]
-        layer = ctx.add_layer("Slice", [blob], outputs, role=None if len(axes) == 1 else f"axis{axis}")
-        layer.slice_param.axis = axis
-        layer.slice_param.slice_point.extend(points)
-        blob = layer.top[kept]
-        ctx.discard([top for index, top in enumerate(layer.top) if index != kept])
+    output = ctx.node.outputs[0]
+    ranges = {a: (r.start, r.stop, shape[a]) for a, r in kept.items() if r.step == 1}
+    strided = {a: r for a, r in kept.items() if r.step > 1 and a in (2, 3) and len(shape) == 4}
+    others = {a: r for a, r in kept.items() if r.step != 1 and a not in strided}
+    ranges.update({a: (r.start, r[-1] + 1, shape[a]) for a, r in strided.items()})
+    blob = crop(ctx, ctx.bottom(ctx.node.inputs[0]), ranges, output if not strided and not others else None)
+    current = [len(kept[a]) if a in ranges and a not in strided else size for a, size in enumerate(shape)]
+    if strided:
+        steps = (strided[2].step if 2 in strided else 1, strided[3].step if 3 in strided else 1)
+        blob = _subsample(ctx, blob, steps, None if others else output)
+        current = [len(strided[a]) if a in strided else size for a, size in enumerate(current)]
+    for index, (axis, indices) in enumerate(sorted(others.items())):
+        blob = _select(ctx, blob, current, axis, indices, output if index == len(others) - 1 else None)
+        current[axis] = len(indices)
 
 
 @CAFFE_LAYERS.register("Identity", "Dropout")
 def convert_identity(ctx: CaffeNodeContext) -> None:
-    """no layer: the output is the input blob (reported)"""
+    """no layer: the output is the input blob (a Split copy when a graph input is a graph output)"""
     if ctx.node.op_type == "Dropout" and len(ctx.node.outputs) > 1 and ctx.node.outputs[1].consumers():
         ctx.problem("dropout-mask", "the Dropout mask output is used", "do not use the dropout mask")
+        return
+    training = ctx.param("training_mode") if ctx.node.op_type == "Dropout" else None
+    if training is not None and bool(training.reshape(-1)[0]):
+        ctx.problem("training-mode", "Dropout in training mode drops values at random", "export in eval() mode")
         return
     ctx.alias()
     ctx.problem(

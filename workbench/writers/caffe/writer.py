@@ -24,7 +24,7 @@ from ...graph import Model, StepReport
 from ...graph.report import timed
 from ...graph.shapes import infer_shapes
 from ..files import WrittenFiles, staged_output
-from . import activation, arithmetic, conv, linear, normalization, pooling, shape  # noqa: F401  (register)
+from . import activation, arithmetic, conv, linear, normalization, pooling, resize, shape, space  # noqa: F401  (register)
 from .blobs import write_caffemodel
 from .net import DIALECTS, TARGET, CaffeNet
 from .sidecar import SUFFIX as SIDECAR_SUFFIX
