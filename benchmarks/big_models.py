@@ -276,7 +276,9 @@ def markdown(vgg: dict, help_times: list[float], large: dict | None, loads: tupl
             "|---|---|---|---|---|---|",
         ]
         for target, result in large["targets"].items():
-            detail = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result["steps"].items()) or result["said"]
+            detail = ", ".join(f"{name} {seconds:.1f}" for name, seconds in result["steps"].items())
+            if result["status"] != 0:
+                detail = f"{detail}; then: {result['said']}"
             lines.append(
                 f"| convert --to {target} | {result['status']} | {result['seconds']:.1f} | {_mib(result['peak_rss'])} | "
                 f"{result['peak_rss'] / large['weights']:.2f} | {detail} |"
