@@ -210,13 +210,15 @@ def measure_large(folder: Path, code: Path) -> dict:
     report: dict = {"weights": weights, "targets": {}}
     for target in ("onnx", "pytorch", "caffe"):
         result = convert(source, target, folder / "large", code)
-        last = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
+        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        # the first problem the command names, else its first line
+        said = next((line.strip() for line in lines if line.strip().startswith("[error]")), lines[0] if lines else "")
         report["targets"][target] = {
             "seconds": result.seconds,
             "peak_rss": result.peak_rss,
             "status": result.status,
             "steps": steps(result.stdout),
-            "said": last[0],
+            "said": said,
         }
         print(
             f"  {target}: exit {result.status}, {result.seconds:.1f} s, peak {result.peak_rss / 2**30:.2f} GiB",
