@@ -10,11 +10,12 @@ before and put back by output value name afterwards. BatchNorm fusion is left to
 
 onnxsim runs only when it has something to do (``simplify_work.onnxsim_work``, which
 errs towards running it); otherwise the graph onnxscript left is the result, with
-the shapes ONNX shape inference gives and small duplicate initializers merged, as
-onnxsim would have left it, and the weights are never serialised. On weights of
-``FILE_ONNXSIM_BYTES`` or more onnxsim reads the model from a file with external data
-and writes its result to another (one protobuf message cannot exceed 2 GB), whose
-weights the result then maps.
+the shapes ONNX shape inference gives, small duplicate initializers merged and only
+provenance kept as metadata, as onnxsim would have left it, and the weights are
+never serialised. The report's ``counts["onnxsim"]`` says what onnxsim had to do,
+or that it was skipped. On weights of ``FILE_ONNXSIM_BYTES`` or more onnxsim reads
+the model from a file with external data and writes its result to another (one
+protobuf message cannot exceed 2 GB), whose weights the result then maps.
 """
 
 from __future__ import annotations
