@@ -14,7 +14,7 @@ kind           files                                    provenance sidecar
 onnx           ``*.onnx`` (+ ``*.onnx.data``)           in the file (node metadata)
 caffe          ``*.prototxt`` + ``*.caffemodel``        ``NAME.provenance.json`` (Caffe writer)
 mxnet          ``*-symbol.json`` + ``*.params``         none
-msnhnet        ``*.msnhnet`` + ``*.msnhbin``            none
+msnhnet        ``*.msnhnet`` + ``*.msnhbin``            ``NAME.provenance.json`` (MsnhNet writer)
 pytorch        ``package.module:factory`` (+ ``*.pt``)  none (module paths are the names)
 pytorch-folder a folder with ``model.py`` + ``weights.pt`` ``provenance.json`` (PyTorch writer)
 recording      ``*.npz`` of named outputs               in the file, or ``NAME-symbol.json``
@@ -60,6 +60,12 @@ def _caffe_sidecar(files: Mapping[str, Path]) -> Path:
     from .writers.caffe.sidecar import sidecar_path
 
     return sidecar_path(files["prototxt"])
+
+
+def _msnhnet_sidecar(files: Mapping[str, Path]) -> Path:
+    from .writers.msnhnet.sidecar import sidecar_path
+
+    return sidecar_path(files["model"])
 
 
 def _pytorch_sidecar(files: Mapping[str, Path]) -> Path:
@@ -116,7 +122,11 @@ KINDS: tuple[ArtifactKind, ...] = (
         sidecar=_caffe_sidecar,
     ),
     ArtifactKind("mxnet", (Role("symbol", "*-symbol.json"), Role("params", "*.params"))),
-    ArtifactKind("msnhnet", (Role("model", "*.msnhnet"), Role("weights", "*.msnhbin"))),
+    ArtifactKind(
+        "msnhnet",
+        (Role("model", "*.msnhnet"), Role("weights", "*.msnhbin"), Role("sidecar", "*.provenance.json", optional=True)),
+        sidecar=_msnhnet_sidecar,
+    ),
     ArtifactKind("pytorch", (Role("factory", SPEC), Role("weights", "*.pt", optional=True))),
     ArtifactKind(
         "pytorch-folder",

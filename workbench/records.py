@@ -78,11 +78,14 @@ class FileRecord:
     size: int
     sha256: str
     role: str = ""  # e.g. "module defining workbench.samples:sample_net"
+    shown: str = ""  # the path as tables show it: relative to the kernel's working folder when inside it
 
     @classmethod
     def of(cls, path: str | Path, role: str = "") -> FileRecord:
         resolved = Path(path).resolve()
-        return cls(str(resolved), resolved.stat().st_size, sha256(resolved), role)
+        here = Path.cwd().resolve()
+        shown = resolved.relative_to(here) if resolved.is_relative_to(here) else resolved
+        return cls(str(resolved), resolved.stat().st_size, sha256(resolved), role, str(shown))
 
 
 def _module_file(spec: str) -> Path | None:
@@ -200,7 +203,7 @@ class Verdict:
 
 def _files_html(records: Sequence[Mapping[str, Any]]) -> str:
     rows = "".join(
-        f"<tr><td>{html.escape(r['path'])}{' <small>(' + html.escape(r['role']) + ')</small>' if r.get('role') else ''}"
+        f"<tr><td title='{html.escape(r['path'])}'>{html.escape(r.get('shown') or r['path'])}{' <small>(' + html.escape(r['role']) + ')</small>' if r.get('role') else ''}"
         f"</td><td>{r['size']:,}</td><td><code>{r['sha256']}</code></td></tr>"
         for r in records
     )
@@ -253,7 +256,7 @@ def _markdown_files(records: Iterable[Mapping[str, Any]]) -> list[str]:
     lines = ["| file | bytes | SHA-256 |", "|---|---:|---|"]
     for r in records:
         role = f" ({r['role']})" if r.get("role") else ""
-        lines.append(f"| `{r['path']}`{role} | {r['size']:,} | `{r['sha256']}` |")
+        lines.append(f"| `{r.get('shown') or r['path']}`{role} | {r['size']:,} | `{r['sha256']}` |")
     return lines
 
 

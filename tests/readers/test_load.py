@@ -188,6 +188,18 @@ def test_input_shape_sets_an_mxnet_input():
     np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-3)
 
 
+def test_an_input_shape_the_weights_cannot_take_names_the_node():
+    """mobilefacenet_tiny flattens 28x28 features into its first FullyConnected layer:
+    at 112x112 that layer's weights no longer fit, and the error names it at load,
+    not later as a writer's or onnxsim's complaint. Its open batch still changes."""
+    data = Path(__file__).resolve().parents[2] / "data" / "mxnet"
+    files = (data / "mobilefacenet_tiny-symbol.json", data / "mobilefacenet_tiny-0000.params")
+    with pytest.raises(InputError, match="does not fit the model's weights") as raised:
+        load(*files, input_shape=(1, 3, 112, 112))
+    assert "pre_fc1" in str(raised.value.found)
+    assert load(*files, input_shape=(2, 3, 28, 28)).input_shapes() == {"data": (2, 3, 28, 28)}
+
+
 def test_weights_belong_to_pytorch_factories_only(tmp_path):
     path = tmp_path / "open_batch.onnx"
     _open_batch_onnx(path)

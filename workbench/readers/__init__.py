@@ -2,7 +2,7 @@
 
 ``load`` takes the files of one model (recognised by ``workbench.artifacts.identify``:
 ``*.onnx``; ``*.prototxt`` + ``*.caffemodel``; ``*-symbol.json`` + ``*.params``;
-``package.module:factory`` for PyTorch) and reads them with the reader registered
+``*.msnhnet`` + ``*.msnhbin``; ``package.module:factory`` for PyTorch) and reads them with the reader registered
 for that kind in ``READERS``. ``input_shape`` fixes the input shapes for every
 format (see ``input_shapes``).
 """
@@ -48,6 +48,26 @@ def _read_mxnet(artifact: Artifact, shapes: InputShapes | None) -> Model:
     return read_mxnet(artifact.path("symbol"), artifact.path("params"), input_shapes=by_name)
 
 
+def _read_msnhnet(artifact: Artifact, shapes: InputShapes | None) -> Model:
+    """MsnhNet's config fixes the input shape; the writer's provenance record (when
+    beside the files) names the layers holding the source model's outputs."""
+    from ..writers.msnhnet.sidecar import read_sidecar
+    from .msnhnet_reader import read_msnhnet
+
+    record = read_sidecar(artifact.sidecar) if artifact.sidecar is not None else None
+    model = read_msnhnet(artifact.path("model"), artifact.path("weights"), record=record)
+    wanted = list(shapes.values()) if isinstance(shapes, Mapping) else [shapes] if shapes is not None else []
+    fixed = model.input_shapes()
+    if any(tuple(shape) not in [tuple(f) for f in fixed.values()] for shape in wanted):
+        raise InputError(
+            "a MsnhNet network's input shape is fixed by its config",
+            expected=", ".join(str(tuple(f)) for f in fixed.values()),
+            found=", ".join(str(tuple(s)) for s in wanted),
+            remedy="leave out the input shape, or write the MsnhNet files again for the new shape",
+        )
+    return model
+
+
 def _read_pytorch(artifact: Artifact, shapes: InputShapes | None) -> Model:
     if isinstance(shapes, Mapping):
         raise InputError(
@@ -58,11 +78,12 @@ def _read_pytorch(artifact: Artifact, shapes: InputShapes | None) -> Model:
     return read_factory(artifact.spec or "", artifact.optional_path("weights"), shapes)
 
 
-# artifact kind -> reader; the kinds not here (msnhnet, recordings) cannot be read yet
+# artifact kind -> reader; the kinds not here (recordings) cannot be read
 READERS: dict[str, Reader] = {
     "onnx": _read_onnx,
     "caffe": _read_caffe,
     "mxnet": _read_mxnet,
+    "msnhnet": _read_msnhnet,
     "pytorch": _read_pytorch,
 }
 

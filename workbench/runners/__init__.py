@@ -44,6 +44,16 @@ def _caffe_runner(artifact: Artifact) -> Runner:
     return SourcedRunner(runner, layer_sources(records), [record["name"] for record in records])
 
 
+def _msnhnet_runner(artifact: Artifact) -> Runner:
+    """The project's NumPy executor of MsnhNet files, with the writer's provenance record
+    (layer sources, output names and shapes) when there is one."""
+    from ..writers.msnhnet.sidecar import read_sidecar
+    from .msnhnet_runner import MsnhNetRunner
+
+    record = read_sidecar(artifact.sidecar) if artifact.sidecar is not None else None
+    return MsnhNetRunner(artifact.path("model"), artifact.path("weights"), record)
+
+
 def _factory_runner(artifact: Artifact) -> Runner:
     """The module a ``package.module:factory`` builds, with its declared input shape."""
     from ..readers.pytorch_reader import declared_input_shape, load_factory
@@ -76,11 +86,12 @@ def _recording_runner(artifact: Artifact) -> Runner:
     return RecordedRunner(artifact.path("recording"))
 
 
-# artifact kind -> runner; the kinds not here (msnhnet) have no runtime on this machine
+# artifact kind -> runner, for every kind declared in artifacts.KINDS
 RUNNERS: dict[str, RunnerFactory] = {
     "onnx": _onnx_runner,
     "caffe": _caffe_runner,
     "mxnet": _mxnet_runner,
+    "msnhnet": _msnhnet_runner,
     "pytorch": _factory_runner,
     "pytorch-folder": _torch_folder_runner,
     "recording": _recording_runner,
@@ -122,7 +133,8 @@ def open_runner(*sources: Any) -> Runner:
     """A runner for: a ``Model``; an ``nn.Module``; a runner (returned as is); a dict of
     recorded arrays; a ``WrittenFiles``; or files — ``.onnx``, ``.prototxt`` +
     ``.caffemodel`` (OpenCV DNN), ``*-symbol.json`` + ``*.params`` (the MXNet reader's
-    graph in onnxruntime), ``.npz`` (recorded), a folder with ``model.py`` +
+    graph in onnxruntime), ``.msnhnet`` + ``.msnhbin`` (the NumPy MsnhNet executor),
+    ``.npz`` (recorded), a folder with ``model.py`` +
     ``weights.pt``, ``package.module:factory`` (optionally with a ``.pt`` state dict)."""
     if len(sources) == 1:
         runner = _in_memory_runner(sources[0])

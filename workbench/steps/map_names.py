@@ -9,7 +9,8 @@ a kind whose provenance lives in its writer's sidecar has its entries made by th
 function registered in ``TARGET_ENTRIES``: for a Caffe net the Caffe writer's
 per-layer records give each layer's sources and its parameters are the
 ``.caffemodel`` blobs; for a generated PyTorch folder the PyTorch writer's records
-give each submodule's, state-dict entry's and buffer's.
+give each submodule's, state-dict entry's and buffer's; for MsnhNet files the
+MsnhNet writer's records give each layer's and weight array's.
 
 An entry is *matched* when every source it names exists in the source model,
 *unmatched* when it names none (or none that exist), *ambiguous* when it names
@@ -98,7 +99,7 @@ class NameMap:
         """The source layers of a runner's output name: a blob of a graph (ONNX
         runners name outputs by value), a layer of a Caffe net (OpenCV names them
         by layer)."""
-        preferred = ("layer", "blob") if self.target_format == "caffe" else ("blob", "layer")
+        preferred = ("layer", "blob") if self.target_format in ("caffe", "msnhnet") else ("blob", "layer")
         for kind in preferred:
             for entry in self.find(target, kind):
                 if entry.status != UNMATCHED:
@@ -369,7 +370,14 @@ def _caffe_blob_entries(
     """One parameter entry per ``.caffemodel`` blob of the layer. The writer records
     each blob's own source parameters; a blob it made itself (BatchNorm's scale
     factor, a fixed upsampling kernel) has none."""
-    per_blob = record.get("blob_params") or []
+    return _weight_entries(record["name"], record.get("blob_params") or [], layer, shapes, source)
+
+
+def _weight_entries(
+    name: str, per_blob: Sequence[Sequence[str]], layer: NameEntry, shapes: Sequence[list[int]], source: SourceLayers
+) -> Iterator[NameEntry]:
+    """One parameter entry ``name[i]`` per weight array of a written layer, with the
+    source parameters its writer recorded for it (none: made by the writer)."""
     for index, shape in enumerate(shapes):
         own = list(per_blob[index]) if index < len(per_blob) else layer.params
         made = index < len(per_blob) and not own
@@ -378,7 +386,7 @@ def _caffe_blob_entries(
         )
         yield NameEntry(
             kind="parameter",
-            target=f"{record['name']}[{index}]",
+            target=f"{name}[{index}]",
             op=layer.op,
             sources=layer.sources,
             params=own,
@@ -413,17 +421,54 @@ def _caffe_entries(records: Sequence[Mapping], caffemodel: Path | None, source: 
     return entries + list(producer_of_top.values())
 
 
+def _record_required(artifact: Artifact, main: Path, record: Path, writer: str) -> Path:
+    """The artifact's provenance sidecar, or an InputError naming where its writer puts it."""
+    if artifact.sidecar is None:
+        raise InputError(
+            f"no provenance record for {main.name}",
+            expected=f"{record.name} written beside it by the {writer} writer",
+            remedy=f"write the {writer} files with the workbench, or map names by hand with NameMap.set",
+        )
+    return artifact.sidecar
+
+
 def caffe_artifact_entries(artifact: Artifact, source: SourceLayers) -> list[NameEntry]:
     from ..writers.caffe.sidecar import read_layer_records, sidecar_path
 
     prototxt = artifact.path("prototxt")
-    if artifact.sidecar is None:
-        raise InputError(
-            f"no provenance record for {prototxt.name}",
-            expected=f"{sidecar_path(prototxt).name} written beside it by the Caffe writer",
-            remedy="write the Caffe files with the workbench, or map names by hand with NameMap.set",
+    sidecar = _record_required(artifact, prototxt, sidecar_path(prototxt), "Caffe")
+    return _caffe_entries(read_layer_records(sidecar), artifact.path("caffemodel"), source)
+
+
+# ---------------------------------------------------------------- MsnhNet (the MsnhNet writer's sidecar)
+
+
+def msnhnet_artifact_entries(artifact: Artifact, source: SourceLayers) -> list[NameEntry]:
+    """Every MsnhNet layer (named ``index:kind``, as the MsnhNet runner names its outputs),
+    its output and its weight arrays (``index:kind[i]``, in ``.msnhbin`` order), from the
+    MsnhNet writer's provenance record."""
+    from ..writers.msnhnet.sidecar import read_sidecar, sidecar_path
+
+    model = artifact.path("model")
+    sidecar = _record_required(artifact, model, sidecar_path(model), "MsnhNet")
+    entries: list[NameEntry] = []
+    for record in read_sidecar(sidecar).get("layers", ()):
+        layer = _record_layer_entry(record, source, combining="combined by the MsnhNet writer")
+        blob = NameEntry(
+            kind="blob",
+            target=record["name"],
+            op=layer.op,
+            sources=layer.sources,
+            target_shape=record.get("shape"),
+            status=layer.status,
+            note=layer.note,
+            layer=layer.target,
         )
-    return _caffe_entries(read_layer_records(artifact.sidecar), artifact.path("caffemodel"), source)
+        weights = _weight_entries(
+            record["name"], record.get("weight_params", ()), layer, record.get("weights", ()), source
+        )
+        entries += [layer, blob, *weights]
+    return entries
 
 
 # ---------------------------------------------------------------- PyTorch (the PyTorch writer's sidecar)
@@ -498,6 +543,7 @@ def pytorch_artifact_entries(artifact: Artifact, source: SourceLayers) -> list[N
 TargetEntries = Callable[[Artifact, SourceLayers], list[NameEntry]]
 TARGET_ENTRIES: dict[str, tuple[str, TargetEntries]] = {
     "caffe": ("caffe", caffe_artifact_entries),
+    "msnhnet": ("msnhnet", msnhnet_artifact_entries),
     "pytorch-folder": ("pytorch", pytorch_artifact_entries),
 }
 
