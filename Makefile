@@ -63,8 +63,13 @@ lint: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n 2 -q -m "not slow" $(PYTEST_ARGS)
 
+# The speed and memory benchmarks (each prints its ratios; big_models and
+# compare_per_layer also write their sections of benchmarks/RESULTS.md). The ONNX
+# coverage harness is a measurement of its own: `make coverage`.
+BENCHMARKS := read_caffemodel write_caffemodel generated_vs_onnx2torch compare_per_layer fold_bn_caffe big_models
+
 benchmarks: $(STAMP)
-	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+	for script in $(BENCHMARKS); do $(BIN)/python benchmarks/$$script.py || exit 1; done
 
 # ONNX's backend test suite (vision node cases, light model zoo) through convert --to
 # pytorch and --to caffe: writes benchmarks/COVERAGE.md and benchmarks/coverage.json.

@@ -8,14 +8,17 @@ memory belongs to the comparison alone:
 * time: ``compare(onnx, folded, per_layer=True)`` against two plain forward
   passes (one whole-graph onnxruntime session per side, sessions made beforehand).
   The best of ``--rounds`` runs of each is kept, so load from other processes
-  on the machine weighs on neither.
+  on the machine weighs on neither; the first comparison, which makes the segment
+  sessions (later ones reuse them), is shown too.
 * memory: the rise of the resident size during the comparison (sampled every
-  millisecond), after both graphs are loaded, against the weights of one graph
-  plus its largest activation (what "statistics, not tensors" promises);
-  and ``tracemalloc``'s peak of NumPy arrays held during the comparison, against
-  the largest activation.
+  millisecond), after both graphs are loaded and their weights read once (large
+  weights are mapped from the files, and a parsed model would hold them before the
+  comparison too), against the weights of one graph plus its largest activation
+  (what "statistics, not tensors" promises); and ``tracemalloc``'s peak of NumPy
+  arrays held during the comparison, against the largest activation.
 
-Prints the ratios.
+Prints the ratios (goal for the time: at most 3) and writes them to its section of
+``benchmarks/RESULTS.md``.
 
     python benchmarks/compare_per_layer.py [--rounds 3] [--size 224]
 """
@@ -34,10 +37,13 @@ import time
 import tracemalloc
 import warnings
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from results import load_average, machine, write_section
 
 
 def resnet50():
@@ -128,7 +134,7 @@ class PeakSampler:
         while not self._stop.wait(0.001):
             self.peak = max(self.peak, current_rss_bytes())
 
-    def __enter__(self) -> "PeakSampler":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -156,7 +162,13 @@ def measure_time(folder: Path, rounds: int) -> dict:
         per_layer.append(time.perf_counter() - start)
         layers = len(comparison.layers)
         assert comparison.ok and comparison.first_divergence is None, comparison
-    return {"plain": min(plain), "per_layer": min(per_layer), "layers": layers}
+    return {
+        "plain": min(plain),
+        "per_layer": min(per_layer),
+        "layers": layers,
+        "all_plain": plain,
+        "all_per_layer": per_layer,
+    }
 
 
 def measure_memory(folder: Path) -> dict:
@@ -167,6 +179,10 @@ def measure_memory(folder: Path) -> dict:
     x = np.load(folder / "input.npy")
     reference, candidate = read_onnx(folder / "onnx.onnx"), read_onnx(folder / "folded.onnx")
     weights = sum(v.const_value.nbytes for v in reference.graph.initializers.values() if v.const_value is not None)
+    for model in (reference, candidate):
+        for value in model.graph.initializers.values():
+            if value.const_value is not None:
+                value.const_value.numpy().sum()  # paged in now, as a parsed model's would be
     # from the shapes onnxsim recorded, so nothing runs before the measurement
     shapes = [static_shape(out) for node in candidate.graph for out in node.outputs]
     largest = 4 * max(int(np.prod(shape)) for shape in shapes if shape is not None)
@@ -199,6 +215,7 @@ def main() -> None:
         result = measure_time(args.folder, args.rounds) if args.child == "time" else measure_memory(args.folder)
         print(json.dumps(result))
         return
+    before = load_average()
     with tempfile.TemporaryDirectory() as directory:
         folder = Path(directory)
         start = time.perf_counter()
@@ -208,22 +225,34 @@ def main() -> None:
         )
         timing = child("time", folder, args.rounds)
         memory = child("memory", folder, args.rounds)
+    loads = (before, load_average())
     mib = 1 / 2**20
-    print(f"layers compared: {timing['layers']}")
-    print(
-        f"time: per-layer compare {timing['per_layer']:.2f} s, two plain forward passes {timing['plain']:.3f} s "
-        f"-> ratio {timing['per_layer'] / timing['plain']:.1f}"
-    )
     budget = memory["weights"] + memory["largest"]
-    print(
-        f"memory: peak RSS rise {memory['rss_rise'] * mib:.0f} MiB; weights {memory['weights'] * mib:.0f} MiB + "
-        f"largest activation {memory['largest'] * mib:.1f} MiB = {budget * mib:.0f} MiB -> ratio "
-        f"{memory['rss_rise'] / budget:.2f}"
-    )
-    print(
-        f"arrays held by compare at once (tracemalloc peak) {memory['traced_peak'] * mib:.1f} MiB "
-        f"= {memory['traced_peak'] / memory['largest']:.1f} × the largest activation"
-    )
+    lines = [
+        (
+            f"ResNet-50 at {args.size}×{args.size} (25.6 M parameters): the export against the simplified, "
+            f"BatchNorm-folded graph, {timing['layers']} layers compared, best of {args.rounds} rounds."
+        ),
+        "",
+        f"- time: per-layer compare {timing['per_layer']:.2f} s, two plain forward passes "
+        f"{timing['plain']:.3f} s -> ratio **{timing['per_layer'] / timing['plain']:.1f}** (goal ≤ 3); the "
+        f"first round, which makes the segment sessions, {timing['all_per_layer'][0]:.2f} s -> "
+        f"{timing['all_per_layer'][0] / timing['plain']:.1f}; every round, per-layer/plain s: "
+        + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in zip(timing["all_per_layer"], timing["all_plain"])),
+        (
+            f"- memory: peak RSS rise {memory['rss_rise'] * mib:.0f} MiB; weights {memory['weights'] * mib:.0f} MiB + "
+            f"largest activation {memory['largest'] * mib:.1f} MiB = {budget * mib:.0f} MiB -> ratio "
+            f"{memory['rss_rise'] / budget:.2f}"
+        ),
+        (
+            f"- arrays held by compare at once (tracemalloc peak) {memory['traced_peak'] * mib:.1f} MiB "
+            f"= {memory['traced_peak'] / memory['largest']:.1f} × the largest activation"
+        ),
+        "",
+        f"Load average (1/5/15 min) before: {loads[0]}; after: {loads[1]}.",
+    ]
+    print("\n".join(lines))
+    write_section("Per-layer compare (benchmarks/compare_per_layer.py)", "\n".join(lines), {"Machine": machine()})
 
 
 if __name__ == "__main__":

@@ -20,17 +20,64 @@ step); ``identify`` tells what model a set of files is::
     chain.ok, chain.comparison, chain.to_report()
 """
 
-from .artifacts import Artifact, identify
-from .chain import Chain, StepRun, convert
-from .errors import InputError, Problem, UnsupportedError, WorkbenchError
-from .graph import Model, SourceInfo, StepReport
-from .readers import example_inputs, export, load
-from .steps.check import check
-from .steps.compare import compare
-from .steps.fold_bn import fold_bn
-from .steps.map_names import map_names
-from .steps.simplify import simplify
-from .writers import write
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# the API by the module that defines it: importing ``workbench`` costs nothing until a
+# name is used, so the command line starts without onnx, onnxruntime or torch
+_API = {
+    "Artifact": "artifacts",
+    "identify": "artifacts",
+    "Chain": "chain",
+    "StepRun": "chain",
+    "convert": "chain",
+    "InputError": "errors",
+    "Problem": "errors",
+    "UnsupportedError": "errors",
+    "WorkbenchError": "errors",
+    "Model": "graph",
+    "SourceInfo": "graph",
+    "StepReport": "graph",
+    "example_inputs": "readers",
+    "export": "readers",
+    "load": "readers",
+    "check": "steps.check",
+    "compare": "steps.compare",
+    "fold_bn": "steps.fold_bn",
+    "map_names": "steps.map_names",
+    "simplify": "steps.simplify",
+    "write": "writers",
+}
+
+if TYPE_CHECKING:
+    from .artifacts import Artifact, identify
+    from .chain import Chain, StepRun, convert
+    from .errors import InputError, Problem, UnsupportedError, WorkbenchError
+    from .graph import Model, SourceInfo, StepReport
+    from .readers import example_inputs, export, load
+    from .steps.check import check
+    from .steps.compare import compare
+    from .steps.fold_bn import fold_bn
+    from .steps.map_names import map_names
+    from .steps.simplify import simplify
+    from .writers import write
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module defining ``name`` on first use (PEP 562)."""
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_API])
+
 
 __all__ = [
     "Artifact",

@@ -25,10 +25,12 @@ model before them; ``write`` refuses a model its ``check`` found errors in, and
 first makes sure the result can be verified (the inputs: given, or seeded random
 inputs of the source's input shapes); ``verify`` compares the written files with
 the source in its own runtime where this machine has it (the PyTorch module, the
-Caffe files in OpenCV DNN), else with the source graph in onnxruntime: the final
-outputs, or with ``per_layer`` every layer too, with the first divergence and its
-likely cause (the stepper verifies layer by layer; ``workbench convert`` checks the
-final outputs).
+Caffe files in OpenCV DNN), else with the source graph in onnxruntime, one runtime
+after the other (the weights written are given back first, and each runtime is
+released before the next loads), so a large model is held by one runtime at a time:
+the final outputs, or with ``per_layer`` every layer too, with the first divergence
+and its likely cause (the stepper verifies layer by layer; ``workbench convert``
+checks the final outputs).
 
 Steps never change the model they read, and the chain checks it rather than
 trusting it (as onnx-ir's ``PassBase`` checks a pass's in-place contract): the
@@ -111,7 +113,9 @@ def fingerprint(model: Model) -> str:
     serializes it (attributes, subgraphs, metadata such as provenance), the graph's
     inputs, outputs, opsets and functions, the model's metadata, the source, and each
     initializer's name, type, shape and bytes. The bytes go through CRC-32 read from
-    the arrays in place, so a 100 MB network costs tens of milliseconds, not a copy."""
+    the arrays in place, so a 100 MB network costs tens of milliseconds, not a copy;
+    weights mapped read-only from a file (``onnx_ir.ExternalTensor``) cannot be written
+    through the model, so their place in the file stands for their bytes."""
     graph = model.graph
     digest = hashlib.sha256()
     for node in graph:
@@ -121,9 +125,8 @@ def fingerprint(model: Model) -> str:
     for function in model.ir.functions.values():
         digest.update(ir.serde.serialize_function(function).SerializeToString(deterministic=True))
     for name, value in graph.initializers.items():
-        array = value.const_value.numpy() if value.const_value is not None else np.empty(0)
-        checksum = zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
-        digest.update(repr((name, value.dtype, value.shape, dict(value.metadata_props), checksum)).encode())
+        content = _content_key(value.const_value)
+        digest.update(repr((name, value.dtype, value.shape, dict(value.metadata_props), content)).encode())
     metadata = (dict(graph.opset_imports), dict(model.ir.metadata_props), dict(graph.metadata_props))
     digest.update(repr((metadata, model.source, len(model.reports))).encode())
     return digest.hexdigest()
@@ -140,6 +143,15 @@ def inputs_digest(inputs: Mapping[str, np.ndarray] | Sequence[np.ndarray] | None
         digest.update(repr((name, array.dtype.str, array.shape)).encode())
         digest.update(array.reshape(-1).view(np.uint8).data)
     return digest.hexdigest()
+
+
+def _content_key(tensor: ir.TensorProtocol | None) -> object:
+    """What stands for a tensor's bytes in a fingerprint: where a mapped tensor lies
+    in its file, else the CRC-32 of the bytes."""
+    if isinstance(tensor, ir.ExternalTensor):
+        return (tensor.path, tensor.offset, tensor.length)
+    array = tensor.numpy() if tensor is not None else np.empty(0)
+    return zlib.crc32(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
 
 
 def source_reference(source: Model) -> Any:
@@ -461,6 +473,11 @@ class Chain:
         source = self._model_of(loaded)
         start = time.perf_counter()
         inputs = self.inputs if self.inputs is not None else example_inputs(source)
+        # writing read every weight: give back the pages of those mapped from files, so
+        # that each runtime in turn (compare releases one before the next) has the room
+        for model in (source, self.model):
+            if model is not None:
+                model.release_weights()
         comparison = compare(
             source_reference(source), written.value, inputs, atol=self.atol, rtol=self.rtol, per_layer=self.per_layer
         )

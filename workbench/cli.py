@@ -7,6 +7,10 @@ prints one progress line (step, summary, seconds). Exit status: 0 converted and 
 outputs differ beyond tolerance (or a recorded notebook failed), 2 bad input or
 unsupported ops (every problem listed at once). Bad input never shows a
 traceback: a ``WorkbenchError`` becomes its message on stderr.
+
+A command imports only what it runs (the chain, onnxruntime, OpenCV, torch,
+Jupyter are imported inside the handlers), so ``workbench --help`` answers at once
+and ``workbench check`` never loads torch.
 """
 
 from __future__ import annotations
@@ -20,15 +24,17 @@ import sys
 import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import numpy as np
-
-from .chain import Chain
 from .errors import InputError, WorkbenchError
-from .graph import StepReport
 from .steps.compare_stats import DEFAULT_ATOL, DEFAULT_RTOL
-from .writers import TARGETS
+from .targets import TARGETS
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .chain import Chain
+    from .graph import StepReport
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT = 0, 1, 2
 DIALECTS = ("bvlc", "opencv")
@@ -75,6 +81,8 @@ def _target_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _chain(args: argparse.Namespace, *, outdir: str | None = None, verify: bool = False) -> Chain:
     """The conversion chain the source options describe."""
+    from .chain import Chain
+
     return Chain(
         args.sources,
         args.to,
@@ -136,6 +144,8 @@ def _read_inputs(path: str | None) -> dict[str, np.ndarray] | list[np.ndarray] |
     """``.npy`` (one input) or ``.npz`` (inputs by name), never unpickling objects."""
     if path is None:
         return None
+    import numpy as np
+
     try:
         data = np.load(path, allow_pickle=False)
     except FileNotFoundError as error:
@@ -152,6 +162,7 @@ def _read_inputs(path: str | None) -> dict[str, np.ndarray] | list[np.ndarray] |
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from .graph import StepReport
     from .steps.compare import compare
 
     if args.input is not None and args.input_shape is not None:
@@ -216,6 +227,7 @@ def run_record(args: argparse.Namespace) -> int:
     from jupyter_client.kernelspec import NoSuchKernel
     from nbclient.exceptions import CellTimeoutError
 
+    from .graph import StepReport
     from .records import Outcome, finish_record
 
     try:

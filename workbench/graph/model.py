@@ -3,8 +3,8 @@
 ``Model`` wraps an ``onnx_ir.Model`` (ONNX semantics, every node carrying
 provenance, see ``provenance.py``) together with where it came from and the
 reports of the steps that produced it. Steps never mutate their input model:
-they copy it, so every artifact of a conversion chain stays available for
-``compare``.
+they copy it (the graph; weights are shared, see ``Model.copy``), so every artifact
+of a conversion chain stays available for ``compare``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,19 @@ import onnx_ir as ir
 from . import provenance
 from .report import StepReport
 from .shapes import static_shape
+
+
+def release_mapped_weights(model: onnx_ir.Model) -> None:
+    """Unmap the weights a model reads from files (``onnx_ir.ExternalTensor``): their
+    pages go back to the system and the next read maps them again. A tensor whose
+    array someone still holds a view of stays mapped."""
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                try:
+                    value.const_value.release()
+                except BufferError:
+                    pass
 
 
 @dataclass(frozen=True)
@@ -78,8 +91,16 @@ class Model:
         return sum(math.prod(shape) if shape is not None else 0 for shape in shapes)
 
     def copy(self) -> Model:
-        """A deep copy (graph and weights), keeping source and reports."""
-        return Model(ir.from_proto(ir.to_proto(self.ir)), self.source, list(self.reports))
+        """A copy to change, keeping source and reports: every node, value and attribute
+        is new, the weight tensors are shared (a step replaces a value's tensor, it never
+        writes into one; the chain's fingerprints check that). Copying costs the graph,
+        not the weights: nothing is serialised."""
+        return Model(self.ir.clone(), self.source, list(self.reports))
+
+    def release_weights(self) -> None:
+        """Give back the memory of weights mapped from files until they are read again
+        (``release_mapped_weights``); weights held in memory stay."""
+        release_mapped_weights(self.ir)
 
     def derive(self, model: onnx_ir.Model, report: StepReport) -> Model:
         """A new Model for the output of a step, with its report appended."""

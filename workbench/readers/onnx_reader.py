@@ -1,5 +1,11 @@
 """Read an ONNX file into the graph.
 
+A file of ``MAPPED_FILE_BYTES`` or more keeps its weights in the file: they are
+memory-mapped (``onnx_mapped``), read when a step reads them and never copied into
+protobuf; weights in external data files (models over 2 GB) are mapped as well,
+whatever the file's size. A mapped model reads the file as long as it lives: replace the file (write
+a new one and rename it) rather than rewriting it in place while the model is in use.
+
 Provenance: a node written by the workbench already carries it; a node exported
 by ``torch.onnx`` carries its module path in ``pkg.torch.onnx.name_scopes``;
 any other node is its own source, under its node name.
@@ -20,7 +26,10 @@ import onnx_ir as ir
 
 from ..errors import InputError
 from ..graph import Model, SourceInfo, provenance
+from .onnx_mapped import load_mapped, share_mappings
 from .torch_names import drop_exporter_metadata, torch_source_name
+
+MAPPED_FILE_BYTES = 32 * 2**20
 
 
 def annotate_provenance(model: ir.Model) -> None:
@@ -31,6 +40,16 @@ def annotate_provenance(model: ir.Model) -> None:
             provenance.set_sources(node, [name])
         provenance.record_initializer_params(node)
         drop_exporter_metadata(node)
+
+
+def load_graph(path: str | Path) -> ir.Model:
+    """The graph in ``path`` as it is (no provenance added), its weights mapped from
+    the file when it is large (one mapping per file, shared by its tensors)."""
+    path = Path(path)
+    mapped = load_mapped(path) if path.stat().st_size >= MAPPED_FILE_BYTES else None
+    model = mapped if mapped is not None else ir.load(path)
+    share_mappings(model)
+    return model
 
 
 def drop_initializer_inputs(model: ir.Model) -> None:
@@ -47,7 +66,7 @@ def drop_initializer_inputs(model: ir.Model) -> None:
 def read_onnx(path: str | Path) -> Model:
     path = Path(path)
     try:
-        model = ir.load(path)
+        model = load_graph(path)
     except FileNotFoundError as error:
         raise InputError(f"no such ONNX file: {path}", remedy="check the path") from error
     except Exception as error:  # protobuf decode errors have no common base type

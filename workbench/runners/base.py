@@ -28,7 +28,10 @@ runner it holds (as Polygraphy's runners and comparator do):
 * constants for diagnosis: ``layer_constants(name)``, the op and constant inputs of
   the layer that computes ``name``;
 * node evaluation: ``node_evaluation(name, inputs)``, the node that computes ``name``,
-  re-runnable alone with some of its constant inputs replaced.
+  re-runnable alone with some of its constant inputs replaced;
+* memory: ``release()`` gives back what the runtime holds (a session, a loaded
+  network, weights mapped from files) until the next run loads it again, so that
+  two runtimes can run one after the other without holding both.
 """
 
 from __future__ import annotations
@@ -133,6 +136,9 @@ class Runner(ABC):
         """The node that computes ``name``, re-runnable alone, when the runtime allows it."""
         return None
 
+    def release(self) -> None:
+        """Give back the runtime's memory until the next run (nothing to give by default)."""
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.description or self.name}>"
 
@@ -194,3 +200,6 @@ class SourcedRunner(Runner):
 
     def node_evaluation(self, name: str, inputs: Inputs) -> NodeEvaluation | None:
         return self.runner.node_evaluation(name, inputs)
+
+    def release(self) -> None:
+        self.runner.release()

@@ -1,13 +1,26 @@
 """Run a graph (or an ONNX file) in onnxruntime, the independent ONNX reference.
 
-``run`` gives the final outputs from one session. ``run_layers`` gives every node's
-outputs, named by value name, in graph (topological) order, without holding all
-of them at once: the graph is cut into consecutive segments of nodes, each run as
-its own session (an ``onnx_ir.GraphView`` over the original nodes; the weights
-are handed to onnxruntime as buffers with ``add_external_initializers``, never
-serialized). Between segments only the values a later segment still reads are kept. Peak memory is the weights plus one
-segment's activations and weights (segments are cut at ``segment_nodes`` nodes
-or ``segment_bytes`` of weights) plus the live values at the cut.
+``run`` gives the final outputs from one session. A graph held in memory is never
+serialised with its weights for it (that cost a copy of them as protobuf and
+another as bytes on top of onnxruntime's own): weights mapped from a file are read
+by onnxruntime from the file, the others handed over as buffers. ``release`` drops
+the session and unmaps weights read from files until the next run.
+
+``run_layers`` gives every node's outputs, named by value name, in graph
+(topological) order, without holding all of them at once: the graph is cut into
+consecutive segments of nodes, each run as its own session (an
+``onnx_ir.GraphView`` over the original nodes; the weights are handed to
+onnxruntime as buffers with ``add_external_initializers``, never serialized).
+Between segments only the values a later segment still reads are kept. Peak
+memory is the weights plus one segment's activations and weights (segments are
+cut at ``segment_nodes`` nodes, ``segment_bytes`` of weights or
+``segment_output_bytes`` of outputs, whichever comes first) plus the live values
+at the cut. Each segment costs a session (some
+30 ms to make), so segments are as large as those bounds allow: a ResNet-50 is
+two or three of them, not twenty. For a graph with weights up to
+``KEPT_SEGMENT_BYTES`` the segment sessions are kept for the next ``run_layers``
+(a comparison repeated, on other inputs or tolerances, makes none again), at the
+cost of onnxruntime's copy of those weights, until ``release``.
 
 ``layer_sources`` maps each value name to the provenance of the node that makes
 it, so ``compare`` aligns values by source layer. For diagnosis the runner shows
@@ -18,6 +31,7 @@ and re-runs one node alone with other constants (``node_evaluation``,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,10 +43,15 @@ import onnxruntime as ort
 
 from ..errors import InputError, WorkbenchError
 from ..graph import Model, provenance
+from ..graph.model import release_mapped_weights
+from ..graph.shapes import static_shape
+from ..readers.onnx_reader import load_graph
 from .base import Inputs, LayerConstants, LayerStream, NodeEvaluation, Runner
 
-DEFAULT_SEGMENT_NODES = 48
-DEFAULT_SEGMENT_BYTES = 16 * 2**20  # weights copied for one segment at a time
+DEFAULT_SEGMENT_NODES = 512
+DEFAULT_SEGMENT_BYTES = 64 * 2**20  # weights copied for one segment at a time
+DEFAULT_SEGMENT_OUTPUT_BYTES = 64 * 2**20  # outputs one segment returns at once (from static shapes)
+KEPT_SEGMENT_BYTES = 256 * 2**20  # graphs with weights up to this keep their segment sessions
 BUFFER_MIN_ELEMENTS = 1024
 
 
@@ -64,10 +83,15 @@ def _run(session: ort.InferenceSession, outputs: list[str], feeds: Mapping[str, 
         return session.run(outputs, dict(feeds))
 
 
-def _session(payload: bytes | str, weights: Mapping[str, np.ndarray] | None = None) -> ort.InferenceSession:
-    """A CPU session; ``weights`` are handed over as buffers, never serialized."""
+def _session(
+    payload: bytes | str, weights: Mapping[str, np.ndarray] | None = None, weights_folder: str | None = None
+) -> ort.InferenceSession:
+    """A CPU session; ``weights`` are handed over as buffers, never serialized;
+    ``weights_folder`` is where the model's external data files lie."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if weights_folder is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", weights_folder)
     weights = weights if weights is not None else {}
     buffers = [ort.OrtValue.ortvalue_from_numpy(array) for array in weights.values()]
     if weights:
@@ -120,6 +144,12 @@ def _outer_values(node: ir.Node) -> list[ir.Value]:
 def _outputs(nodes: Sequence[ir.Node]) -> list[ir.Value]:
     """The named outputs of ``nodes``, in order."""
     return [value for node in nodes for value in node.outputs if value.name]
+
+
+def _known_bytes(value: ir.Value) -> int:
+    """The size of a value whose type and shape are static (0 when not known)."""
+    shape = static_shape(value)
+    return int(math.prod(shape) * value.dtype.itemsize) if shape is not None and value.dtype is not None else 0
 
 
 def _names(values: Sequence[ir.Value]) -> list[str]:
@@ -290,6 +320,7 @@ class OnnxRuntimeRunner(Runner):
         *,
         segment_nodes: int = DEFAULT_SEGMENT_NODES,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        segment_output_bytes: int = DEFAULT_SEGMENT_OUTPUT_BYTES,
     ) -> None:
         self._ir: ir.Model | None = None
         self._path: Path | None = None
@@ -304,7 +335,9 @@ class OnnxRuntimeRunner(Runner):
             self.description = self._path.name
         self.segment_nodes = segment_nodes
         self.segment_bytes = segment_bytes
+        self.segment_output_bytes = segment_output_bytes
         self._session: ort.InferenceSession | None = None
+        self._kept_segments: dict[tuple, ort.InferenceSession] = {}
         # an initializer also listed as an input (ONNX IR 3) is a weight, not fed at run time
         self.input_names = _names(self._fed_inputs())
         self.output_names = _names(self.model.graph.outputs)
@@ -312,17 +345,59 @@ class OnnxRuntimeRunner(Runner):
     @property
     def session(self) -> ort.InferenceSession:
         """One session for the whole graph, made on first use (``run_layers`` does
-        not need it, so a per-layer comparison never holds a second copy of the weights)."""
+        not need it, so a per-layer comparison never holds a second copy of the weights).
+        A small file is read by onnxruntime itself; a large one, mapped (``model``), and
+        a graph in memory are handed over as ``_graph_session`` describes."""
         if self._session is None:
-            payload = str(self._path) if self._path is not None else ir.to_proto(self.model).SerializeToString()
-            self._session = _session(payload)
+            mapped = any(isinstance(v.const_value, ir.ExternalTensor) for v in self.model.graph.initializers.values())
+            self._session = self._graph_session() if self._path is None or mapped else _session(str(self._path))
         return self._session
+
+    def _graph_session(self) -> ort.InferenceSession:
+        """The whole graph as a session without serialising its weights: those mapped
+        from files (one folder) are read by onnxruntime from the files, the other large
+        ones given as buffers (which onnxruntime copies), small ones embedded (graph
+        inputs that are also initializers, IR 3 defaults, stay embedded too)."""
+        graph = self.model.graph
+        folders = {
+            value.const_value.base_dir
+            for value in graph.initializers.values()
+            if isinstance(value.const_value, ir.ExternalTensor)
+        }
+        folder = str(folders.pop()) if len(folders) == 1 else None
+        inputs = {id(value) for value in graph.inputs}
+        weights = {
+            name: np.ascontiguousarray(_constant(value))
+            for name, value in graph.initializers.items()
+            if id(value) not in inputs
+            and not (folder is not None and isinstance(value.const_value, ir.ExternalTensor))
+            and _constant(value).size >= BUFFER_MIN_ELEMENTS
+        }
+        embedded = [value for name, value in graph.initializers.items() if name not in weights]
+        proto = self._segment_proto(list(graph), list(graph.inputs), list(graph.outputs), embedded)
+        for name, array in weights.items():
+            proto.graph.initializer.append(_in_memory_placeholder(name, array))
+        return _session(proto.SerializeToString(), weights, folder)
+
+    @property
+    def _keeps_segments(self) -> bool:
+        """Whether ``run_layers`` keeps its segment sessions between calls: for graphs
+        whose weights (held once more by the kept sessions) are at most ``KEPT_SEGMENT_BYTES``."""
+        weights = sum(v.const_value.nbytes for v in self.model.graph.initializers.values() if v.const_value is not None)
+        return weights <= KEPT_SEGMENT_BYTES
+
+    def release(self) -> None:
+        """Drop the sessions and unmap the weights read from files, until the next run."""
+        self._session = None
+        self._kept_segments.clear()
+        if self._ir is not None:
+            release_mapped_weights(self._ir)
 
     @property
     def model(self) -> ir.Model:
-        """The graph being run (read from the file on first use)."""
+        """The graph being run (read from the file on first use, weights mapped)."""
         if self._ir is None:
-            self._ir = ir.load(str(self._path))
+            self._ir = load_graph(str(self._path))
         return self._ir
 
     @property
@@ -403,7 +478,7 @@ class OnnxRuntimeRunner(Runner):
                 for name in _names(_outputs(segment))
                 if names is None or name in names or liveness.needed_after(name, end)
             ]
-            results = self._run_segment(segment, live, only=wanted)
+            results = self._run_segment(segment, live, only=wanted, keep=self._keeps_segments)
             yield from _reported(segment, results, names)
             live.update((name, array) for name, array in results.items() if liveness.needed_after(name, end))
             del results
@@ -423,8 +498,9 @@ class OnnxRuntimeRunner(Runner):
 
     def _segments(self, nodes: Sequence[ir.Node]) -> Iterator[tuple[int, int]]:
         """``(start, end)`` of consecutive node ranges, each at most ``segment_nodes``
-        nodes and (unless one node alone is larger) ``segment_bytes`` of weights."""
-        start, weight_bytes = 0, 0
+        nodes and (unless one node alone is larger) ``segment_bytes`` of weights and
+        ``segment_output_bytes`` of outputs whose size is known."""
+        start, weight_bytes, output_bytes = 0, 0, 0
         seen: set[str | None] = set()
         for index, node in enumerate(nodes):
             size = sum(
@@ -432,21 +508,56 @@ class OnnxRuntimeRunner(Runner):
                 for v in node.inputs
                 if v is not None and v.is_initializer() and v.const_value is not None and v.name not in seen
             )
+            produced = sum(_known_bytes(value) for value in node.outputs)
             seen.update(v.name for v in node.inputs if v is not None)
-            if index > start and (index - start >= self.segment_nodes or weight_bytes + size > self.segment_bytes):
+            full = (
+                index - start >= self.segment_nodes
+                or weight_bytes + size > self.segment_bytes
+                or output_bytes + produced > self.segment_output_bytes
+            )
+            if index > start and full:
                 yield start, index
-                start, weight_bytes = index, 0
+                start, weight_bytes, output_bytes = index, 0, 0
             weight_bytes += size
+            output_bytes += produced
         if start < len(nodes):
             yield start, len(nodes)
 
     def _run_segment(
-        self, segment: Sequence[ir.Node], available: Mapping[str, np.ndarray], only: Collection[str] | None = None
+        self,
+        segment: Sequence[ir.Node],
+        available: Mapping[str, np.ndarray],
+        only: Collection[str] | None = None,
+        *,
+        keep: bool = False,
     ) -> dict[str, np.ndarray]:
         """Run consecutive nodes as one session, fed from ``available``; returns the
-        outputs named in ``only`` (every output when None)."""
+        outputs named in ``only`` (every output when None). With ``keep``, the session
+        is kept for the next run of the same nodes, outputs and input shapes."""
         inputs, initializers = _segment_inputs(segment, available)
         outputs = [value for value in _outputs(segment) if only is None or value.name in only]
+        names = _names(outputs)
+        key = (
+            id(segment[0]),
+            id(segment[-1]),
+            tuple(names),
+            tuple((name, available[name].shape, available[name].dtype.str) for name in inputs),
+        )
+        session = self._kept_segments.get(key)
+        if session is None:
+            session = self._segment_session(segment, inputs, initializers, outputs, available)
+            if keep:
+                self._kept_segments[key] = session
+        return dict(zip(names, _run(session, names, {name: available[name] for name in inputs})))
+
+    def _segment_session(
+        self,
+        segment: Sequence[ir.Node],
+        inputs: Mapping[str, ir.Value],
+        initializers: Mapping[str, ir.Value],
+        outputs: list[ir.Value],
+        available: Mapping[str, np.ndarray],
+    ) -> ort.InferenceSession:
         # shape inference reads small constants (axes, shapes, scales) from the model
         # itself; only weights large enough to matter are handed over as buffers
         arrays = {name: _constant(value) for name, value in initializers.items()}
@@ -459,9 +570,7 @@ class OnnxRuntimeRunner(Runner):
             _set_value_info(info, available[info.name])
         for name, array in weights.items():
             proto.graph.initializer.append(_in_memory_placeholder(name, array))
-        session = _session(proto.SerializeToString(), weights)
-        names = _names(outputs)
-        return dict(zip(names, _run(session, names, {name: available[name] for name in inputs})))
+        return _session(proto.SerializeToString(), weights)
 
     def _segment_proto(
         self, segment: Sequence[ir.Node], inputs: list[ir.Value], outputs: list[ir.Value], embedded: list[ir.Value]

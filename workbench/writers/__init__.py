@@ -19,11 +19,8 @@ from typing import Any
 
 from ..errors import InputError
 from ..graph import Model
+from ..targets import TARGET_MODULES, TARGETS
 from .files import WrittenFiles, staged_output
-
-# target name -> module of this package that writes it
-TARGET_MODULES = {"onnx": "onnx_writer", "caffe": "caffe", "msnhnet": "msnhnet", "pytorch": "pytorch"}
-TARGETS = tuple(TARGET_MODULES)
 
 
 def _load_writer(target: str) -> ModuleType | None:

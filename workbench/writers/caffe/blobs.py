@@ -14,8 +14,8 @@ and the net as its header followed by one ``layer`` record (field 100) per layer
 The weight arrays are handed to the file as memory views, never joined into one
 bytes object.
 
-The varint and tag encoding is written here by hand: protobuf's Python package
-keeps its encoder private, and the format is four lines of arithmetic.
+The varint and tag encoding is ``formats.wire``'s (protobuf's Python package keeps
+its encoder private).
 """
 
 from __future__ import annotations
@@ -27,29 +27,11 @@ from typing import BinaryIO
 import numpy as np
 
 from ...formats import caffe_pb2
+from ...formats.wire import record_header
 
-_LENGTH_DELIMITED = 2
 _BLOB_DATA_FIELD = 5  # BlobProto.data, packed float
 _LAYER_BLOBS_FIELD = 7  # LayerParameter.blobs
 _NET_LAYER_FIELD = 100  # NetParameter.layer
-
-
-def varint(number: int) -> bytes:
-    """Base-128 varint: seven bits per byte, low group first, high bit = more follows."""
-    out = bytearray()
-    while True:
-        low = number & 0x7F
-        number >>= 7
-        if number:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def record_header(field: int, length: int) -> bytes:
-    """Tag and length prefix of a length-delimited field (``field << 3 | 2``)."""
-    return varint(field << 3 | _LENGTH_DELIMITED) + varint(length)
 
 
 def blob_pieces(array: np.ndarray) -> list[bytes | memoryview]:

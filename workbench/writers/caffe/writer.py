@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from google.protobuf import text_format
 
 from ...errors import InputError, Problem, UnsupportedError, errors_of, sort_problems
@@ -28,6 +29,9 @@ from .blobs import write_caffemodel
 from .net import DIALECTS, TARGET, CaffeNet
 from .sidecar import SUFFIX as SIDECAR_SUFFIX
 from .sidecar import write_sidecar
+
+# a caffemodel is one NetParameter message; protobuf, so Caffe and OpenCV DNN, reads at most 2 GiB of one
+CAFFEMODEL_BYTES = 2**31 - 1
 
 
 def _check_dialect(dialect: str) -> None:
@@ -47,6 +51,19 @@ def build_caffe_net(model: Model, dialect: str = "bvlc") -> CaffeNet:
     working = infer_shapes(model.ir.clone())
     net = CaffeNet(working.graph, dialect)
     net.convert()
+    weights = sum(4 * np.size(array) for layer in net.layers for array in layer.weights)  # float32 blobs
+    if weights > CAFFEMODEL_BYTES:
+        net.problems.append(
+            Problem(
+                "error",
+                "too-large",
+                "",
+                "",
+                f"the weights take {weights / 1e9:.2f} GB: a caffemodel is one protobuf message, "
+                f"which Caffe and OpenCV DNN read up to 2 GiB",
+                "convert to ONNX (weights in NAME.onnx.data) or to PyTorch",
+            )
+        )
     return net
 
 
