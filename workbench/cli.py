@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
     from .chain import Chain
     from .graph import StepReport
+    from .records import Outcome
 
 EXIT_OK, EXIT_DIFFERENT, EXIT_BAD_INPUT = 0, 1, 2
 DIALECTS = ("bvlc", "opencv")
@@ -212,62 +213,16 @@ def run_record(args: argparse.Namespace) -> int:
     """Execute a notebook with papermill, then write the record's header at its top
     (``records.finish_record``): exit 0 when it ran to the end and its verdict holds."""
     notebook, output = Path(args.notebook), Path(args.output)
-    if not notebook.is_file():
-        raise InputError(f"no such notebook: {notebook}", remedy="check the path")
-    if output.resolve() == notebook.resolve():
-        raise InputError(
-            "the record would overwrite the notebook it runs", found=str(output), remedy="choose another -o"
-        )
-    if args.timeout is not None and args.timeout <= 0:
-        raise InputError(
-            "--timeout must be positive", found=str(args.timeout), remedy="give seconds per cell, e.g. 600"
-        )
-    import nbformat
-    import papermill
-    from jupyter_client.kernelspec import NoSuchKernel
-    from nbclient.exceptions import CellTimeoutError
-
+    _check_record_arguments(notebook, output, args.timeout)
     from .graph import StepReport
-    from .records import Outcome, finish_record
+    from .records import finish_record
 
-    try:
-        source = nbformat.read(notebook, as_version=4)
-    except Exception as error:  # nbformat raises JSON, validation and reader errors
-        raise InputError(
-            f"{notebook} is not a readable notebook",
-            expected="a Jupyter notebook (.ipynb, nbformat 4)",
-            found=str(error).splitlines()[0],
-            remedy="open and save it in Jupyter, or pass another notebook",
-        ) from error
-    kernelspec = source.metadata.get("kernelspec", {})
+    source = _read_notebook(notebook)
     parameters = {name: parse_value(value) for name, value in args.parameters or []}
     shown = {name: (default, False) for name, default in declared_parameters(source).items()}
     shown.update({name: (repr(value), True) for name, value in parameters.items()})
     output.parent.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    outcome = None
-    try:
-        papermill.execute_notebook(
-            str(notebook),
-            str(output),
-            parameters=parameters,
-            kernel_name=None if kernelspec.get("name") else DEFAULT_KERNEL,
-            language=None if kernelspec.get("language") else "python",
-            progress_bar=False,
-            execution_timeout=args.timeout,
-        )
-    except NoSuchKernel as error:
-        raise WorkbenchError(
-            f"the notebook's kernel {error.args[0] if error.args else ''!s} is not installed",
-            remedy=f"{sys.executable} -m ipykernel install --sys-prefix --name python3",
-        ) from error
-    except papermill.PapermillExecutionError as error:
-        cell = f"[{error.exec_count}]" if error.exec_count is not None else None
-        outcome = Outcome("failed", time.perf_counter() - start, cell, f"{error.ename}: {error.evalue}")
-    except CellTimeoutError as error:
-        outcome = Outcome("timed out", time.perf_counter() - start, _stopped_cell(output), str(error).splitlines()[0])
-    if outcome is None:
-        outcome = Outcome("completed", time.perf_counter() - start)
+    outcome = _execute_notebook(notebook, output, source.metadata.get("kernelspec", {}), parameters, args.timeout)
     verdict_holds, title = finish_record(output, notebook.name, outcome, shown, args.timeout)
     summary = f"{notebook.name} → {output} with {parameters or 'default parameters'}: {title}"
     progress(StepReport("record", summary, seconds=outcome.seconds))
@@ -280,6 +235,70 @@ def run_record(args: argparse.Namespace) -> int:
         _export_html(output, html_path)
         print(f"{'html':<14} {html_path}")
     return EXIT_OK if outcome.status == "completed" and verdict_holds is not False else EXIT_DIFFERENT
+
+
+def _check_record_arguments(notebook: Path, output: Path, timeout: float | None) -> None:
+    """Refuse, before anything runs, a missing notebook, a record that would overwrite it
+    and a timeout that is not a positive number of seconds."""
+    if not notebook.is_file():
+        raise InputError(f"no such notebook: {notebook}", remedy="check the path")
+    if output.resolve() == notebook.resolve():
+        raise InputError(
+            "the record would overwrite the notebook it runs", found=str(output), remedy="choose another -o"
+        )
+    if timeout is not None and timeout <= 0:
+        raise InputError("--timeout must be positive", found=str(timeout), remedy="give seconds per cell, e.g. 600")
+
+
+def _read_notebook(notebook: Path) -> Any:
+    """The notebook as nbformat reads it (version 4), or one InputError saying why it cannot be read."""
+    import nbformat
+
+    try:
+        return nbformat.read(notebook, as_version=4)
+    except Exception as error:  # nbformat raises JSON, validation and reader errors
+        raise InputError(
+            f"{notebook} is not a readable notebook",
+            expected="a Jupyter notebook (.ipynb, nbformat 4)",
+            found=str(error).splitlines()[0],
+            remedy="open and save it in Jupyter, or pass another notebook",
+        ) from error
+
+
+def _execute_notebook(
+    notebook: Path, output: Path, kernelspec: dict[str, Any], parameters: dict[str, Any], timeout: float | None
+) -> Outcome:
+    """Run ``notebook`` into ``output`` with papermill: completed, failed in a cell or timed out
+    (a missing kernel is a WorkbenchError). The default kernel and language stand in for a
+    notebook that names none."""
+    import papermill
+    from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient.exceptions import CellTimeoutError
+
+    from .records import Outcome
+
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name=None if kernelspec.get("name") else DEFAULT_KERNEL,
+            language=None if kernelspec.get("language") else "python",
+            progress_bar=False,
+            execution_timeout=timeout,
+        )
+    except NoSuchKernel as error:
+        raise WorkbenchError(
+            f"the notebook's kernel {error.args[0] if error.args else ''!s} is not installed",
+            remedy=f"{sys.executable} -m ipykernel install --sys-prefix --name python3",
+        ) from error
+    except papermill.PapermillExecutionError as error:
+        cell = f"[{error.exec_count}]" if error.exec_count is not None else None
+        return Outcome("failed", time.perf_counter() - start, cell, f"{error.ename}: {error.evalue}")
+    except CellTimeoutError as error:
+        return Outcome("timed out", time.perf_counter() - start, _stopped_cell(output), str(error).splitlines()[0])
+    return Outcome("completed", time.perf_counter() - start)
 
 
 def declared_parameters(notebook: Any) -> dict[str, str]:

@@ -264,6 +264,25 @@ def _cell_text(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _record_state(verdict: Mapping[str, Any] | None, outcome: Outcome) -> str:
+    """The header's one-line state: verified only when the run completed and its verdict holds."""
+    if outcome.status != "completed":
+        return f"NOT verified: the run {outcome.status}"
+    if verdict is None:
+        return "no verdict: the notebook displayed none"
+    return "verified" if verdict["ok"] else "NOT verified: a check failed"
+
+
+def _verdict_markdown(verdict: Mapping[str, Any]) -> list[str]:
+    """The verdict's checks as a table, then the files converted from."""
+    lines = ["", "## Verdict", "", "| check | result | evidence |", "|---|---|---|"]
+    lines += [
+        f"| {_cell_text(c['label'])} | {'pass' if c['passed'] else '**FAIL**'} | {_cell_text(c['detail'])} |"
+        for c in verdict["checks"]
+    ]
+    return [*lines, "", "## Converted from", "", *_markdown_files(verdict["sources"])]
+
+
 def header_markdown(
     notebook_name: str,
     verdict: Mapping[str, Any] | None,
@@ -273,15 +292,7 @@ def header_markdown(
     recorded_at: datetime.datetime,
 ) -> str:
     """The record's header; ``parameters``: name -> (value as written, given on the command line)."""
-    verified = verdict is not None and verdict["ok"] and outcome.status == "completed"
-    if verified:
-        state = "verified"
-    elif outcome.status != "completed":
-        state = f"NOT verified: the run {outcome.status}"
-    elif verdict is None:
-        state = "no verdict: the notebook displayed none"
-    else:
-        state = "NOT verified: a check failed"
+    state = _record_state(verdict, outcome)
     limit = f", at most {timeout:g} s per cell" if timeout else ""
     lines = [
         f"# Record of `{notebook_name}`: {state}",
@@ -292,12 +303,7 @@ def header_markdown(
         where = f" in cell {outcome.cell}" if outcome.cell is not None else ""
         lines += ["", f"**The run {outcome.status}{where}:** {_cell_text(outcome.error)}"]
     if verdict is not None:
-        lines += ["", "## Verdict", "", "| check | result | evidence |", "|---|---|---|"]
-        lines += [
-            f"| {_cell_text(c['label'])} | {'pass' if c['passed'] else '**FAIL**'} | {_cell_text(c['detail'])} |"
-            for c in verdict["checks"]
-        ]
-        lines += ["", "## Converted from", "", *_markdown_files(verdict["sources"])]
+        lines += _verdict_markdown(verdict)
     lines += ["", "## Parameters", "", "| name | value | |", "|---|---|---|"]
     lines += [
         f"| `{name}` | `{_cell_text(value)}` | {'given' if given else 'default'} |"

@@ -277,6 +277,18 @@ def data_nodes(graph: ir.Graph) -> set[int]:
     return drawn
 
 
+def _visible_nodes(graph: ir.Graph, nodes: list[ir.Node], plumbing: bool) -> tuple[list[ir.Node], Counter]:
+    """The nodes to draw, in graph order: all of them with ``plumbing``, else those carrying
+    data; and how many nodes of each op are hidden."""
+    carrying = data_nodes(graph)
+    if plumbing or not carrying:  # a graph of constants only is all plumbing: draw it whole
+        visible = nodes
+    else:
+        visible = [node for node in nodes if id(node) in carrying]
+    visible_ids = {id(node) for node in visible}
+    return visible, Counter(node.op_type for node in nodes if id(node) not in visible_ids)
+
+
 def _collect(graph: ir.Graph, max_nodes: int, plumbing: bool) -> tuple[dict[str, Box], list[Edge], int, int, Counter]:
     """Boxes and edges of the drawn part, the node and edge totals of the whole graph,
     and the plumbing hidden.
@@ -285,13 +297,7 @@ def _collect(graph: ir.Graph, max_nodes: int, plumbing: bool) -> tuple[dict[str,
     comes from another node or from a graph input; initializers are not edges.
     """
     nodes = list(graph)
-    carrying = data_nodes(graph)
-    if plumbing or not carrying:  # a graph of constants only is all plumbing: draw it whole
-        visible = nodes
-    else:
-        visible = [node for node in nodes if id(node) in carrying]
-    visible_ids = {id(node) for node in visible}
-    hidden = Counter(node.op_type for node in nodes if id(node) not in visible_ids)
+    visible, hidden = _visible_nodes(graph, nodes, plumbing)
     drawn = visible[:max_nodes]
     node_keys = {id(node): f"node{index}" for index, node in enumerate(drawn)}
     boxes: dict[str, Box] = {}

@@ -180,10 +180,8 @@ def convert_arithmetic(ctx: CaffeNodeContext) -> None:
     if not computed:
         ctx.problem("constant-input", f"{ctx.node.op_type} of constants only", "fold constant arithmetic with simplify")
         return
-    if len(inputs) == 2 and len(computed) == 1 and computed[0] is not None:
-        const = next(c for c in constants if c is not None)
-        if _with_constant(ctx, computed[0], const, constants[0] is not None):
-            return
+    if _with_one_constant(ctx, constants, computed):
+        return
     if ctx.node.op_type == "Pow":
         ctx.problem(
             "no-caffe-form",
@@ -191,12 +189,33 @@ def convert_arithmetic(ctx: CaffeNodeContext) -> None:
             "use a constant scalar exponent in the source model",
         )
         return
-    if ctx.node.op_type == "Mul" and len(inputs) == 2 and inputs[0] is inputs[1] and within_channel_lrn(ctx):
+    if _is_square(ctx.node) and within_channel_lrn(ctx):
         return
-    differ = len({static_shape(value) for value in computed}) > 1
-    if ctx.node.op_type == "Mul" and len(computed) == len(inputs) == 2 and differ and _broadcast_scale(ctx):
+    if _is_broadcast_product(ctx.node, computed) and _broadcast_scale(ctx):
         return
     _eltwise(ctx, inputs, constants)
+
+
+def _with_one_constant(
+    ctx: CaffeNodeContext, constants: list[np.ndarray | None], computed: list[ir.Value | None]
+) -> bool:
+    """``x op c`` of a binary node with one constant operand as a Power or a Scale
+    (``_with_constant``); False (nothing written) for other nodes or when neither fits."""
+    if len(constants) != 2 or len(computed) != 1 or computed[0] is None:
+        return False
+    const = next(c for c in constants if c is not None)
+    return _with_constant(ctx, computed[0], const, constants[0] is not None)
+
+
+def _is_square(node: ir.Node) -> bool:
+    """``x * x``: the first node of the Caffe reader's expansion of LRN within channels."""
+    return node.op_type == "Mul" and len(node.inputs) == 2 and node.inputs[0] is node.inputs[1]
+
+
+def _is_broadcast_product(node: ir.Node, computed: list[ir.Value | None]) -> bool:
+    """``a * b`` of two computed tensors of different shapes (one broadcast over the other)."""
+    shapes = {static_shape(value) for value in computed}
+    return node.op_type == "Mul" and len(computed) == len(node.inputs) == 2 and len(shapes) > 1
 
 
 def _expand(ctx: CaffeNodeContext, value: ir.Value | None, const: np.ndarray | None, shape: tuple[int, ...]) -> str:
@@ -234,14 +253,7 @@ def _eltwise(ctx: CaffeNodeContext, inputs: list[ir.Value | None], constants: li
     if len(inputs) == 1:
         ctx.alias()
         return
-    if op == "Div" and constants[1] is not None:
-        constants = [constants[0], np.reciprocal(constants[1].astype(np.float32))]
-    blobs = [_expand(ctx, value, const, shape) for value, const in zip(inputs, constants)]
-    if op == "Div" and constants[1] is None:
-        blobs[1] = _power(ctx, blobs[1], power=-1.0, role="reciprocal", in_place=False)
-    if op == "Min":
-        blobs = [_power(ctx, blob, scale=-1.0, role=f"negate{i}", in_place=False) for i, blob in enumerate(blobs)]
-    _combine(ctx, op, blobs, output)
+    _combine(ctx, op, _eltwise_operands(ctx, op, inputs, constants, shape), output)
     if any(shape != own for own in shapes) or any(const is not None for const in constants):
         ctx.problem(
             "broadcast",
@@ -249,6 +261,26 @@ def _eltwise(ctx: CaffeNodeContext, inputs: list[ir.Value | None], constants: li
             "(constants as constant blobs) before the Eltwise (exact)",
             severity="warning",
         )
+
+
+def _eltwise_operands(
+    ctx: CaffeNodeContext,
+    op: str,
+    inputs: list[ir.Value | None],
+    constants: list[np.ndarray | None],
+    shape: tuple[int, ...],
+) -> list[str]:
+    """The blobs Eltwise combines, each of the output's ``shape``: the operands broadcast
+    (``_expand``), for Div the divisor as its reciprocal (``a / b = a * b^-1``: PROD), for
+    Min every operand negated (``min(a, b) = -max(-a, -b)``: MAX)."""
+    if op == "Div" and constants[1] is not None:
+        constants = [constants[0], np.reciprocal(constants[1].astype(np.float32))]
+    blobs = [_expand(ctx, value, const, shape) for value, const in zip(inputs, constants)]
+    if op == "Div" and constants[1] is None:
+        blobs[1] = _power(ctx, blobs[1], power=-1.0, role="reciprocal", in_place=False)
+    if op == "Min":
+        blobs = [_power(ctx, blob, scale=-1.0, role=f"negate{i}", in_place=False) for i, blob in enumerate(blobs)]
+    return blobs
 
 
 def _combine(ctx: CaffeNodeContext, op: str, blobs: list[str], output: ir.Value) -> None:

@@ -456,17 +456,43 @@ class CaffeNodeContext(OnnxNodeContext):
         shape = scale.shape if scale is not None else bias.shape if bias is not None else ()
         per_channel = axis == 1 and len(shape) == 1
         if not per_channel and self.net.producer_type(bottom) in ("Convolution", "Deconvolution"):
-            factor = self.constant_blob(np.ones(shape, np.float32) if scale is None else scale, f"{role or 'scale'}")
-            if factor is None:
+            top = self._scale_by_blob(bottom, scale, shape, axis, outputs if bias is None else [None], role)
+            if top is None:
                 return bottom
-            last = bias is None
-            layer = self.add_layer(
-                "Scale", [bottom, factor], outputs if last else [None], role=f"{role or 'scale'}/by_blob"
-            )
-            layer.scale_param.axis = axis
-            if last:
-                return str(layer.top[0])
-            bottom, scale = str(layer.top[0]), None
+            if bias is None:
+                return top
+            bottom, scale = top, None
+        return self._scale_by_weights(bottom, scale, bias, shape, axis, outputs, role, weight_inputs)
+
+    def _scale_by_blob(
+        self,
+        bottom: str,
+        scale: np.ndarray | None,
+        shape: tuple[int, ...],
+        axis: int,
+        outputs: Sequence[ir.Value | None],
+        role: str | None,
+    ) -> str | None:
+        """``bottom * scale`` (ones for None) as a two-bottom Scale by a constant blob; None after a problem."""
+        factor = self.constant_blob(np.ones(shape, np.float32) if scale is None else scale, f"{role or 'scale'}")
+        if factor is None:
+            return None
+        layer = self.add_layer("Scale", [bottom, factor], outputs, role=f"{role or 'scale'}/by_blob")
+        layer.scale_param.axis = axis
+        return str(layer.top[0])
+
+    def _scale_by_weights(
+        self,
+        bottom: str,
+        scale: np.ndarray | None,
+        bias: np.ndarray | None,
+        shape: tuple[int, ...],
+        axis: int,
+        outputs: Sequence[ir.Value | None],
+        role: str | None,
+        weight_inputs: Sequence[int | None],
+    ) -> str:
+        """``bottom * scale + bias`` as a Scale layer holding them (ones for no scale), in place when safe."""
         weights = [scale if scale is not None else np.ones(shape, np.float32)]
         if bias is not None:
             weights.append(bias)

@@ -316,32 +316,48 @@ def _scalar_operand(node: ir.Node, data: ir.Value) -> float | None:
     return float(found.reshape(())) if found is not None and found.size == 1 else None
 
 
+def _single_user_chain(value: ir.Value, op_types: tuple[str, ...]) -> list[ir.Node] | None:
+    """The nodes of ``op_types`` in turn, each the only reader of the previous output
+    (from ``value``), or None where the chain branches, ends or has another op."""
+    nodes = []
+    for op_type in op_types:
+        node = _single_user(value, op_type)
+        if node is None:
+            return None
+        nodes.append(node)
+        value = node.outputs[0]
+    return nodes
+
+
+def _counted_window(pool: ir.Node) -> int:
+    """``k`` when the AveragePool ``pool`` averages ``k x k`` windows (``k`` odd) around each
+    value: pads ``(k-1)/2``, stride 1, the padding counted, as Caffe's AVE Pooling divides
+    every window by ``k*k``; 0 for any other pooling."""
+    kernel = tuple(pool.attributes.get_ints("kernel_shape", ()))
+    if len(kernel) != 2 or kernel[0] != kernel[1] or not kernel[0] % 2:
+        return 0
+    size = kernel[0]
+    centred = tuple(pool.attributes.get_ints("pads", (0,) * 4)) == ((size - 1) // 2,) * 4
+    every_value = tuple(pool.attributes.get_ints("strides", (1, 1))) == (1, 1)
+    counted = pool.attributes.get_int("count_include_pad", 0) == 1
+    return size if centred and every_value and counted else 0
+
+
 def _within_channel_chain(square: ir.Node) -> tuple[list[ir.Node], int, float, float] | None:
     """``(nodes, size, alpha, beta)`` when ``square = x * x`` starts
     ``x * (1 + alpha * AveragePool(x^2, k x k, pad (k-1)/2, counted))^-beta``."""
-    pool = _single_user(square.outputs[0], "AveragePool")
-    scaled = _single_user(pool.outputs[0], "Mul") if pool is not None else None
-    base = _single_user(scaled.outputs[0], "Add") if scaled is not None else None
-    power = _single_user(base.outputs[0], "Pow") if base is not None else None
-    product = _single_user(power.outputs[0], "Mul") if power is not None else None
-    if pool is None or scaled is None or base is None or power is None or product is None:
+    nodes = _single_user_chain(square.outputs[0], ("AveragePool", "Mul", "Add", "Pow", "Mul"))
+    if nodes is None:
         return None
-    kernel = tuple(pool.attributes.get_ints("kernel_shape", ()))
-    size = kernel[0] if len(kernel) == 2 and kernel[0] == kernel[1] and kernel[0] % 2 else 0
-    window_ok = (
-        size
-        and tuple(pool.attributes.get_ints("pads", (0,) * 4)) == ((size - 1) // 2,) * 4
-        and tuple(pool.attributes.get_ints("strides", (1, 1))) == (1, 1)
-        and pool.attributes.get_int("count_include_pad", 0) == 1
-    )
+    pool, scaled, base, power, product = nodes
+    size = _counted_window(pool)
     alpha, one = _scalar_operand(scaled, pool.outputs[0]), _scalar_operand(base, scaled.outputs[0])
     exponent = constant_value(power.inputs[1])
-    data = square.inputs[0]
-    if not window_ok or alpha is None or one != 1.0 or exponent is None or exponent.size != 1:
+    if not size or alpha is None or one != 1.0 or exponent is None or exponent.size != 1:
         return None
-    if power.inputs[0] is not base.outputs[0] or data not in product.inputs:
+    if power.inputs[0] is not base.outputs[0] or square.inputs[0] not in product.inputs:
         return None
-    return [pool, scaled, base, power, product], size, alpha, -float(exponent.reshape(()))
+    return nodes, size, alpha, -float(exponent.reshape(()))
 
 
 def within_channel_lrn(ctx: CaffeNodeContext) -> bool:

@@ -194,24 +194,7 @@ def _write_pooling(
     plans, separate = planned
     cropped = any(plan.cropped for plan in plans)
     pads = tuple(plan.pad for plan in plans)
-    windows = [(found.kernel, found.strides, pads)]
-    if separate:
-        windows = [
-            ((found.kernel[0], 1), (found.strides[0], 1), (pads[0], 0)),
-            ((1, found.kernel[1]), (1, found.strides[1]), (0, pads[1])),
-        ]
-    blob = ctx.bottom(ctx.node.inputs[0])
-    for index, (kernel, stride, pad) in enumerate(windows):
-        last = index == len(windows) - 1
-        layer = ctx.add_layer(
-            "Pooling", [blob], [output if last and not cropped else None], role=None if index == 0 else "width"
-        )
-        param = layer.pooling_param
-        param.pool = (
-            caffe_pb2.PoolingParameter.AVE if ctx.node.op_type == "AveragePool" else caffe_pb2.PoolingParameter.MAX
-        )
-        _set_window(param, kernel, stride, pad)
-        blob = str(layer.top[0])
+    blob = _pooling_layers(ctx, _pooling_windows(found, pads, separate), None if cropped else output)
     if not found.symmetric or separate:
         how = "and a Slice that keeps the graph's windows" if cropped else "(its rounded-up last window covers the end)"
         one_axis = ", one axis at a time (BVLC and OpenCV round a once-padded pooling differently)" if separate else ""
@@ -230,6 +213,38 @@ def _write_pooling(
         severity="warning",
     )
     return crop(ctx, blob, _ranges(plans), output)
+
+
+def _pooling_windows(
+    found: Window, pads: tuple[int, ...], separate: bool
+) -> list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """``(kernel, stride, pad)`` of each Pooling layer: one over H and W, or when ``separate``
+    one over H then one over W."""
+    if not separate:
+        return [(found.kernel, found.strides, pads)]
+    return [
+        ((found.kernel[0], 1), (found.strides[0], 1), (pads[0], 0)),
+        ((1, found.kernel[1]), (1, found.strides[1]), (0, pads[1])),
+    ]
+
+
+def _pooling_layers(
+    ctx: CaffeNodeContext,
+    windows: list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
+    output: ir.Value | None,
+) -> str:
+    """One Pooling layer per window, each reading the one before; the last one's top is ``output``."""
+    blob = ctx.bottom(ctx.node.inputs[0])
+    for index, (kernel, stride, pad) in enumerate(windows):
+        last = index == len(windows) - 1
+        layer = ctx.add_layer("Pooling", [blob], [output if last else None], role=None if index == 0 else "width")
+        param = layer.pooling_param
+        param.pool = (
+            caffe_pb2.PoolingParameter.AVE if ctx.node.op_type == "AveragePool" else caffe_pb2.PoolingParameter.MAX
+        )
+        _set_window(param, kernel, stride, pad)
+        blob = str(layer.top[0])
+    return blob
 
 
 def _ranges(plans: list[AxisPlan]) -> dict[int, tuple[int, int, int]]:

@@ -280,6 +280,30 @@ def _select(
     return axis_map(ctx, blob, tuple(shape), axis, matrix, output, f"select_axis{axis}")
 
 
+def _spatial_steps(kept: dict[int, range], shape: tuple[int, ...]) -> dict[int, range]:
+    """The kept H and W ranges of a 4-d input taken with a step above 1: every ``step``-th
+    value of the span from the first to the last index, which a kernel-1 Pooling takes."""
+    if len(shape) != 4:
+        return {}
+    return {axis: indices for axis, indices in kept.items() if indices.step > 1 and axis in (2, 3)}
+
+
+def _crop_ranges(
+    kept: dict[int, range], spatial_steps: dict[int, range], shape: tuple[int, ...]
+) -> dict[int, tuple[int, int, int]]:
+    """axis -> ``(start, stop, size)`` the crop keeps: each unit-step range, and for a strided
+    H or W range the span from its first to its last index (the Pooling then subsamples it)."""
+    ranges = {axis: (indices.start, indices.stop, shape[axis]) for axis, indices in kept.items() if indices.step == 1}
+    ranges.update({axis: (indices.start, indices[-1] + 1, shape[axis]) for axis, indices in spatial_steps.items()})
+    return ranges
+
+
+def _pooling_strides(spatial_steps: dict[int, range]) -> tuple[int, int]:
+    """The (H, W) strides of the kernel-1 Pooling: 1 along an axis kept whole."""
+    stride_h, stride_w = (spatial_steps[axis].step if axis in spatial_steps else 1 for axis in (2, 3))
+    return stride_h, stride_w
+
+
 @CAFFE_LAYERS.register("Slice")
 def convert_slice(ctx: CaffeNodeContext) -> None:
     """Slice per cut axis; steps: kernel-1 Pooling (H, W), else a one-hot map (InnerProduct / 1x1 Convolution)"""
@@ -297,19 +321,25 @@ def convert_slice(ctx: CaffeNodeContext) -> None:
     if not kept:
         ctx.alias()
         return
+    _write_slice(ctx, shape, kept)
+
+
+def _write_slice(ctx: CaffeNodeContext, shape: tuple[int, ...], kept: dict[int, range]) -> None:
+    """Crop the unit-step ranges (and the spans of strided H, W ranges), subsample the strided
+    H, W ranges by Pooling, then select along each remaining axis by a one-hot map; the last
+    layer written produces the node's output."""
     output = ctx.node.outputs[0]
-    ranges = {a: (r.start, r.stop, shape[a]) for a, r in kept.items() if r.step == 1}
-    strided = {a: r for a, r in kept.items() if r.step > 1 and a in (2, 3) and len(shape) == 4}
-    others = {a: r for a, r in kept.items() if r.step != 1 and a not in strided}
-    ranges.update({a: (r.start, r[-1] + 1, shape[a]) for a, r in strided.items()})
-    blob = crop(ctx, ctx.bottom(ctx.node.inputs[0]), ranges, output if not strided and not others else None)
-    current = [len(kept[a]) if a in ranges and a not in strided else size for a, size in enumerate(shape)]
-    if strided:
-        steps = (strided[2].step if 2 in strided else 1, strided[3].step if 3 in strided else 1)
-        blob = _subsample(ctx, blob, steps, None if others else output)
-        current = [len(strided[a]) if a in strided else size for a, size in enumerate(current)]
-    for index, (axis, indices) in enumerate(sorted(others.items())):
-        blob = _select(ctx, blob, current, axis, indices, output if index == len(others) - 1 else None)
+    spatial_steps = _spatial_steps(kept, shape)
+    selected = {
+        axis: indices for axis, indices in sorted(kept.items()) if indices.step != 1 and axis not in spatial_steps
+    }
+    ranges = _crop_ranges(kept, spatial_steps, shape)
+    blob = crop(ctx, ctx.bottom(ctx.node.inputs[0]), ranges, None if spatial_steps or selected else output)
+    if spatial_steps:
+        blob = _subsample(ctx, blob, _pooling_strides(spatial_steps), None if selected else output)
+    current = [len(kept[axis]) if axis in ranges else size for axis, size in enumerate(shape)]
+    for index, (axis, indices) in enumerate(selected.items()):
+        blob = _select(ctx, blob, current, axis, indices, output if index == len(selected) - 1 else None)
         current[axis] = len(indices)
 
 

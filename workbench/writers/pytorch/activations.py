@@ -144,19 +144,26 @@ def emit_clip(ctx: TorchNodeContext) -> None:
         # bounds computed at run time: torch.clamp's tensor form (constant bounds as buffers)
         ctx.assign(call("torch.clamp", ctx.x(0), **{name: ctx.x(index) for name, index in computed.items()}))
         return
-    low, high = _scalar(ctx.param("min")), _scalar(ctx.param("max"))
-    dtype = ctx.dtype(0)
-    floating = dtype is None or dtype.kind == "f"
+    _clip_between(ctx, _scalar(ctx.param("min")), _scalar(ctx.param("max")))
+
+
+def _clip_between(ctx: TorchNodeContext, low: float | None, high: float | None) -> None:
+    """Clip to constant bounds (None: unbounded on that side): nothing for no bound, the
+    activation modules for float inputs with low < high, torch.clamp for the rest."""
     if low is None and high is None:
         ctx.alias(0)
-    elif floating and low == 0.0 and high == 6.0:
-        _simple(ctx, "nn.ReLU6")
-    elif floating and low is not None and high is not None and low < high:
-        _simple(ctx, "nn.Hardtanh", min_val=number(low), max_val=number(high))
-    else:
-        # torch.clamp, as ONNX, gives max everywhere when min > max
-        bounds = {name: number(bound, dtype) for name, bound in (("min", low), ("max", high)) if bound is not None}
-        ctx.assign(call("torch.clamp", ctx.x(0), **bounds))
+        return
+    dtype = ctx.dtype(0)
+    if dtype is None or dtype.kind == "f":
+        if low == 0.0 and high == 6.0:
+            _simple(ctx, "nn.ReLU6")
+            return
+        if low is not None and high is not None and low < high:
+            _simple(ctx, "nn.Hardtanh", min_val=number(low), max_val=number(high))
+            return
+    # torch.clamp, as ONNX, gives max everywhere when min > max
+    bounds = {name: number(bound, dtype) for name, bound in (("min", low), ("max", high)) if bound is not None}
+    ctx.assign(call("torch.clamp", ctx.x(0), **bounds))
 
 
 @EMITTERS.register("PRelu")

@@ -195,28 +195,62 @@ def _upsample_arguments(
     """``nn.Upsample``'s arguments when it samples exactly as the node does (see the
     module docstring), else None."""
     shape = ctx.shape(0)
-    given = sizes if sizes is not None else scales
-    data = given.data if given is not None else None
-    if shape is None or len(shape) not in _LINEAR_MODES or data is None or data.size != len(shape):
+    spatial = _known_spatial(shape)
+    if shape is None or spatial is None or not _resizes_whole_tensor(sampling):
         return None
-    if sampling.axes is not None or sampling.aspect != "stretch" or sampling.transform == "tf_crop_and_resize":
-        return None
-    values = data.reshape(-1)
-    spatial = [size for size in shape[2:] if size is not None]
     if sizes is not None:
-        keeps = [int(v) for v in values[:2]] == list(shape[:2])
-        factors, outs = [int(v) / n for v, n in zip(values[2:], spatial)], [int(v) for v in values[2:]]
-    else:
-        keeps = all(float(v) == 1.0 for v in values[:2])
-        factors = [float(np.float32(v)) for v in values[2:]]
-        outs = [int(factor * n) for factor, n in zip(factors, spatial)]
-    if not keeps or len(spatial) != len(shape) - 2:
+        return _upsample_to_sizes(sampling, sizes, shape, spatial)
+    return _upsample_by_scales(sampling, scales, shape, spatial)
+
+
+def _known_spatial(shape: tuple[int | None, ...] | None) -> list[int] | None:
+    """The spatial lengths of a 3-d to 5-d input (``nn.Upsample``'s ranks) when all are known."""
+    if shape is None or len(shape) not in _LINEAR_MODES:
         return None
+    spatial = [size for size in shape[2:] if size is not None]
+    return spatial if len(spatial) == len(shape) - 2 else None
+
+
+def _resizes_whole_tensor(sampling: _Sampling) -> bool:
+    """Every axis resized to the given scales or sizes: no ``axes``, no aspect-ratio policy,
+    no region of interest (``nn.Upsample`` has none of them)."""
+    return sampling.axes is None and sampling.aspect == "stretch" and sampling.transform != "tf_crop_and_resize"
+
+
+def _per_axis_values(parameter: _Parameter | None, rank: int) -> np.ndarray | None:
+    """The flat values of a constant ``scales`` or ``sizes`` with one entry per axis, else None."""
+    if parameter is None or parameter.data is None or parameter.data.size != rank:
+        return None
+    return parameter.data.reshape(-1)
+
+
+def _upsample_to_sizes(
+    sampling: _Sampling, sizes: _Parameter, shape: tuple[int | None, ...], spatial: list[int]
+) -> dict[str, Expr] | None:
+    """``size=`` and the mode when the constant ``sizes`` keeps the batch and channels;
+    the factors are ``n_out / n_in``."""
+    values = _per_axis_values(sizes, len(shape))
+    if values is None or [int(v) for v in values[:2]] != list(shape[:2]):
+        return None
+    outs = [int(v) for v in values[2:]]
+    factors = [out / n for out, n in zip(outs, spatial)]
+    mode = _upsample_mode(sampling, spatial, factors, outs, len(shape))
+    return {"size": ints(outs), **mode} if mode is not None else None
+
+
+def _upsample_by_scales(
+    sampling: _Sampling, scales: _Parameter | None, shape: tuple[int | None, ...], spatial: list[int]
+) -> dict[str, Expr] | None:
+    """``scale_factor=`` and the mode when the constant ``scales`` keeps the batch and
+    channels and gives ONNX's output lengths ``floor(n_in * scale)`` (scales in float32)."""
+    values = _per_axis_values(scales, len(shape))
+    if values is None or not all(float(v) == 1.0 for v in values[:2]):
+        return None
+    factors = [float(np.float32(v)) for v in values[2:]]
+    outs = [int(factor * n) for factor, n in zip(factors, spatial)]
     mode = _upsample_mode(sampling, spatial, factors, outs, len(shape))
     if mode is None:
         return None
-    if sizes is not None:
-        return {"size": ints(outs), **mode}
     written = tuple(number(factor) for factor in factors)
     # PyTorch sizes the output floor(n_in * scale_factor) from the literal as written
     if [math.floor(n * float(text)) for n, text in zip(spatial, written)] != outs:
@@ -228,22 +262,36 @@ def _upsample_mode(
     sampling: _Sampling, spatial: list[int], factors: list[float], outs: list[int], rank: int
 ) -> dict[str, Expr] | None:
     """``nn.Upsample``'s mode arguments, or None when PyTorch would sample other points."""
-    whole = all(out == n * factor for n, factor, out in zip(spatial, factors, outs))
     if sampling.mode == "nearest":
-        enlarging = all(factor >= 1 and float(factor).is_integer() for factor in factors)
-        fits = enlarging and (sampling.transform, sampling.nearest) in _WHOLE_FACTOR_NEAREST
-        return {"mode": string("nearest")} if fits else None
+        return {"mode": string("nearest")} if _nearest_reads_floor(sampling, factors) else None
+    if not _interpolates_alike(sampling, spatial, factors, outs, rank):
+        return None
+    name = "bicubic" if sampling.mode == "cubic" else _LINEAR_MODES[rank]
+    return {"mode": string(name), "align_corners": str(sampling.transform == "align_corners")}
+
+
+def _nearest_reads_floor(sampling: _Sampling, factors: list[float]) -> bool:
+    """Whole enlarging factors ``k`` and a transform and rounding that read ``floor(x / k)``,
+    as PyTorch's ``nearest`` does."""
+    enlarging = all(factor >= 1 and float(factor).is_integer() for factor in factors)
+    return enlarging and (sampling.transform, sampling.nearest) in _WHOLE_FACTOR_NEAREST
+
+
+def _interpolates_alike(
+    sampling: _Sampling, spatial: list[int], factors: list[float], outs: list[int], rank: int
+) -> bool:
+    """PyTorch's linear or bicubic interpolation reads the node's source coordinates: no
+    antialiasing where an axis shrinks, bicubic only as PyTorch has it (4-d, ``a = -0.75``,
+    outside samples kept), and a transform PyTorch computes alike for these lengths."""
     if sampling.antialias and any(factor < 1 for factor in factors):
-        return None
+        return False
     if sampling.mode == "cubic" and (rank != 4 or sampling.cubic_a != -0.75 or sampling.exclude_outside):
-        return None
+        return False
+    whole = all(out == n * factor for n, factor, out in zip(spatial, factors, outs))
     transform_fits = {
         "half_pixel": True,
         "pytorch_half_pixel": all(out > 1 for out in outs),
         "half_pixel_symmetric": whole,
         "align_corners": whole,
     }
-    if not transform_fits.get(sampling.transform, False):
-        return None
-    name = "bicubic" if sampling.mode == "cubic" else _LINEAR_MODES[rank]
-    return {"mode": string(name), "align_corners": str(sampling.transform == "align_corners")}
+    return transform_fits.get(sampling.transform, False)
