@@ -251,7 +251,6 @@ def _avx_maxpool_columns(layer: Layer, x: np.ndarray, out: np.ndarray) -> None:
     (equal strides): its validity test looks at the block's first column only."""
     p = layer.params
     (ky, kx), (sy, sx), (py, px) = p["kSize"], p["stride"], p["padding"]
-    h, w = x.shape[2:]
     out_h, out_w = out.shape[2:]
     if sx != sy or not (sx == 1 or (kx == 2 and sx == 2)):
         return
@@ -260,17 +259,28 @@ def _avx_maxpool_columns(layer: Layer, x: np.ndarray, out: np.ndarray) -> None:
     taps = [(n, m) for n in rows for m in (range(kx) if sx == 1 else (0,))]
     for j in range(0, max(stop, 0), block):
         for i in range(out_h):
-            best = np.full((x.shape[0], x.shape[1], block), -FLT_MAX, F32)
-            for n, m in taps:
-                row, col = i * sy - py + n, j * sx - px + m
-                if not (0 <= row < h and 0 <= col < w):
-                    continue
-                if sx == 1:
-                    best = np.maximum(best, x[:, :, row, col : col + block])
-                else:
-                    pairs = x[:, :, row, col : col + 2 * block].reshape(x.shape[0], x.shape[1], block, 2)
-                    best = np.maximum(best, pairs.max(axis=3))
-            out[:, :, i, j : j + block] = best
+            out[:, :, i, j : j + block] = _avx_block_max(x, taps, (i * sy - py, j * sx - px), block, sx)
+
+
+def _avx_block_max(
+    x: np.ndarray, taps: list[tuple[int, int]], origin: tuple[int, int], block: int, stride: int
+) -> np.ndarray:
+    """One vector block of ``block`` output columns as MsnhNet's AVX max pooling computes it:
+    for each tap (n, m) the cell ``origin + (n, m)`` of the block's first window decides
+    whether the tap counts for the whole block; stride 1 then takes ``block`` consecutive
+    columns, stride 2 the larger of ``block`` column pairs (starting from -FLT_MAX)."""
+    h, w = x.shape[2:]
+    best = np.full((x.shape[0], x.shape[1], block), -FLT_MAX, F32)
+    for n, m in taps:
+        row, col = origin[0] + n, origin[1] + m
+        if not (0 <= row < h and 0 <= col < w):
+            continue
+        if stride == 1:
+            best = np.maximum(best, x[:, :, row, col : col + block])
+        else:
+            pairs = x[:, :, row, col : col + 2 * block].reshape(x.shape[0], x.shape[1], block, 2)
+            best = np.maximum(best, pairs.max(axis=3))
+    return best
 
 
 def _pool_windows(layer: Layer, x: np.ndarray, fill: float) -> np.ndarray:
