@@ -434,6 +434,13 @@ _SIMPLE: dict[str, LayerFunction] = {
 }  # fmt: skip
 
 
+def _release(held: dict[int, np.ndarray], last_use: dict[int, int], keep: Collection[int], done: int) -> None:
+    """Drop the outputs no layer after layer ``done`` reads, unless ``keep`` has them."""
+    for index in [i for i, use in last_use.items() if use <= done and i not in keep]:
+        held.pop(index, None)
+        del last_use[index]
+
+
 class MsnhNetRunner(Runner):
     """A MsnhNet network in NumPy; layer outputs keyed ``"index:kind"``."""
 
@@ -525,11 +532,7 @@ class MsnhNetRunner(Runner):
         it was, so a view after a layer with its own buffer reads older data (as in
         MsnhNet). Outputs are kept only while a later layer names them (or ``keep`` has them).
         """
-        owned = self._owned()
-        last_use = {index: index + 1 for index in range(len(self.net.layers))}
-        for layer in self.net.layers:
-            for ref in layer.inputs:
-                last_use[ref] = max(last_use[ref], layer.index)
+        owned, last_use = self._owned(), self._last_use()
         held: dict[int, np.ndarray] = {}
         own_input, shared = self._input(inputs), None
         for layer in self.net.layers:
@@ -547,10 +550,17 @@ class MsnhNetRunner(Runner):
                 else:
                     shared = y
             held[layer.index] = y
-            for index in [i for i, use in last_use.items() if use <= layer.index and i not in keep]:
-                held.pop(index, None)
-                del last_use[index]
+            _release(held, last_use, keep, layer.index)
             yield layer, y
+
+    def _last_use(self) -> dict[int, int]:
+        """Each layer's index -> the index of the last layer reading its output (the next
+        layer at least: it is handed the output whether it names it or not)."""
+        last_use = {index: index + 1 for index in range(len(self.net.layers))}
+        for layer in self.net.layers:
+            for ref in layer.inputs:
+                last_use[ref] = max(last_use[ref], layer.index)
+        return last_use
 
     def _shared_view(self, layer: Layer, x: np.ndarray) -> np.ndarray:
         """A view without a buffer of its own does nothing: the next layer reads the shared buffer."""
