@@ -251,7 +251,6 @@ def _avx_maxpool_columns(layer: Layer, x: np.ndarray, out: np.ndarray) -> None:
     (equal strides): its validity test looks at the block's first column only."""
     p = layer.params
     (ky, kx), (sy, sx), (py, px) = p["kSize"], p["stride"], p["padding"]
-    h, w = x.shape[2:]
     out_h, out_w = out.shape[2:]
     if sx != sy or not (sx == 1 or (kx == 2 and sx == 2)):
         return
@@ -260,17 +259,28 @@ def _avx_maxpool_columns(layer: Layer, x: np.ndarray, out: np.ndarray) -> None:
     taps = [(n, m) for n in rows for m in (range(kx) if sx == 1 else (0,))]
     for j in range(0, max(stop, 0), block):
         for i in range(out_h):
-            best = np.full((x.shape[0], x.shape[1], block), -FLT_MAX, F32)
-            for n, m in taps:
-                row, col = i * sy - py + n, j * sx - px + m
-                if not (0 <= row < h and 0 <= col < w):
-                    continue
-                if sx == 1:
-                    best = np.maximum(best, x[:, :, row, col : col + block])
-                else:
-                    pairs = x[:, :, row, col : col + 2 * block].reshape(x.shape[0], x.shape[1], block, 2)
-                    best = np.maximum(best, pairs.max(axis=3))
-            out[:, :, i, j : j + block] = best
+            out[:, :, i, j : j + block] = _avx_block_max(x, taps, (i * sy - py, j * sx - px), block, sx)
+
+
+def _avx_block_max(
+    x: np.ndarray, taps: list[tuple[int, int]], origin: tuple[int, int], block: int, stride: int
+) -> np.ndarray:
+    """One vector block of ``block`` output columns as MsnhNet's AVX max pooling computes it:
+    for each tap (n, m) the cell ``origin + (n, m)`` of the block's first window decides
+    whether the tap counts for the whole block; stride 1 then takes ``block`` consecutive
+    columns, stride 2 the larger of ``block`` column pairs (starting from -FLT_MAX)."""
+    h, w = x.shape[2:]
+    best = np.full((x.shape[0], x.shape[1], block), -FLT_MAX, F32)
+    for n, m in taps:
+        row, col = origin[0] + n, origin[1] + m
+        if not (0 <= row < h and 0 <= col < w):
+            continue
+        if stride == 1:
+            best = np.maximum(best, x[:, :, row, col : col + block])
+        else:
+            pairs = x[:, :, row, col : col + 2 * block].reshape(x.shape[0], x.shape[1], block, 2)
+            best = np.maximum(best, pairs.max(axis=3))
+    return best
 
 
 def _pool_windows(layer: Layer, x: np.ndarray, fill: float) -> np.ndarray:
@@ -424,6 +434,13 @@ _SIMPLE: dict[str, LayerFunction] = {
 }  # fmt: skip
 
 
+def _release(held: dict[int, np.ndarray], last_use: dict[int, int], keep: Collection[int], done: int) -> None:
+    """Drop the outputs no layer after layer ``done`` reads, unless ``keep`` has them."""
+    for index in [i for i, use in last_use.items() if use <= done and i not in keep]:
+        held.pop(index, None)
+        del last_use[index]
+
+
 class MsnhNetRunner(Runner):
     """A MsnhNet network in NumPy; layer outputs keyed ``"index:kind"``."""
 
@@ -515,11 +532,7 @@ class MsnhNetRunner(Runner):
         it was, so a view after a layer with its own buffer reads older data (as in
         MsnhNet). Outputs are kept only while a later layer names them (or ``keep`` has them).
         """
-        owned = self._owned()
-        last_use = {index: index + 1 for index in range(len(self.net.layers))}
-        for layer in self.net.layers:
-            for ref in layer.inputs:
-                last_use[ref] = max(last_use[ref], layer.index)
+        owned, last_use = self._owned(), self._last_use()
         held: dict[int, np.ndarray] = {}
         own_input, shared = self._input(inputs), None
         for layer in self.net.layers:
@@ -537,10 +550,17 @@ class MsnhNetRunner(Runner):
                 else:
                     shared = y
             held[layer.index] = y
-            for index in [i for i, use in last_use.items() if use <= layer.index and i not in keep]:
-                held.pop(index, None)
-                del last_use[index]
+            _release(held, last_use, keep, layer.index)
             yield layer, y
+
+    def _last_use(self) -> dict[int, int]:
+        """Each layer's index -> the index of the last layer reading its output (the next
+        layer at least: it is handed the output whether it names it or not)."""
+        last_use = {index: index + 1 for index in range(len(self.net.layers))}
+        for layer in self.net.layers:
+            for ref in layer.inputs:
+                last_use[ref] = max(last_use[ref], layer.index)
+        return last_use
 
     def _shared_view(self, layer: Layer, x: np.ndarray) -> np.ndarray:
         """A view without a buffer of its own does nothing: the next layer reads the shared buffer."""

@@ -536,6 +536,7 @@ def _labels(steps: Sequence[AffineStep]) -> str:
 
 
 def _report(report: StepReport, records: FoldRecords, nodes_before: int, nodes_after: int) -> None:
+    """The step's summary, changes, warnings and counts from what the folder did."""
     folded = [step for _, _, steps in records.folded for step in steps]
     folded_bn = sum(step.node.op_type == BATCHNORM for step in folded)
     bn_as_scale = sum(step.node.op_type == BATCHNORM for steps, _ in records.as_scale for step in steps)
@@ -547,11 +548,7 @@ def _report(report: StepReport, records: FoldRecords, nodes_before: int, nodes_a
         + (f" and per-channel {others}" if others else "")
         + f" into {len(records.folded)} layers; {bn_as_scale} became per-channel scales, {len(records.kept)} kept"
     )
-    report.changes = [f"{_labels(steps)} folded into {op} {layer}" for op, layer, steps in records.folded]
-    report.changes += [f"{_labels(steps)} became one per-channel scale (Mul + Add)" for steps, _ in records.as_scale]
-    report.warnings += [f"{_labels(steps)} not folded: {why}" for steps, why in records.as_scale]
-    report.warnings += [f"{_label(bn)} kept as {BATCHNORM}: {why}" for bn, why in records.kept]
-    report.warnings += [f"{node.op_type} {_label(node)} not folded: {why}" for node, why in records.not_folded]
+    _list_changes(report, records)
     report.counts = {
         "batchnorm": total,
         "folded": folded_bn,
@@ -563,6 +560,15 @@ def _report(report: StepReport, records: FoldRecords, nodes_before: int, nodes_a
         "nodes_before": nodes_before,
         "nodes_after": nodes_after,
     }
+
+
+def _list_changes(report: StepReport, records: FoldRecords) -> None:
+    """Each fold and each per-channel scale as a change; what stayed unfolded, and why, as warnings."""
+    report.changes = [f"{_labels(steps)} folded into {op} {layer}" for op, layer, steps in records.folded]
+    report.changes += [f"{_labels(steps)} became one per-channel scale (Mul + Add)" for steps, _ in records.as_scale]
+    report.warnings += [f"{_labels(steps)} not folded: {why}" for steps, why in records.as_scale]
+    report.warnings += [f"{_label(bn)} kept as {BATCHNORM}: {why}" for bn, why in records.kept]
+    report.warnings += [f"{node.op_type} {_label(node)} not folded: {why}" for node, why in records.not_folded]
 
 
 def fold_bn(model: Model) -> Model:

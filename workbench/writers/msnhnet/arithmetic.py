@@ -101,17 +101,12 @@ def _operand(ctx: MsnhNodeContext, index: int, shape: tuple[int, ...]) -> MsnhLa
     """A layer holding input ``index`` as ``shape`` (repeated over channels / H and W
     when it broadcasts), with that shape's dims."""
     value, own = ctx.value(index), ctx.static_shape(index)
-    dims = canonical_dims(shape)
     if value is None or own is None:
         return None
     if tuple(own) == shape:
-        return ctx.layer_for(value, dims)
+        return ctx.layer_for(value, canonical_dims(shape))
     aligned = (1,) * (len(shape) - len(own)) + tuple(own)
-    repeat_channels = len(shape) >= 2 and aligned[1] == 1 and shape[1] != 1
-    spatial_ones = all(d == 1 for d in aligned[2:])
-    image = len(shape) == 4 and aligned[0] == shape[0]
-    fits = image and (aligned[1] == shape[1] or repeat_channels) and (spatial_ones or aligned[2:] == shape[2:])
-    if not fits:
+    if not _repeatable(aligned, shape):
         ctx.problem(
             "broadcast",
             f"input {value.name} of shape {own} broadcast to {shape}; MsnhNet repeats a tensor only over "
@@ -119,10 +114,32 @@ def _operand(ctx: MsnhNodeContext, index: int, shape: tuple[int, ...]) -> MsnhLa
             "broadcast in the source model with expand(), or keep operands the same shape",
         )
         return None
+    return _repeated(ctx, index, aligned, shape)
+
+
+def _repeats_channels(aligned: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """One channel (of ``aligned``, the operand's shape padded to the rank of ``shape``) broadcast to several."""
+    return len(shape) >= 2 and aligned[1] == 1 and shape[1] != 1
+
+
+def _repeatable(aligned: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """Whether MsnhNet can repeat an operand of ``aligned`` shape to the image ``shape``: the
+    same batch, channels equal or one, H and W equal or all one."""
+    if len(shape) != 4 or aligned[0] != shape[0]:
+        return False
+    channels_fit = aligned[1] == shape[1] or _repeats_channels(aligned, shape)
+    return channels_fit and (all(d == 1 for d in aligned[2:]) or aligned[2:] == shape[2:])
+
+
+def _repeated(ctx: MsnhNodeContext, index: int, aligned: tuple[int, ...], shape: tuple[int, ...]) -> MsnhLayer | None:
+    """Input ``index`` (of ``aligned`` shape) repeated to ``shape``, exactly: over channels by a
+    1x1 ``conv`` of ones (every output channel is 1 * the one input channel), over H and W
+    by a nearest ``upsample`` with strides H and W."""
     current = ctx.feed(index, canonical_dims(aligned))
     if current is None:
         return None
-    if repeat_channels:
+    dims = canonical_dims(shape)
+    if _repeats_channels(aligned, shape):
         ones = np.ones((shape[1], 1, 1, 1), np.float32)
         current = (shape[1], current[1], current[2])
         ctx.add_layer("conv", {"filters": shape[1], "useBias": 0}, current, weights=[ones], output=None, role="repeat")

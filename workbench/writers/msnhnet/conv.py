@@ -154,11 +154,7 @@ def convert_conv_transpose(ctx: MsnhNodeContext) -> None:
     weight, bias = _planar(found[1]), found.get(2)
     if plane.size[0] != plane.size[1]:
         ctx.first_layer_allowed()  # as layer 0, MsnhNet checks the input against width x width x channels
-    groups = int(ctx.attr("group"))
-    if groups > 1:
-        weight = _block_diagonal(weight, groups)
-    if plane.dilations != (1, 1):
-        weight = _undilated(weight, plane.dilations)
+    weight = _deconv_weight(weight, int(ctx.attr("group")), plane.dilations)
     dims = _out_dims(ctx.output_shape(0), weight.shape[1])
     kh, kw = weight.shape[2:]
     params: dict = {"filters": weight.shape[1]}
@@ -170,9 +166,37 @@ def convert_conv_transpose(ctx: MsnhNodeContext) -> None:
         pair(params, "padding", plane.begins[1], plane.begins[0], 0)
         _add_deconv(ctx, params, weight, bias, dims, final=True)
         return
-    bias_later = bias is not None and min(crop_end) < 0  # rows past every tap hold the bias alone
-    _add_deconv(ctx, params, weight, None if bias_later else bias, (dims[0], full[0], full[1]), final=False)
-    crop = {"top": -plane.begins[0], "down": -crop_end[0], "left": -plane.begins[1], "right": -crop_end[1]}
+    _cropped_deconv(ctx, params, weight, bias, (full[0], full[1]), plane.begins, crop_end, dims)
+
+
+def _deconv_weight(weight: np.ndarray, groups: int, dilations: tuple[int, int]) -> np.ndarray:
+    """ConvTranspose weights as one group without dilation: block-diagonal over the groups,
+    the dilation written as zero taps."""
+    if groups > 1:
+        weight = _block_diagonal(weight, groups)
+    if dilations != (1, 1):
+        weight = _undilated(weight, dilations)
+    return weight
+
+
+def _cropped_deconv(
+    ctx: MsnhNodeContext,
+    params: dict,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    full: tuple[int, int],
+    begins: tuple[int, int],
+    ends: list[int],
+    dims: Dims,
+) -> None:
+    """The full ``deconv`` (every tap: ``(n - 1) * s + k`` per axis) cropped to ``dims`` by a
+    ``padding`` with negative pads, ``begins`` at the top and left, ``ends`` at the bottom and
+    right. A negative end (output padding) adds rows past every tap, which hold the bias
+    alone: the bias then comes after the crop, as a ``batchnorm`` (scale 1, mean 0, var 1,
+    eps 0: exactly ``x + bias``)."""
+    bias_later = bias is not None and min(ends) < 0
+    _add_deconv(ctx, params, weight, None if bias_later else bias, (dims[0], *full), final=False)
+    crop = {"top": -begins[0], "down": -ends[0], "left": -begins[1], "right": -ends[1]}
     ctx.add_layer("padding", crop, dims, output=not bias_later, role="crop")
     if bias_later and bias is not None:
         ones, zeros = np.ones_like(bias), np.zeros_like(bias)

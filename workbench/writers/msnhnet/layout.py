@@ -177,23 +177,31 @@ def convert_depth_to_space(ctx: MsnhNodeContext) -> None:
 @MSNHNET_LAYERS.register("Concat")
 def convert_concat(ctx: MsnhNodeContext) -> None:
     """route of the layers (along a later axis: permuted so it leads, then back)"""
-    shapes = [ctx.static_shape(i) for i in range(len(ctx.node.inputs))]
-    out = ctx.output_shape(0)
-    if out is None or any(s is None for s in shapes) or any(d is None for d in out):
+    known = _known_shapes(ctx)
+    if known is None:
         ctx.problem("dynamic-shape", "concatenation of unknown shapes", "export with a fixed input shape")
         return
+    shapes, out = known
     axis = int(ctx.attr("axis")) % len(out)
     if axis == 0:
         ctx.problem("batch-axis", "concatenation along the batch axis", "concatenate along an axis after the batch")
         return
-    before = math.prod(int(d or 0) for d in out[1:axis])
-    after = math.prod(int(d or 0) for d in out[axis + 1 :])
-    known = [s for s in shapes if s is not None]
-    sizes = [int(s[axis]) for s in known]
+    before, after = math.prod(out[1:axis]), math.prod(out[axis + 1 :])
+    sizes = [int(s[axis]) for s in shapes]
     if before == 1:
-        _route(ctx, [_concat_dims(s, after) for s in known], sizes, after)
+        _route(ctx, [_concat_dims(s, after) for s in shapes], sizes, after)
     else:
         _route_leading(ctx, before, sizes, after)
+
+
+def _known_shapes(ctx: MsnhNodeContext) -> tuple[list[tuple[int, ...]], tuple[int, ...]] | None:
+    """The shapes of every input and of the output, when all are known."""
+    shapes = [ctx.static_shape(i) for i in range(len(ctx.node.inputs))]
+    out = ctx.output_shape(0)
+    if out is None or any(d is None for d in out):
+        return None
+    known = [s for s in shapes if s is not None]
+    return (known, tuple(int(d or 0) for d in out)) if len(known) == len(shapes) else None
 
 
 def _concat_dims(shape: Sequence[int], after: int) -> Dims:
