@@ -152,3 +152,9 @@ def test_a_verdict_displays_as_html_and_carries_its_facts(model_file):
     assert roles == ["", "module defining workbench.samples:sample_net"]
     assert "Verdict: verified" in bundle["text/html"] and "<script" not in bundle["text/html"]
     assert not Verdict.of({}).ok  # no evidence is no verdict
+
+
+def test_a_verdict_without_written_files_says_so_instead_of_an_empty_table(model_file):
+    html_text = Verdict.of({"stated": (True, "by hand")}, source=[model_file])._repr_mimebundle_()["text/html"]
+    written = html_text.split("<b>Written</b>", 1)[1]
+    assert "compared models without writing files" in written and "<th>SHA-256</th>" not in written

@@ -28,7 +28,7 @@ import html
 import importlib.metadata
 import importlib.util
 import platform
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -201,7 +201,12 @@ class Verdict:
         return {"text/plain": repr(self), "text/html": verdict_html(self.to_dict()), VERDICT_MIMETYPE: self.to_dict()}
 
 
-def _files_html(records: Sequence[Mapping[str, Any]]) -> str:
+NOTHING_WRITTEN = "none: the notebook compared models without writing files"
+
+
+def _files_html(records: Sequence[Mapping[str, Any]], empty: str = "none") -> str:
+    if not records:
+        return f"<p><i>{html.escape(empty)}</i></p>"
     rows = "".join(
         f"<tr><td title='{html.escape(r['path'])}'>{html.escape(r.get('shown') or r['path'])}{' <small>(' + html.escape(r['role']) + ')</small>' if r.get('role') else ''}"
         f"</td><td>{r['size']:,}</td><td><code>{r['sha256']}</code></td></tr>"
@@ -223,7 +228,7 @@ def verdict_html(verdict: Mapping[str, Any]) -> str:
         f"<div><h3 style='color:{colour}'>Verdict: {state}</h3>"
         f"<table><tr><th>check</th><th>result</th><th>evidence</th></tr>{checks}</table>"
         f"<p><b>Converted from</b></p>{_files_html(verdict['sources'])}"
-        f"<p><b>Written</b></p>{_files_html(verdict['written'])}"
+        f"<p><b>Written</b></p>{_files_html(verdict['written'], NOTHING_WRITTEN)}"
         f"<p><small>{html.escape(versions)}</small></p></div>"
     )
 
@@ -252,7 +257,9 @@ def find_verdict(notebook: Any) -> dict[str, Any] | None:
     return found
 
 
-def _markdown_files(records: Iterable[Mapping[str, Any]]) -> list[str]:
+def _markdown_files(records: Sequence[Mapping[str, Any]], empty: str = "none") -> list[str]:
+    if not records:
+        return [f"*{empty}*"]
     lines = ["| file | bytes | SHA-256 |", "|---|---:|---|"]
     for r in records:
         role = f" ({r['role']})" if r.get("role") else ""
@@ -310,7 +317,7 @@ def header_markdown(
         for name, (value, given) in parameters.items()
     ]
     if verdict is not None:
-        lines += ["", "## Written", "", *_markdown_files(verdict["written"])]
+        lines += ["", "## Written", "", *_markdown_files(verdict["written"], NOTHING_WRITTEN)]
     versions_of = verdict["versions"] if verdict is not None else versions()
     where = "the kernel" if verdict is not None else "the recording environment"
     lines += ["", f"## Versions ({where})", "", ", ".join(f"{n} {v}" for n, v in versions_of.items())]

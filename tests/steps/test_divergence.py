@@ -175,6 +175,8 @@ def test_first_divergence_names_broken_layer_and_cause(kind: str) -> None:
     assert divergence is not None, comparison
     assert divergence.source == broken_layer, divergence.explanation
     assert divergence.cause is not None and divergence.cause.kind == kind, divergence.explanation
+    # the plot marks it by the source layer the user knows, not a runtime's value name
+    assert comparison.layer_errors().divergence_label == f"first divergence: {broken_layer} ({kind})"
     for word in words:
         assert word in divergence.explanation
     earlier = [pair for pair in comparison.layers if pair is not divergence.pair][

@@ -183,7 +183,7 @@ class Comparison:
             allowed=[self.atol + self.rtol * p.stats.reference_max for p in self.layers],
             shape_mismatch=[i for i, p in enumerate(self.layers) if not p.stats.shapes_match],
             divergence=index,
-            divergence_label=f"first divergence: {divergence.target}{cause}" if divergence else "",
+            divergence_label=f"first divergence: {divergence.source or divergence.target}{cause}" if divergence else "",
             title=f"{self.reference} vs {self.candidate}",
         )
 
