@@ -43,6 +43,20 @@ class WrittenFiles:
         return f"<div><b>{html.escape(self.target)}</b> files<ul>{files}</ul>{self.report._repr_html_()}</div>"
 
 
+def file_stem(name: str | None, default: str, what: str) -> str:
+    """The stem of the files a writer names ``NAME.ext``: ``name`` or the model's
+    name, refused when it is empty or holds folders (they belong in ``outdir``)."""
+    stem = name or default
+    if not stem or Path(stem).name != stem:
+        raise InputError(
+            f"the {what} model name must be a plain file name",
+            expected="a name without folders",
+            found=repr(stem),
+            remedy="pass the folder as outdir and a bare name (name='my_model')",
+        )
+    return stem
+
+
 @contextmanager
 def staged_output(outdir: str | Path, protected: Iterable[str | Path] = ()) -> Iterator[Path]:
     """Yield a staging folder; on success move its files into ``outdir``.

@@ -33,14 +33,14 @@ from typing import BinaryIO
 import onnx
 import onnx_ir as ir
 
-from ..errors import InputError, Problem, UnsupportedError, errors_of
+from ..errors import Problem, UnsupportedError, errors_of
 from ..formats.wire import record_header
 from ..graph import Model, StepReport, provenance
 from ..graph.converter import OnnxNodeContext
 from ..graph.report import timed
 from ..graph.shapes import static_shape
 from ..readers.onnx_mapped import load_mapped
-from .files import WrittenFiles, staged_output
+from .files import WrittenFiles, file_stem, staged_output
 
 STANDARD_DOMAINS = ("", "ai.onnx")
 ONNXRUNTIME_DOMAIN = "com.microsoft"
@@ -274,13 +274,7 @@ def _check_written(path: Path, streamed: Mapping[str, ir.TensorProtocol], extern
 
 def write_onnx(model: Model, outdir: str | Path, *, name: str | None = None) -> WrittenFiles:
     """Write ``NAME.onnx`` (and ``NAME.onnx.data`` for weights over 1 GiB) into ``outdir``."""
-    name = name or model.name
-    if not name or Path(name).name != name:
-        raise InputError(
-            f"cannot name the ONNX file {name!r}",
-            expected="a plain file name without folders",
-            remedy="pass the folder as outdir and a bare name",
-        )
+    name = file_stem(name, model.name, "ONNX")
     errors = errors_of(find_problems(model))
     if errors:
         raise UnsupportedError("ONNX", errors)

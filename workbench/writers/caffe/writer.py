@@ -23,7 +23,7 @@ from ...formats import caffe_pb2
 from ...graph import Model, StepReport
 from ...graph.report import timed
 from ...graph.shapes import infer_shapes
-from ..files import WrittenFiles, staged_output
+from ..files import WrittenFiles, file_stem, staged_output
 from . import activation, arithmetic, conv, linear, normalization, pooling, resize, shape, space  # noqa: F401  (register)
 from .blobs import write_caffemodel
 from .net import DIALECTS, TARGET, CaffeNet
@@ -85,13 +85,7 @@ def write_caffe(model: Model, outdir: str | Path, *, name: str | None = None, di
     written. ``details`` holds ``layers`` (prototxt order, with nodes and sources),
     ``dialect``, ``inputs`` and ``outputs`` (graph value name -> Caffe blob name).
     """
-    name = name or model.name
-    if not name or Path(name).name != name:
-        raise InputError(
-            "the Caffe model name must be a plain file name",
-            found=repr(name),
-            remedy="pass name='my_model' (no folders)",
-        )
+    name = file_stem(name, model.name, "Caffe")
     report = StepReport("write caffe")
     with timed(report):
         net = build_caffe_net(model, dialect)

@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 
-from ...errors import InputError, Problem, UnsupportedError, errors_of, sort_problems
+from ...errors import Problem, UnsupportedError, errors_of, sort_problems
 from ...graph import Model, StepReport
 from ...graph.converter import ConverterContext
 from ...graph.report import timed
 from ...graph.shapes import infer_shapes, static_shape
-from ..files import WrittenFiles, staged_output
+from ..files import WrittenFiles, file_stem, staged_output
 from . import activation, arithmetic, conv, layout, linear, normalization, pooling, softmax, spatial  # noqa: F401
 from .net import MSNHNET_LAYERS, TARGET, MsnhLayer, MsnhNet, MsnhNodeContext, per_sample
 from .sidecar import SUFFIX as SIDECAR_SUFFIX
@@ -270,13 +270,7 @@ def write_msnhnet(model: Model, outdir: str | Path, *, name: str | None = None) 
     sources and the value each equals), ``input``, ``outputs`` (graph output ->
     layer index) and ``batch``.
     """
-    name = name or model.name
-    if not name or Path(name).name != name:
-        raise InputError(
-            "the MsnhNet model name must be a plain file name",
-            found=repr(name),
-            remedy="pass name='my_model' (no folders)",
-        )
+    name = file_stem(name, model.name, "MsnhNet")
     report = StepReport("write msnhnet")
     with timed(report):
         net, outputs = build_msnhnet(model)
