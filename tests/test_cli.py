@@ -311,3 +311,17 @@ def test_python_dash_m_workbench_converts_in_a_subprocess(tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sample_net.onnx").is_file()
     assert "verify" in result.stdout and "outputs match" in result.stdout
+
+
+def test_caffe_folded_onto_the_same_name_is_verified_naming_both_folders(tmp_path, capsys) -> None:
+    from workbench.samples_caffe import resnet_caffe
+
+    prototxt, caffemodel = resnet_caffe(tmp_path / "source")
+    out = tmp_path / "folded"
+    code, printed, err = _run(
+        ["convert", str(prototxt), str(caffemodel), "--to", "caffe", "--fold-bn", "-o", str(out)], capsys
+    )
+    assert code == 0, err
+    verify = next(line for line in printed.splitlines() if line.startswith("verify"))
+    # the same file names on both sides: the folders tell the original from the folded copy
+    assert f"{tmp_path / 'source' / prototxt.name} + " in verify and f"{out / prototxt.name} + " in verify, verify

@@ -158,11 +158,10 @@ def source_reference(source: Model) -> Any:
     """What written files are verified against: the source in its own runtime where
     this machine has it (the PyTorch module, the Caffe files in OpenCV DNN), else the
     source graph in onnxruntime (ONNX; MXNet, whose reader is checked against outputs
-    recorded with MXNet itself)."""
-    from .runners import open_runner
-
+    recorded with MXNet itself). Files are handed on as paths, which ``compare``
+    opens, so a report can tell two copies of one model apart by their folders."""
     if source.source.format in ("pytorch", "caffe") and source.source.paths:
-        return open_runner(*source.source.paths)
+        return tuple(source.source.paths)
     return source
 
 
