@@ -55,8 +55,8 @@ test: $(STAMP) browser lint
 
 # Lint, format and types of the package (configured in pyproject.toml; part of `make test`).
 lint: $(STAMP)
-	$(BIN)/ruff check workbench workbench_jupyter
-	$(BIN)/ruff format --check workbench workbench_jupyter
+	$(BIN)/ruff check workbench workbench_jupyter tests benchmarks data
+	$(BIN)/ruff format --check workbench workbench_jupyter tests benchmarks data
 	$(BIN)/mypy
 
 # Local iteration: skip whole-model and notebook tests.

@@ -32,13 +32,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench import samples  # noqa: E402
-from workbench.readers import read_onnx  # noqa: E402
-from workbench.runners import load_torch_folder  # noqa: E402
-from workbench.samples import SAMPLE_NAMES  # noqa: E402
-from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner  # noqa: E402
-from workbench.steps.simplify import simplify  # noqa: E402
-from workbench.writers.pytorch import write_pytorch  # noqa: E402
+from workbench import samples
+from workbench.readers import read_onnx
+from workbench.runners import load_torch_folder
+from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
+from workbench.samples import SAMPLE_NAMES
+from workbench.steps.simplify import simplify
+from workbench.writers.pytorch import write_pytorch
 
 NETWORKS = list(SAMPLE_NAMES)
 OPSET = 17

@@ -402,7 +402,7 @@ def convert(task: Task, outdir: Path) -> tuple[int | None, str, str | None]:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             code = main(arguments)
-    except Exception as error:  # any traceback out of the CLI is the converter's crash
+    except Exception as error:  # noqa: BLE001 - any traceback out of the CLI is the converter's crash
         return None, stderr.getvalue(), _crash_reason("convert raised", error)
     return code, stderr.getvalue(), None
 
@@ -504,7 +504,7 @@ def measure(task: Task) -> Result:
                 actual = run_pytorch(outdir, task.inputs)
             else:
                 actual = run_opencv(outdir, model, task.inputs)
-        except Exception as error:  # the written files do not load or run: the converter's defect
+        except Exception as error:  # noqa: BLE001 - the written files do not load or run: the converter's defect
             result.status, result.reason = "crash", _crash_reason(f"running the written {task.target} files", error)
         else:
             ok, reason, worst = verdict(actual, task.expected, task.rtol, task.atol)
@@ -530,7 +530,7 @@ def worker_main(connection: Any, log_path: str) -> None:
     while (task := connection.recv()) is not None:
         try:
             result = measure(task)
-        except Exception:  # a bug of this script: reported, and the run ends with status 1
+        except Exception:  # noqa: BLE001 - a bug of this script: reported, and the run ends with status 1
             result = Result(task.suite, task.name, task.op, task.target, "crash", harness_error=traceback.format_exc())
         connection.send(result)
 

@@ -131,7 +131,7 @@ def test_timeout_stops_a_cell_that_hangs(tmp_path, capsys):
     source = notebook(tmp_path / "hangs.ipynb", "seconds = 600", "import time\ntime.sleep(seconds)")
     output = tmp_path / "record.ipynb"
     start = time.monotonic()
-    code, _, err = record([str(source), "-o", str(output), "--timeout", "3"], capsys)
+    code, _, _err = record([str(source), "-o", str(output), "--timeout", "3"], capsys)
     assert code == 1 and time.monotonic() - start < 60
     text, facts = header(output)
     assert "**The run timed out in cell [2]:**" in text and "at most 3 s per cell" in text

@@ -18,10 +18,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from playwright.sync_api import BrowserContext, Page
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -100,7 +100,10 @@ def wait_until_answering(url: str, process: subprocess.Popen, log: Path, probe: 
                 pass
         else:
             check = "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)"
-            if subprocess.run([*probe, sys.executable, "-c", check, url], capture_output=True).returncode == 0:
+            if (
+                subprocess.run([*probe, sys.executable, "-c", check, url], check=False, capture_output=True).returncode
+                == 0
+            ):
                 return
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"JupyterLab did not start:\n{log.read_text()}")
@@ -236,6 +239,6 @@ def pictured_on_failure(page: Page, path: Path) -> Iterator[None]:
     except BaseException:
         try:
             screenshot_notebook(page, path)
-        except Exception:  # the page itself may be what failed; the original error matters
+        except Exception:  # noqa: BLE001, S110 - the page itself may be what failed; the original error matters
             pass
         raise

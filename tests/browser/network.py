@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -39,7 +39,9 @@ class ForwardedLab:
     port: int
 
     def in_browser_namespace(self, command: list[str]) -> subprocess.CompletedProcess:
-        return subprocess.run(["ip", "netns", "exec", self.browser_namespace, *command], capture_output=True, text=True)
+        return subprocess.run(
+            ["ip", "netns", "exec", self.browser_namespace, *command], check=False, capture_output=True, text=True
+        )
 
     def unreachable_directly(self) -> bool:
         """Every other port listening in the server namespace (kernels, Jupyter itself

@@ -9,8 +9,8 @@ the last node each Caffe layer produced (found through provenance).
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
@@ -24,7 +24,6 @@ from workbench.graph import Model, provenance
 from workbench.readers.caffe_reader import read_caffe
 from workbench.runners.onnxruntime_runner import OnnxRuntimeRunner
 
-
 # ---------------------------------------------------------------------------
 # building nets and running them
 
@@ -37,7 +36,7 @@ class NetSpec:
         self.rng = np.random.default_rng(seed)
         self.inputs: dict[str, tuple[int, ...]] = {}
 
-    def input(self, name: str, shape: Sequence[int]) -> "NetSpec":
+    def input(self, name: str, shape: Sequence[int]) -> NetSpec:
         self.net.input.append(name)
         self.net.input_shape.add().dim.extend(shape)
         self.inputs[name] = tuple(shape)
@@ -51,7 +50,7 @@ class NetSpec:
         tops: Sequence[str] | None = None,
         params: str = "",
         blobs: Sequence[Sequence[int] | np.ndarray] = (),
-    ) -> "NetSpec":
+    ) -> NetSpec:
         layer = self.net.layer.add(name=name, type=kind)
         layer.bottom.extend(bottoms)
         layer.top.extend([name] if tops is None else tops)
@@ -664,7 +663,7 @@ def test_truncated_caffemodel(tmp_path: Path) -> None:
 
 
 def test_caffemodel_that_is_text(tmp_path: Path) -> None:
-    prototxt, caffemodel = save_net(in_place_net(), tmp_path)
+    prototxt, _caffemodel = save_net(in_place_net(), tmp_path)
     with pytest.raises(InputError, match="is not a readable caffemodel"):
         read_caffe(prototxt, prototxt)
     with pytest.raises(InputError, match="cannot read the caffemodel"):

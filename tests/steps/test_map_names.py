@@ -21,7 +21,7 @@ from workbench.steps.simplify import simplify
 SAMPLES = {"resnet": resnet_tiny, "mobilenet": mobilenet_tiny, "inception": inception_tiny}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def chain(factory):
     """(module, exported, simplified + folded); shared by the tests, which only read them."""
     module = factory()

@@ -119,7 +119,7 @@ def test_the_png_paints_each_box_where_the_layout_puts_it(resnet):
     assert image.size == (round(drawing.width * PNG_SCALE), round(drawing.height * PNG_SCALE))
     pixels = np.asarray(image).astype(int)
     for box in boxes(drawing, "node"):
-        left, top, right, bottom = (value * PNG_SCALE for value in box.rectangle)
+        left, top, _right, bottom = (value * PNG_SCALE for value in box.rectangle)
         # a point inside the box, left of its centred text: the fill colour (palette rounding: 8 levels)
         inside = pixels[int(top + 4 * PNG_SCALE), int(left + 6 * PNG_SCALE)]
         assert np.abs(inside - rgb(OP_COLOURS.get(box.lines[0], "#ffffff"))).max() <= 8, box.lines

@@ -330,7 +330,7 @@ def test_explorer_names_layers_as_the_source_does(diverging, recorded):
     bn_output = next(n for n in reference.graph if n.op_type == "BatchNormalization").outputs[0].name
     chosen = explorer.rows[explorer.layer_choice.value]
     assert chosen.layers == "bn" and chosen.source == bn_output != "bn"
-    label = dict((index, text) for text, index in explorer.layer_choice.options)[explorer.layer_choice.value]
+    label = {index: text for text, index in explorer.layer_choice.options}[explorer.layer_choice.value]
     assert label.startswith(f"{explorer.layer_choice.value}. bn (max abs")
     explorer._ipython_display_()
     snapshot = recorded.shown[-1]["text/html"]
