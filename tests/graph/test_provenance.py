@@ -53,17 +53,3 @@ def test_simplify_preserves_outputs(mtcnn):
     for want, have in zip(expected, got):
         # onnxruntime vs PyTorch eager, float32: atol 1e-5
         np.testing.assert_allclose(have, want, atol=1e-5, rtol=0)
-
-
-def test_merge_into_collects_sources_and_parameters():
-    graph_nodes = [ir.Node("", "Conv", []), ir.Node("", "BatchNormalization", [])]
-    conv, bn = graph_nodes
-    provenance.set_sources(conv, ["conv"])
-    provenance.set_params(conv, {1: ["conv.weight"]})
-    provenance.set_sources(bn, ["bn"])
-    provenance.set_params(bn, {1: ["bn.weight"], 3: ["bn.running_mean"]})
-    provenance.add_transform(bn, "note")
-    provenance.merge_into(conv, bn)
-    assert provenance.sources(conv) == ("conv", "bn")
-    assert provenance.params(conv)[1] == ("conv.weight", "bn.weight", "bn.running_mean")
-    assert provenance.transforms(conv) == ("note",)

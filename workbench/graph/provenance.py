@@ -75,20 +75,6 @@ def add_transform(node: ir.Node, description: str) -> None:
     node.metadata_props[TRANSFORMS_KEY] = json.dumps([*transforms(node), description])
 
 
-def merge_into(target: ir.Node, *others: ir.Node) -> None:
-    """Give ``target`` the provenance of ``others`` as well (for fused nodes)."""
-    add_sources(target, [name for other in others for name in sources(other)])
-    merged = {index: list(names) for index, names in params(target).items()}
-    for other in others:
-        for names in params(other).values():
-            # a fused node's extra parameters are recorded against its weight input
-            merged.setdefault(1, []).extend(names)
-    set_params(target, merged)
-    for other in others:
-        for description in transforms(other):
-            add_transform(target, description)
-
-
 def copy_provenance(target: ir.Node, source: ir.Node) -> None:
     for key in _KEYS:
         if key in source.metadata_props:

@@ -28,14 +28,6 @@ from .net import CaffeNodeContext
 
 
 @dataclass(frozen=True)
-class CaffeWindow:
-    kernel: tuple[int, int]
-    stride: tuple[int, int]
-    pad: tuple[int, int]
-    dilation: tuple[int, int]
-
-
-@dataclass(frozen=True)
 class AxisPlan:
     """One axis of a window written for Caffe: its pad ``pad`` at both ends, and the
     Caffe outputs ``[first, first + count)`` (of ``total``) that the graph keeps."""
@@ -63,16 +55,6 @@ def planar_window(ctx: CaffeNodeContext, kernel: Sequence[int] | None = None) ->
         )
         return None
     return found
-
-
-def caffe_window(found: Window, pad: Sequence[int]) -> CaffeWindow:
-    """``found`` as Caffe's 2-D window with ``pad`` at both ends of each axis."""
-    return CaffeWindow(
-        (found.kernel[0], found.kernel[1]),
-        (found.strides[0], found.strides[1]),
-        (pad[0], pad[1]),
-        (found.dilations[0], found.dilations[1]),
-    )
 
 
 def align_axis(
