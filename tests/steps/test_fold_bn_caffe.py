@@ -62,9 +62,9 @@ def test_no_batchnorm_or_scale_layer_remains(folded) -> None:
     assert before.count("BatchNorm") == before.count("Scale") == before.count("Convolution") == 10
     assert "BatchNorm" not in after and "Scale" not in after
     assert after.count("Convolution") == 10  # one Convolution per conv + BatchNorm + Scale
-    # 47 layers (Input, 10 × conv/BN/Scale, 9 ReLU, 4 Eltwise, pool, fc, prob) → 27, plus the
-    # Flatten the writer puts before an InnerProduct
-    assert (len(before), len(after)) == (47, 28)
+    # 47 layers (Input, 10 × conv/BN/Scale, 9 ReLU, 4 Eltwise, pool, fc, prob) → 27: the
+    # InnerProduct reads the pooled blob as the source's does, with no Flatten before it
+    assert (len(before), len(after)) == (47, 27)
 
 
 def test_folded_files_compute_the_same_in_opencv(folded) -> None:

@@ -50,6 +50,17 @@ def _is_flatten_to_2d(node: ir.Node) -> bool:
     return out_shape == (in_shape[0], math.prod(in_shape[1:]))
 
 
+def _flattens_into_inner_products(node: ir.Node) -> bool:
+    """A flatten to (N, C*H*W) read only by InnerProducts, which flatten their input themselves."""
+    return _is_flatten_to_2d(node) and _feeds_only_inner_products(node.outputs[0])
+
+
+def _flat_size(value: ir.Value) -> int:
+    shape = static_shape(value)
+    assert shape is not None  # a flatten to 2-D has static shapes
+    return math.prod(shape[1:])
+
+
 def _feeds_only_inner_products(value: ir.Value) -> bool:
     users = value.consumers()
     return (
@@ -186,6 +197,11 @@ def convert_reshape(ctx: CaffeNodeContext) -> None:
         return
     if data is not None and data in ctx.net.transposed and _is_flatten_to_2d(ctx.node):
         _flatten_transposed(ctx, data)
+        return
+    if data is not None and _flattens_into_inner_products(ctx.node):
+        # InnerProduct flattens from axis 1 itself, in the same row-major order:
+        # no Flatten layer, as a Caffe zoo's deploy file has none
+        ctx.net.flattened[output] = Flattened(ctx.bottom(data), np.arange(_flat_size(output)), [ctx.node])
         return
     if ctx.node.op_type == "Reshape" and ctx.const(1) is None:
         ctx.problem(
