@@ -175,14 +175,22 @@ def test_first_divergence_names_broken_layer_and_cause(kind: str) -> None:
     assert divergence is not None, comparison
     assert divergence.source == broken_layer, divergence.explanation
     assert divergence.cause is not None and divergence.cause.kind == kind, divergence.explanation
-    # the plot marks it by the source layer the user knows, not a runtime's value name
-    assert comparison.layer_errors().divergence_label == f"first divergence: {broken_layer} ({kind})"
+    # the plot marks it by the source layers the user knows, not a runtime's value name
+    label = comparison.layer_errors().divergence_label
+    assert label == f"first divergence: {', '.join(divergence.pair.layers) or broken_layer} ({kind})"
     for word in words:
         assert word in divergence.explanation
     earlier = [pair for pair in comparison.layers if pair is not divergence.pair][
         : comparison.layers.index(divergence.pair)
     ]
     assert all(pair.ok for pair in earlier)  # every layer before it agrees within atol 1e-4, rtol 1e-3
+
+
+def test_the_plot_names_a_divergence_between_two_graphs_by_module_path() -> None:
+    reference, candidate, inputs, _ = concat_order_case()  # both ONNX graphs in onnxruntime
+    comparison = compare(reference, candidate, inputs, per_layer=True)
+    # the exporter names the Concat's value "cat"; the module path is what the user wrote
+    assert comparison.layer_errors().divergence_label == "first divergence: block.cat (concat-order)"
 
 
 def test_bn_eps_cause_recovers_both_epsilons() -> None:

@@ -18,6 +18,12 @@ from .compare_stats import Cause, ErrorStats
 from .plots import LayerErrors, plot_layer_errors
 
 
+def _layer_names(pair: PairComparison) -> str:
+    """The source layers a pair stands for, as the user knows them (module paths,
+    layer names), else the reference's output name."""
+    return ", ".join(pair.layers) or pair.source
+
+
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -183,7 +189,7 @@ class Comparison:
             allowed=[self.atol + self.rtol * p.stats.reference_max for p in self.layers],
             shape_mismatch=[i for i, p in enumerate(self.layers) if not p.stats.shapes_match],
             divergence=index,
-            divergence_label=f"first divergence: {divergence.source or divergence.target}{cause}" if divergence else "",
+            divergence_label=f"first divergence: {_layer_names(divergence.pair)}{cause}" if divergence else "",
             title=f"{self.reference} vs {self.candidate}",
         )
 
