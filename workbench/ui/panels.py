@@ -139,6 +139,9 @@ def step_title(chain: Chain, step: str) -> str:
     return f"{step}: {status} ({run.label}, {run.seconds:.2f} s)"
 
 
+NO_WRAP = "white-space: nowrap"  # short cells stay on one line beside a long summary
+
+
 def steps_table_html(chain: Chain) -> str:
     """Every step with its status, the artifact it shows, what that was made from and why it is stale."""
     rows = []
@@ -148,9 +151,9 @@ def steps_table_html(chain: Chain) -> str:
         note = chain.why_stale(step) if status == "stale" else artifact_summary(run)
         rows.append(
             f"<tr><td>{step}</td><td style='color:{STATUS_TEXT_COLOURS[status]}'>{status}</td>"
-            f"<td>{html.escape(run.label) if run else ''}</td>"
-            f"<td>{html.escape(', '.join(run.inputs)) if run else ''}</td>"
-            f"<td>{f'{run.seconds:.2f} s' if run else ''}</td><td>{html.escape(note)}</td></tr>"
+            f"<td style='{NO_WRAP}'>{html.escape(run.label) if run else ''}</td>"
+            f"<td style='{NO_WRAP}'>{html.escape(', '.join(run.inputs)) if run else ''}</td>"
+            f"<td style='{NO_WRAP}'>{f'{run.seconds:.2f} s' if run else ''}</td><td>{html.escape(note)}</td></tr>"
         )
     return (
         "<table><tr><th>step</th><th>status</th><th>artifact</th><th>made from</th><th>time</th>"
