@@ -10,9 +10,8 @@ arena first, and that parse alone costs about three times an ``np.load`` of the
 same arrays (see ``benchmarks/read_caffemodel.py``); only the fields below are
 read, every other field is skipped by its wire type.
 
-Protobuf wire format: a record is ``varint(field << 3 | wire type)`` then the
-value: wire type 0 a varint, 1 eight bytes, 2 ``varint(length)`` and that many
-bytes, 5 four bytes. A varint is little-endian base 128, high bit = more bytes.
+The records are found with ``formats.wire`` (the protobuf wire format, written
+once for every reader and writer that handles messages by hand).
 
 Fields read (BVLC numbering): NetParameter ``layer`` 100 and V1 ``layers`` 2;
 LayerParameter ``name`` 1, ``blobs`` 7; V1LayerParameter ``name`` 4, ``blobs`` 6;
@@ -27,7 +26,6 @@ import dataclasses
 import math
 import mmap
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,16 +34,12 @@ from google.protobuf.message import DecodeError
 
 from ...errors import InputError
 from ...formats import caffe_pb2
+from ...formats.wire import FIXED32, FIXED64, LENGTH_DELIMITED, VARINT, WireFormatError, fields, read_varint
 
-_VARINT, _FIXED64, _LENGTH, _FIXED32 = 0, 1, 2, 5
 _NET_LAYER, _NET_V1_LAYERS = 100, 2
 _LAYER_FIELDS = {_NET_LAYER: (1, 7), _NET_V1_LAYERS: (4, 6)}  # (name, blobs) by layer kind
 _BLOB_LEGACY_DIMS = (1, 2, 3, 4)  # num, channels, height, width
 _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
-
-
-class _Malformed(ValueError):
-    """The bytes are not a well-formed protobuf message."""
 
 
 @dataclass
@@ -54,44 +48,6 @@ class Weights:
 
     blobs: dict[str, list[np.ndarray]]
     layer_names: list[str]
-
-
-def _varint(payload: bytes | mmap.mmap, position: int) -> tuple[int, int]:
-    result, shift = 0, 0
-    while True:
-        if position >= len(payload):
-            raise _Malformed("a number runs past the end of the file")
-        byte = payload[position]
-        position += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, position
-        shift += 7
-        if shift > 63:
-            raise _Malformed("a number is longer than 10 bytes")
-
-
-def _fields(payload: bytes | mmap.mmap, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-    """(field number, wire type, value start, value end) of each record in [start, end);
-    for a varint, start is the value itself."""
-    position = start
-    while position < end:
-        key, position = _varint(payload, position)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == _VARINT:
-            value, position = _varint(payload, position)
-            yield number, wire_type, value, position
-            continue
-        if wire_type == _LENGTH:
-            length, position = _varint(payload, position)
-        elif wire_type in (_FIXED64, _FIXED32):
-            length = 8 if wire_type == _FIXED64 else 4
-        else:
-            raise _Malformed(f"field {number} has wire type {wire_type}, which Caffe files do not use")
-        if position + length > end:
-            raise _Malformed(f"field {number} runs past the end of its message")
-        yield number, wire_type, position, position + length
-        position += length
 
 
 def _copy_numbers(
@@ -103,10 +59,10 @@ def _copy_numbers(
     outlives this function (the mapping can then be closed)."""
     itemsize = np.dtype(dtype).itemsize
     if any((end - start) % itemsize for start, end in pieces):
-        raise _Malformed("a packed blob is not a whole number of values")
+        raise WireFormatError("a packed blob is not a whole number of values")
     count = sum((end - start) // itemsize for start, end in pieces)
     if count != math.prod(shape):
-        raise _Malformed(f"a blob of shape {list(shape)} holds {count} values")
+        raise WireFormatError(f"a blob of shape {list(shape)} holds {count} values")
     values = np.empty(count, np.float32)
     filled = 0
     for start, end in pieces:
@@ -128,18 +84,19 @@ class _BlobFields:
 
 def _blob_fields(payload: bytes | mmap.mmap, start: int, end: int) -> _BlobFields:
     found = _BlobFields()
-    for number, wire_type, value, value_end in _fields(payload, start, end):
-        if number in _BLOB_LEGACY_DIMS and wire_type == _VARINT:
-            found.legacy[number] = value
-        elif number == _BLOB_DATA and wire_type in (_LENGTH, _FIXED32):
+    for field in fields(payload, start, end):
+        number, wire_type, value, value_end = field.number, field.wire_type, field.value_start, field.end
+        if number in _BLOB_LEGACY_DIMS and wire_type == VARINT:
+            found.legacy[number] = read_varint(payload, value)[0]
+        elif number == _BLOB_DATA and wire_type in (LENGTH_DELIMITED, FIXED32):
             found.floats.append((value, value_end))
-        elif number == _BLOB_DOUBLE_DATA and wire_type in (_LENGTH, _FIXED64):
+        elif number == _BLOB_DOUBLE_DATA and wire_type in (LENGTH_DELIMITED, FIXED64):
             found.doubles.append((value, value_end))
-        elif number == _BLOB_SHAPE and wire_type == _LENGTH:
+        elif number == _BLOB_SHAPE and wire_type == LENGTH_DELIMITED:
             try:
                 found.shape = tuple(int(d) for d in caffe_pb2.BlobShape.FromString(payload[value:value_end]).dim)
             except DecodeError as error:
-                raise _Malformed(f"a blob shape does not parse ({error})") from error
+                raise WireFormatError(f"a blob shape does not parse ({error})") from error
     return found
 
 
@@ -170,7 +127,7 @@ def read_weights(path: Path) -> Weights:
         raise InputError(f"cannot read the caffemodel {path}", found=error.strerror, remedy="check the path") from error
     try:
         return _read_layers(payload)
-    except (_Malformed, UnicodeDecodeError) as error:
+    except (WireFormatError, UnicodeDecodeError) as error:
         raise InputError(
             f"{path} is not a readable caffemodel",
             expected="a binary NetParameter with trained blobs",
@@ -185,20 +142,20 @@ def read_weights(path: Path) -> Weights:
 def _read_layers(payload: bytes | mmap.mmap) -> Weights:
     blobs: dict[str, list[np.ndarray]] = {}
     names: list[str] = []
-    for number, wire_type, start, end in _fields(payload, 0, len(payload)):
-        if number not in _LAYER_FIELDS or wire_type != _LENGTH:
+    for layer in fields(payload, 0, len(payload)):
+        if layer.number not in _LAYER_FIELDS or layer.wire_type != LENGTH_DELIMITED:
             continue
-        name_field, blobs_field = _LAYER_FIELDS[number]
+        name_field, blobs_field = _LAYER_FIELDS[layer.number]
         name, spans = "", []
-        for field, field_type, value, value_end in _fields(payload, start, end):
-            if field == name_field and field_type == _LENGTH:
-                name = payload[value:value_end].decode("utf-8")
-            elif field == blobs_field and field_type == _LENGTH:
-                spans.append((value, value_end))
+        for field in fields(payload, layer.value_start, layer.end):
+            if field.number == name_field and field.wire_type == LENGTH_DELIMITED:
+                name = payload[field.value_start : field.end].decode("utf-8")
+            elif field.number == blobs_field and field.wire_type == LENGTH_DELIMITED:
+                spans.append((field.value_start, field.end))
         names.append(name)
         try:
             if spans:
                 blobs[name] = [_blob(payload, value, value_end) for value, value_end in spans]
-        except _Malformed as error:
-            raise _Malformed(f"layer {name}: {error}") from error
+        except WireFormatError as error:
+            raise WireFormatError(f"layer {name}: {error}") from error
     return Weights(blobs, names)
