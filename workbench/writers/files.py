@@ -8,13 +8,15 @@ it was. Writing over one of the model's own source files is refused.
 from __future__ import annotations
 
 import html
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..graph import StepReport
@@ -41,6 +43,29 @@ class WrittenFiles:
             f"<li>{html.escape(str(p))} ({p.stat().st_size:,} bytes)</li>" for p in self.paths if p.exists()
         )
         return f"<div><b>{html.escape(self.target)}</b> files<ul>{files}</ul>{self.report._repr_html_()}</div>"
+
+
+SIDECAR_SUFFIX = ".provenance.json"
+
+
+def write_record(path: Path, record: Mapping[str, Any]) -> Path:
+    """Write a writer's provenance record (a sidecar) as JSON at ``path``."""
+    path.write_text(json.dumps(record, indent=1))
+    return path
+
+
+def read_record(path: Path, expected: str, written: str) -> Any:
+    """The JSON in the sidecar at ``path``, or an InputError naming the record
+    ``expected`` and the files to write again (``written``)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise InputError(
+            f"cannot read the provenance record {path}",
+            expected=expected,
+            found=str(error).splitlines()[0] if str(error) else type(error).__name__,
+            remedy=f"write {written} again with the workbench, or remove the broken record",
+        ) from error
 
 
 def file_stem(name: str | None, default: str, what: str) -> str:

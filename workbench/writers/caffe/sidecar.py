@@ -11,32 +11,33 @@ layer records is read as well.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ...errors import InputError
-
-SUFFIX = ".provenance.json"
+from ..files import SIDECAR_SUFFIX, read_record, write_record
 
 
 def sidecar_path(prototxt: str | Path) -> Path:
     """Where the sidecar of ``NAME.prototxt`` lies: ``NAME.provenance.json`` beside it."""
-    return Path(prototxt).with_suffix(SUFFIX)
+    return Path(prototxt).with_suffix(SIDECAR_SUFFIX)
 
 
 def write_sidecar(folder: Path, name: str, record: Mapping[str, Any]) -> Path:
     """Write ``record`` as ``folder/NAME.provenance.json``."""
-    path = folder / f"{name}{SUFFIX}"
-    path.write_text(json.dumps(record, indent=1))
-    return path
+    return write_record(folder / f"{name}{SIDECAR_SUFFIX}", record)
 
 
 def read_layer_records(record: Mapping[str, Any] | Sequence[Mapping[str, Any]] | str | Path) -> list[dict[str, Any]]:
     """The per-layer records, from a sidecar file, its parsed content, or the writer's
     ``WrittenFiles.details`` (which hold the same ``layers``)."""
-    data: Any = _read_json(Path(record)) if isinstance(record, (str, Path)) else record
+    data: Any = (
+        read_record(
+            Path(record), "the NAME.provenance.json the Caffe writer puts beside NAME.prototxt", "the Caffe files"
+        )
+        if isinstance(record, (str, Path))
+        else record
+    )
     if isinstance(data, Mapping):
         data = data.get("layers", [])
     return [dict(layer) for layer in data]
@@ -45,15 +46,3 @@ def read_layer_records(record: Mapping[str, Any] | Sequence[Mapping[str, Any]] |
 def layer_sources(records: Sequence[Mapping[str, Any]]) -> dict[str, tuple[str, ...]]:
     """Caffe layer name -> the source layers it implements."""
     return {record["name"]: tuple(record.get("sources", ())) for record in records}
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(
-            f"cannot read the provenance record {path}",
-            expected="the NAME.provenance.json the Caffe writer puts beside NAME.prototxt",
-            found=str(error).splitlines()[0] if str(error) else type(error).__name__,
-            remedy="write the Caffe files again with the workbench, or remove the broken record",
-        ) from error

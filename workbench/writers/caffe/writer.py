@@ -23,11 +23,10 @@ from ...formats import caffe_pb2
 from ...graph import Model, StepReport
 from ...graph.report import timed
 from ...graph.shapes import infer_shapes
-from ..files import WrittenFiles, file_stem, staged_output
+from ..files import SIDECAR_SUFFIX, WrittenFiles, file_stem, staged_output
 from . import activation, arithmetic, conv, linear, normalization, pooling, resize, shape, space  # noqa: F401  (register)
 from .blobs import write_caffemodel
 from .net import DIALECTS, TARGET, CaffeNet
-from .sidecar import SUFFIX as SIDECAR_SUFFIX
 from .sidecar import write_sidecar
 
 # a caffemodel is one NetParameter message; protobuf, so Caffe and OpenCV DNN, reads at most 2 GiB of one

@@ -13,14 +13,13 @@ index of the layer holding each.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
+from ..files import SIDECAR_SUFFIX, read_record, write_record
 
-SUFFIX = ".provenance.json"
 COPY_ROLES = ("route", "view", "copy", "output")
 """Roles of layers that only copy or reshape a value another layer computed: they stand
 for its source layers in the name map, but in a comparison the computing layer does."""
@@ -33,13 +32,12 @@ def layer_name(index: int, kind: str) -> str:
 
 def sidecar_path(msnhnet: str | Path) -> Path:
     """Where the sidecar of ``NAME.msnhnet`` lies: ``NAME.provenance.json`` beside it."""
-    return Path(msnhnet).with_suffix(SUFFIX)
+    return Path(msnhnet).with_suffix(SIDECAR_SUFFIX)
 
 
 def write_sidecar(folder: Path, name: str, record: Mapping[str, Any]) -> Path:
-    path = folder / f"{name}{SUFFIX}"
-    path.write_text(json.dumps(record, indent=1))
-    return path
+    """Write ``record`` as ``folder/NAME.provenance.json``."""
+    return write_record(folder / f"{name}{SIDECAR_SUFFIX}", record)
 
 
 def read_sidecar(record: Mapping[str, Any] | str | Path) -> dict[str, Any]:
@@ -47,15 +45,9 @@ def read_sidecar(record: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     if not isinstance(record, (str, Path)):
         return dict(record)
     path = Path(record)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(
-            f"cannot read the provenance record {path}",
-            expected="the NAME.provenance.json the MsnhNet writer puts beside NAME.msnhnet",
-            found=str(error).splitlines()[0] if str(error) else type(error).__name__,
-            remedy="write the MsnhNet files again with the workbench, or remove the broken record",
-        ) from error
+    data = read_record(
+        path, "the NAME.provenance.json the MsnhNet writer puts beside NAME.msnhnet", "the MsnhNet files"
+    )
     if not isinstance(data, dict) or data.get("format") != "msnhnet":
         raise InputError(
             f"{path} is not the MsnhNet writer's provenance record",

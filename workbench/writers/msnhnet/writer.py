@@ -26,10 +26,9 @@ from ...graph import Model, StepReport
 from ...graph.converter import ConverterContext
 from ...graph.report import timed
 from ...graph.shapes import infer_shapes, static_shape
-from ..files import WrittenFiles, file_stem, staged_output
+from ..files import SIDECAR_SUFFIX, WrittenFiles, file_stem, staged_output
 from . import activation, arithmetic, conv, layout, linear, normalization, pooling, softmax, spatial  # noqa: F401
 from .net import MSNHNET_LAYERS, TARGET, MsnhLayer, MsnhNet, MsnhNodeContext, per_sample
-from .sidecar import SUFFIX as SIDECAR_SUFFIX
 from .sidecar import layer_name, write_sidecar
 from .text import render, weight_bytes
 

@@ -10,12 +10,12 @@ generated line), ``inlined``, ``inputs`` and ``outputs``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
+from ..files import read_record, write_record
 
 FILE_NAME = "provenance.json"
 
@@ -27,9 +27,7 @@ def sidecar_path(folder: str | Path) -> Path:
 
 def write_sidecar(folder: Path, record: Mapping[str, Any]) -> Path:
     """Write ``record`` as ``folder/provenance.json``."""
-    path = sidecar_path(folder)
-    path.write_text(json.dumps(record, indent=1))
-    return path
+    return write_record(sidecar_path(folder), record)
 
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
@@ -37,15 +35,7 @@ def read_sidecar(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = sidecar_path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(
-            f"cannot read the provenance record {path}",
-            expected="the provenance.json the PyTorch writer puts beside model.py",
-            found=str(error).splitlines()[0] if str(error) else type(error).__name__,
-            remedy="write the PyTorch folder again with the workbench, or remove the broken record",
-        ) from error
+    data = read_record(path, "the provenance.json the PyTorch writer puts beside model.py", "the PyTorch folder")
     if not isinstance(data, dict):
         raise InputError(
             f"{path} is not a PyTorch provenance record",
